@@ -1,0 +1,326 @@
+"""Experiment configuration: YAML files + ``key.sub=value`` overrides, validated before anything is built.
+
+A config is one complete YAML file (no inheritance). :func:`load_config` reads it, applies command-line
+overrides, and converts the result into the typed dataclasses below. Every error is a ``ValueError`` that
+names the key path and the file, e.g. ``configs/x.yaml: train.epoch: unknown key (did you mean 'epochs'?)``.
+
+Interest modules are declared explicitly as ``{_component_: dotted.path.Class, arg: value, ...}``; the
+arguments are checked against the constructor's signature (:func:`check_component`) without building it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import inspect
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional, Sequence, Union
+
+import yaml
+from iopath.common.file_io import g_pathmgr
+
+# ----------------------------------------------------------------------------------------------------------
+# The schema
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TableConfig:
+    """One embedding table. ``rows: auto`` takes the size from the dataset's meta.json (``position`` and
+    ``time_bin`` from ``data.max_len`` and ``data.time_bins``)."""
+
+    dim: int
+    features: List[str]
+    rows: Union[int, str] = "auto"
+    pooled: bool = False  # True: EmbeddingBagCollection (sum pooling); False: EmbeddingCollection (jagged)
+    sharding_types: Optional[List[str]] = None  # planner constraint, e.g. [row_wise]
+    pooling_factor: Optional[float] = None  # mean ids per sample, for the planner (default: from data)
+
+
+@dataclass
+class SequenceInputs:
+    """Which features make a behaviour, the target, and their temporal encoding."""
+
+    history: List[str] = field(default_factory=lambda: ["hist_item", "hist_category"])
+    target: List[str] = field(default_factory=lambda: ["target_item", "target_category"])
+    temporal: Literal["position", "time_bin", "none"] = "position"
+
+
+@dataclass
+class TowerConfig:
+    hidden: List[int] = field(default_factory=lambda: [200, 80])
+    activation: str = "relu"
+    dropout: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    interests: Dict[str, Dict[str, Any]]
+    sequence: SequenceInputs = field(default_factory=SequenceInputs)
+    user_features: List[str] = field(default_factory=lambda: ["user_id", "user_age", "user_gender"])
+    tower: TowerConfig = field(default_factory=TowerConfig)
+    tables: Dict[str, TableConfig] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    path: str
+    generate: Optional[Dict[str, Any]] = None  # keyword arguments of tinrec.data.generate.generate_dataset
+    max_len: int = 200
+    time_bins: int = 10
+    num_workers: int = 1
+    shuffle: bool = True
+
+
+@dataclass
+class OptimizerConfig:
+    name: str
+    lr: float
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 256
+    eval_batch_size: int = 1024
+    dense_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="adam", lr=1e-3))
+    sparse_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="adam", lr=1e-3))
+    grad_clip: float = 1.0  # max L2 norm of the dense gradients; 0 disables
+    checkpoint_every: int = 0  # steps between checkpoints; 0: at the end of each epoch only
+    keep_checkpoints: int = 2
+    log_every: int = 50
+    max_steps: Optional[int] = None  # stop after this many steps in total (smoke tests)
+
+
+@dataclass
+class Config:
+    run_dir: str
+    data: DataConfig
+    model: ModelConfig
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: Optional[str] = None  # a checkpoint folder to evaluate (``tinrec eval``) or to start from
+    plan: Optional[str] = None  # a sharding-plan file written by ``tinrec plan --out``
+    description: str = ""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading and overrides
+# ----------------------------------------------------------------------------------------------------------
+
+
+def parse_overrides(overrides: Sequence[str], source: str = "command line") -> List[tuple]:
+    """``["train.epochs=3", "model.tower.hidden=[64,32]"]`` -> ``[(["train", "epochs"], 3), ...]``."""
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"{source}: override {item!r} is not of the form key.sub=value")
+        key, raw = item.split("=", 1)
+        path = [p for p in key.strip().split(".")]
+        if not all(path):
+            raise ValueError(f"{source}: override {item!r} has an empty key part")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ValueError(f"{source}: override {item!r}: cannot parse the value: {e}") from None
+        parsed.append((path, value))
+    return parsed
+
+
+def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str], source: str = "command line") -> Dict[str, Any]:
+    for path, value in parse_overrides(overrides, source):
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ValueError(f"{source}: cannot set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a mapping")
+            node = nxt
+        node[path[-1]] = value
+    return raw
+
+
+def read_yaml(path: str) -> Dict[str, Any]:
+    if not g_pathmgr.exists(path):
+        raise ValueError(f"{path}: config file not found")
+    with g_pathmgr.open(path, "r") as f:
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: the top level must be a mapping of keys")
+    return raw
+
+
+def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
+    """Read ``path``, apply ``overrides`` and validate everything, components included."""
+    raw = apply_overrides(read_yaml(path), overrides)
+    cfg = from_dict(Config, raw, path)
+    validate(cfg, path)
+    return cfg
+
+
+def to_dict(cfg: Any) -> Any:
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Typed conversion
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(tp: Any, value: Any, where: str, src: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where, src)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(f"{src}: {where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{src}: {where}: must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, List):
+        if not isinstance(value, list):
+            raise ValueError(f"{src}: {where}: expected a list, got {value!r}")
+        return [_convert(args[0], v, f"{where}[{i}]", src) for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ValueError(f"{src}: {where}: expected a mapping, got {value!r}")
+        return {str(k): _convert(args[1], v, f"{where}.{k}", src) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, src, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{src}: {where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{src}: {where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{src}: {where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{src}: {where}: expected a string, got {value!r}")
+        return value
+    raise AssertionError(f"unsupported schema type {tp}")
+
+
+def from_dict(cls: type, raw: Any, src: str, where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``raw``, rejecting unknown keys and bad types by key path."""
+    prefix = f"{where}." if where else ""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{src}: {where or 'top level'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(fields)})"
+            raise ValueError(f"{src}: {prefix}{key}: unknown key{hint}")
+        kwargs[key] = _convert(hints[key], value, f"{prefix}{key}", src)
+    for name, f in fields.items():
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"{src}: {prefix}{name}: required key is missing")
+    return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Components and cross-field checks
+# ----------------------------------------------------------------------------------------------------------
+
+
+def resolve(dotted: str, where: str, src: str) -> Any:
+    module_name, _, attr = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"{src}: {where}._component_: cannot import {dotted!r}: {e}") from None
+
+
+# Arguments the model builder supplies (input widths known only at run time): never in YAML.
+BUILDER_ARGS = ("dim",)
+# Keys of an interest entry that bind it to features rather than go to its constructor.
+BINDING_KEYS = ("_component_", "inputs")
+
+
+def check_component(spec: Dict[str, Any], where: str, src: str) -> type:
+    """Check ``spec`` ({_component_, **kwargs}) against the constructor's signature; return the class."""
+    if "_component_" not in spec:
+        raise ValueError(f"{src}: {where}: missing '_component_' (the dotted path of the module class)")
+    cls = resolve(str(spec["_component_"]), where, src)
+    params = inspect.signature(cls.__init__).parameters
+    accepted = {n for n, p in params.items() if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    for key in spec:
+        if key in BINDING_KEYS:
+            continue
+        if key in BUILDER_ARGS:
+            raise ValueError(f"{src}: {where}.{key}: set by the model builder from the tables; remove it")
+        if key not in accepted:
+            close = difflib.get_close_matches(key, sorted(accepted), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (accepted: {', '.join(sorted(accepted))})"
+            raise ValueError(f"{src}: {where}.{key}: not an argument of {spec['_component_']}{hint}")
+    for name, p in params.items():
+        if name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        if p.default is inspect.Parameter.empty and name not in spec and name not in BUILDER_ARGS:
+            raise ValueError(f"{src}: {where}.{name}: required argument of {spec['_component_']} is missing")
+    return cls
+
+
+def validate(cfg: Config, src: str) -> None:
+    """Cross-field checks: components, feature bindings, table dims, sizes."""
+    if not cfg.model.interests:
+        raise ValueError(f"{src}: model.interests: at least one interest module is required")
+    for name, spec in cfg.model.interests.items():
+        check_component(spec, f"model.interests.{name}", src)
+        if "inputs" in spec:
+            _convert(SequenceInputs, spec["inputs"], f"model.interests.{name}.inputs", src)
+    for key, value in (("train.epochs", cfg.train.epochs), ("train.batch_size", cfg.train.batch_size),
+                       ("train.eval_batch_size", cfg.train.eval_batch_size), ("data.max_len", cfg.data.max_len),
+                       ("data.time_bins", cfg.data.time_bins)):
+        if value < 1:
+            raise ValueError(f"{src}: {key}: must be >= 1, got {value}")
+    if cfg.data.num_workers < 0:
+        raise ValueError(f"{src}: data.num_workers: must be >= 0")
+    if not cfg.model.tables:
+        raise ValueError(f"{src}: model.tables: no embedding tables declared")
+    owner: Dict[str, str] = {}
+    for tname, t in cfg.model.tables.items():
+        if isinstance(t.rows, str) and t.rows != "auto":
+            raise ValueError(f"{src}: model.tables.{tname}.rows: expected an integer or 'auto', got {t.rows!r}")
+        if isinstance(t.rows, int) and t.rows < 1:
+            raise ValueError(f"{src}: model.tables.{tname}.rows: must be >= 1")
+        if t.dim < 1:
+            raise ValueError(f"{src}: model.tables.{tname}.dim: must be >= 1")
+        for f in t.features:
+            if f in owner:
+                raise ValueError(f"{src}: model.tables.{tname}.features: {f!r} is already read by table {owner[f]!r}")
+            owner[f] = tname
+    from tinrec.features import check_bindings  # local: keeps config import light
+
+    check_bindings(cfg, owner, src)

@@ -1,0 +1,104 @@
+"""Evaluation metrics: AUC, GAUC (DIN paper definition) and logloss, exact across ranks.
+
+Each rank keeps its ``(score, label, user, weight)`` arrays; :func:`gather` collects them on every rank
+(``all_gather_object``), so metrics are computed over the whole split, not averaged per rank. Samples with
+weight 0 (the padding batches that keep ranks in step) are dropped before computing.
+
+GAUC follows the DIN paper: ``sum_u n_u AUC_u / sum_u n_u`` over users with both a positive and a negative
+impression, ``n_u`` the user's impressions in the split. AUC counts ties as one half.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def _tied_ranks(keys: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``scores`` (already sorted by (keys, scores)) within each key, ties averaged."""
+    n = scores.size
+    new_group = np.ones(n, dtype=bool)
+    new_group[1:] = keys[1:] != keys[:-1]
+    new_run = new_group.copy()
+    new_run[1:] |= scores[1:] != scores[:-1]
+    run_id = np.cumsum(new_run) - 1
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+    pos = np.arange(n) - group_start + 1  # 1-based position within group
+    starts = np.flatnonzero(new_run)
+    ends = np.append(starts[1:], n) - 1  # runs never cross a group boundary
+    return ((pos[starts] + pos[ends]) / 2.0)[run_id]
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (ties count one half); NaN if only one class is present."""
+    if scores.size == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = _tied_ranks(np.zeros(scores.size, dtype=np.int64), scores[order])
+    y = labels[order] > 0.5
+    p = int(y.sum())
+    n = y.size - p
+    if p == 0 or n == 0:
+        return float("nan")
+    return float((ranks[y].sum() - p * (p + 1) / 2.0) / (p * n))
+
+
+def gauc(scores: np.ndarray, labels: np.ndarray, users: np.ndarray) -> float:
+    """Impression-weighted mean of per-user AUC over users with both labels (DIN paper)."""
+    if scores.size == 0:
+        return float("nan")
+    order = np.lexsort((scores, users))
+    s, y, u = scores[order], labels[order] > 0.5, users[order]
+    ranks = _tied_ranks(u, s)
+    _, uid = np.unique(u, return_inverse=True)
+    n_u = np.bincount(uid).astype(np.float64)
+    p_u = np.bincount(uid, weights=y.astype(np.float64))
+    r_u = np.bincount(uid, weights=ranks * y)
+    neg_u = n_u - p_u
+    ok = (p_u > 0) & (neg_u > 0)
+    if not ok.any():
+        return float("nan")
+    auc_u = (r_u[ok] - p_u[ok] * (p_u[ok] + 1) / 2.0) / (p_u[ok] * neg_u[ok])
+    return float((n_u[ok] * auc_u).sum() / n_u[ok].sum())
+
+
+def logloss(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
+    p = np.clip(probs, eps, 1 - eps)
+    return float(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean())
+
+
+class EvalAccumulator:
+    """Collects one split's outputs on this rank."""
+
+    def __init__(self) -> None:
+        self.parts: List[Dict[str, np.ndarray]] = []
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor, users: torch.Tensor, weights: torch.Tensor) -> None:
+        keep = (weights > 0).cpu().numpy()
+        self.parts.append({
+            "prob": torch.sigmoid(logits.float()).detach().cpu().numpy()[keep].astype(np.float64),
+            "label": labels.detach().cpu().numpy()[keep].astype(np.float64),
+            "user": users.detach().cpu().numpy()[keep],
+        })
+
+    def local(self) -> Dict[str, np.ndarray]:
+        if not self.parts:
+            return {"prob": np.zeros(0), "label": np.zeros(0), "user": np.zeros(0, dtype=np.int64)}
+        return {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+
+    def gather(self) -> Dict[str, np.ndarray]:
+        mine = self.local()
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return mine
+        everyone: List[Dict[str, np.ndarray]] = [None] * dist.get_world_size()  # type: ignore[list-item]
+        dist.all_gather_object(everyone, mine)
+        return {k: np.concatenate([e[k] for e in everyone]) for k in mine}
+
+    def compute(self) -> Dict[str, float]:
+        d = self.gather()
+        return {"auc": auc(d["prob"], d["label"]), "gauc": gauc(d["prob"], d["label"], d["user"]),
+                "logloss": logloss(d["prob"], d["label"]), "samples": int(d["label"].size),
+                "ctr": float(d["label"].mean()) if d["label"].size else float("nan")}

@@ -1,0 +1,164 @@
+"""Model assembly: the one place where TorchRec meets ``modules/``.
+
+A model is a chain of named stages::
+
+    SparseArch    TorchRec EmbeddingCollections (one per embedding dim, jagged lookups) + an
+                  EmbeddingBagCollection (pooled lookups); built on ``meta``, sharded by DMP
+    DenseArch     (one FX leaf for the training pipeline)
+      SequenceArch   jagged lookups -> padded ``[B, L, D]`` behaviours, ``[B, L]`` mask, ``[B, D]`` target,
+                     and the temporal encodings (position / time-bin embeddings) each module is bound to
+      InterestArch   the interest modules from ``modules/`` (``_component_`` in config)
+      tower          MLP over [interest outputs, target embedding, user features] -> logit
+      loss           BCE (weighted: padding batches count 0) + the modules' auxiliary losses
+
+``Model.forward(batch)`` returns ``(loss, (logits, labels, user_ids, weights))`` as
+``TrainPipelineSparseDist`` expects.
+
+Legend: B batch, L padded history length (the batch's longest kept history), D behaviour width.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingCollection, KeyedJaggedTensor, KeyedTensor
+from torchrec.sparse.jagged_tensor import JaggedTensor
+
+from tinrec.config import BINDING_KEYS, Config, SequenceInputs, resolve
+from tinrec.features import TEMPORAL_FEATURES, behaviour_width, interest_inputs, table_configs
+from tinrec.modules.mlp import MLP
+
+
+class SparseArch(nn.Module):
+    """Every embedding lookup: one EmbeddingCollection per dim, plus one EmbeddingBagCollection."""
+
+    def __init__(self, *, ec_tables: Mapping[int, list], ebc_tables: list, device: torch.device) -> None:
+        super().__init__()
+        self.ecs = nn.ModuleDict({f"dim{d}": EmbeddingCollection(tables=t, device=device)
+                                  for d, t in ec_tables.items()})
+        self.ebc = EmbeddingBagCollection(tables=ebc_tables, device=device) if ebc_tables else None
+
+    def forward(self, features: KeyedJaggedTensor) -> Tuple[List[Dict[str, JaggedTensor]], Optional[KeyedTensor]]:
+        seqs = [ec(features) for ec in self.ecs.values()]
+        pooled = self.ebc(features) if self.ebc is not None else None
+        return seqs, pooled
+
+
+def _padded(jt: JaggedTensor, max_len: int) -> torch.Tensor:
+    """[N, d] jagged values -> [B, L, d] zero-padded (right), one fbgemm kernel."""
+    return torch.ops.fbgemm.jagged_to_padded_dense(jt.values(), [jt.offsets()], [max_len], 0.0)
+
+
+class SequenceArch(nn.Module):
+    """Jagged lookups -> the dense tensors one interest module reads (no parameters)."""
+
+    def __init__(self, *, inputs: SequenceInputs) -> None:
+        super().__init__()
+        self.history = list(inputs.history)
+        self.target = list(inputs.target)
+        self.temporal = None if inputs.temporal == "none" else TEMPORAL_FEATURES[inputs.temporal]
+
+    def forward(self, emb: Mapping[str, JaggedTensor]) -> Dict[str, Optional[torch.Tensor]]:
+        first = emb[self.history[0]]
+        lengths_B = first.lengths()
+        B = lengths_B.numel()
+        L = max(int(lengths_B.max()) if B else 0, 1)
+        seq_BLD = torch.cat([_padded(emb[f], L) for f in self.history], dim=-1)
+        mask_BL = torch.arange(L, device=lengths_B.device)[None, :] < lengths_B[:, None]
+        query_BD = torch.cat([emb[f].values().view(B, -1) for f in self.target], dim=-1)
+        out = {"seq_BLD": seq_BLD, "mask_BL": mask_BL, "query_BD": query_BD,
+               "seq_time_BLD": None, "query_time_BD": None}
+        if self.temporal is not None:
+            hist_t, target_t = self.temporal
+            out["seq_time_BLD"] = _padded(emb[hist_t], L)
+            out["query_time_BD"] = emb[target_t].values().view(B, -1)
+        return out
+
+
+class DenseArch(nn.Module):
+    """Sequences -> interest modules -> tower -> loss. One FX leaf of the training pipeline."""
+
+    def __init__(self, *, sequences: Dict[str, SequenceArch], interests: Dict[str, nn.Module],
+                 target_features: List[str], user_features: List[str], pooled_features: List[str],
+                 tower: nn.Module) -> None:
+        super().__init__()
+        self.sequences = nn.ModuleDict(sequences)
+        self.interests = nn.ModuleDict(interests)
+        self.target_features = list(target_features)
+        self.user_features = list(user_features)
+        self.pooled_features = set(pooled_features)
+        self.tower = tower
+
+    def merge(self, seqs: List[Dict[str, JaggedTensor]]) -> Dict[str, JaggedTensor]:
+        emb: Dict[str, JaggedTensor] = {}
+        for d in seqs:
+            emb.update(d)
+        return emb
+
+    def forward(self, seqs: List[Dict[str, JaggedTensor]], pooled: Optional[KeyedTensor], labels: torch.Tensor,
+                weights: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        emb = self.merge(seqs)
+        B = labels.numel()
+        parts, aux = [], []
+        for name, module in self.interests.items():
+            out = module(**self.sequences[name](emb))
+            if isinstance(out, tuple):
+                out, extra = out
+                aux.append(extra)
+            parts.append(out)
+        parts += [emb[f].values().view(B, -1) for f in self.target_features]
+        pooled_dict = pooled.to_dict() if pooled is not None else {}
+        for f in self.user_features:
+            parts.append(pooled_dict[f] if f in self.pooled_features else emb[f].values().view(B, -1))
+        logits = self.tower(torch.cat(parts, dim=-1)).squeeze(-1)
+        per_sample = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        loss = (per_sample * weights).sum() / weights.sum().clamp(min=1.0)
+        for extra in aux:
+            loss = loss + extra
+        return loss, logits
+
+
+class Model(nn.Module):
+    """SparseArch -> DenseArch; forward returns ``(loss, (logits, labels, user_ids, weights))``."""
+
+    def __init__(self, *, sparse_arch: SparseArch, dense_arch: DenseArch) -> None:
+        super().__init__()
+        self.sparse_arch = sparse_arch
+        self.dense_arch = dense_arch
+
+    def forward(self, batch):
+        seqs, pooled = self.sparse_arch(batch.sparse)
+        loss, logits = self.dense_arch(seqs, pooled, batch.labels, batch.weights)
+        return loss, (logits.detach(), batch.labels, batch.user_ids, batch.weights)
+
+
+def build_interest(spec: Mapping, dim: int, where: str) -> nn.Module:
+    cls = resolve(str(spec["_component_"]), where, "config")
+    kwargs = {k: v for k, v in spec.items() if k not in BINDING_KEYS}
+    module = cls(dim=dim, **kwargs)
+    if not isinstance(getattr(module, "output_dim", None), int):
+        raise ValueError(f"{where}: {spec['_component_']} has no integer attribute 'output_dim'")
+    return module
+
+
+def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.device = torch.device("meta")) -> Model:
+    """Build the model from config; embedding tables on ``sparse_device`` (``meta`` until DMP shards them)."""
+    ec_tables, ebc_tables = table_configs(cfg, rows)
+    sparse = SparseArch(ec_tables=ec_tables, ebc_tables=ebc_tables, device=sparse_device)
+    dims = {f: t.dim for t in cfg.model.tables.values() for f in t.features}
+    pooled = [f for t in cfg.model.tables.values() if t.pooled for f in t.features]
+    sequences, interests, width = {}, {}, 0
+    for name, inputs in interest_inputs(cfg).items():
+        sequences[name] = SequenceArch(inputs=inputs)
+        interests[name] = build_interest(cfg.model.interests[name], behaviour_width(cfg, inputs),
+                                         f"model.interests.{name}")
+        width += interests[name].output_dim
+    target = list(cfg.model.sequence.target)
+    width += sum(dims[f] for f in target) + sum(dims[f] for f in cfg.model.user_features)
+    tower = MLP(in_dim=width, hidden_dims=list(cfg.model.tower.hidden), activation=cfg.model.tower.activation,
+                dropout=cfg.model.tower.dropout, out_dim=1)
+    dense = DenseArch(sequences=sequences, interests=interests, target_features=target,
+                      user_features=list(cfg.model.user_features), pooled_features=pooled, tower=tower)
+    return Model(sparse_arch=sparse, dense_arch=dense)

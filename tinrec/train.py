@@ -1,0 +1,405 @@
+"""The one training loop: DMP (always, world size 1 included) + fused sparse optimizer + TrainPipelineSparseDist.
+
+Run as ``tinrec train CONFIG [key=value ...] [--resume]``, alone or under ``torchrun`` (gloo on CPU, nccl on
+CUDA; the device comes from ``LOCAL_RANK``). Every rank runs the same number of steps per epoch (computed
+from row-group metadata), evaluation pads short ranks with zero-weight batches, and metrics are computed
+over the whole split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import random
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from iopath.common.file_io import g_pathmgr
+from torch.distributed.optim import _apply_optimizer_in_backward
+from torch.utils.data import DataLoader
+from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+from torchrec.optim.clipping import GradientClipping, GradientClippingOptimizer
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+from tqdm import tqdm
+
+from tinrec import checkpoint as ckpt
+from tinrec.config import Config, OptimizerConfig, to_dict
+from tinrec.data.batch import Batch
+from tinrec.data.reader import ParquetStream, consumed_per_worker, list_units, read_meta, required_columns, split_files
+from tinrec.data.timebins import load_or_compute_edges
+from tinrec.features import feature_rows, resolve_rows, used_features
+from tinrec.metrics import EvalAccumulator
+from tinrec.model import build_model
+from tinrec.sharding import make_plan
+
+log = logging.getLogger(__name__)
+
+SPARSE_OPTIMIZERS = {"adam": torch.optim.Adam, "rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad,
+                     "sgd": torch.optim.SGD}
+DENSE_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad,
+                    "sgd": torch.optim.SGD}
+FAIL_AT_STEP = "TINREC_FAIL_AT_STEP"  # fault injection for restart tests: crash once after this global step
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Process group
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed() -> DistEnv:
+    """Join the torchrun process group, or make a one-process group when run alone."""
+    cuda = torch.cuda.is_available()
+    backend = "nccl" if cuda else "gloo"
+    if not dist.is_initialized():
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
+                                    world_size=1)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return DistEnv(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
+                   local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())), device=device)
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+@contextmanager
+def main_first(env: DistEnv):
+    """Rank 0 runs the block first (e.g. writes a file), then the others."""
+    if env.is_main:
+        yield
+        barrier()
+    else:
+        barrier()
+        yield
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------------------------
+
+
+class Data:
+    """The dataset of a config: meta, table sizes, time-bin edges, row groups per split."""
+
+    def __init__(self, cfg: Config, env: DistEnv) -> None:
+        self.cfg, self.env = cfg, env
+        path = cfg.data.path
+        with main_first(env):
+            if env.is_main and not g_pathmgr.exists(posixpath.join(path, "meta.json")):
+                if cfg.data.generate is None:
+                    raise ValueError(f"data.path: {path} has no meta.json and data.generate is not set")
+                from tinrec.data.generate import generate_dataset
+
+                log.info("dataset %s is missing: generating it", path)
+                generate_dataset(path, **cfg.data.generate)
+        self.meta = read_meta(path)
+        self.rows = resolve_rows(cfg, self.meta)
+        self.features = used_features(cfg)
+        self.feature_rows = feature_rows(cfg, self.rows)
+        self.edges = None
+        with main_first(env):
+            if "hist_time_bin" in self.features:
+                self.edges = load_or_compute_edges(path, split_files(path, "train", self.meta), cfg.data.time_bins)
+        self._units: Dict[str, list] = {}
+
+    def units(self, split: str) -> list:
+        if split not in self._units:
+            files = split_files(self.cfg.data.path, split, self.meta)
+            self._units[split] = list_units(files, required_columns(self.features))
+        return self._units[split]
+
+    def stream(self, split: str, *, epoch: int = 0, train: bool = False, skip=None) -> ParquetStream:
+        c = self.cfg
+        return ParquetStream(
+            units=self.units(split), features=self.features, feature_rows=self.feature_rows,
+            batch_size=c.train.batch_size if train else c.train.eval_batch_size, max_len=c.data.max_len,
+            time_bin_edges=self.edges, rank=self.env.rank, world_size=self.env.world_size,
+            num_workers=c.data.num_workers, seed=c.seed, epoch=epoch, shuffle=train and c.data.shuffle,
+            drop_last=train, skip=skip)
+
+    def loader(self, stream: ParquetStream) -> DataLoader:
+        return DataLoader(stream, batch_size=None, num_workers=self.cfg.data.num_workers,
+                          persistent_workers=False)
+
+    def steps_per_epoch(self) -> int:
+        """Training steps per epoch, equal on every rank: the smallest rank's full-batch count."""
+        s = self.stream("train", train=True)
+        steps = min(sum(s.worker_batches(r)) for r in range(self.env.world_size))
+        if steps == 0:
+            raise ValueError(f"{self.cfg.data.path}: the train split has fewer rows per rank than "
+                             f"train.batch_size={self.cfg.train.batch_size}")
+        return steps
+
+    def train_batches(self, epoch: int, start_step: int, steps: int) -> Iterator[Batch]:
+        probe = self.stream("train", epoch=epoch, train=True)
+        skip = consumed_per_worker(start_step, probe.worker_batches())
+        stream = self.stream("train", epoch=epoch, train=True, skip=skip)
+        return islice(iter(self.loader(stream)), steps - start_step)
+
+    def eval_batches(self, split: str) -> Iterator[Batch]:
+        """Every sample of the split once, plus zero-weight padding so all ranks run the same steps."""
+        stream = self.stream(split)
+        total = max(sum(stream.worker_batches(r)) for r in range(self.env.world_size))
+        n, last = 0, None
+        for batch in self.loader(stream):
+            n, last = n + 1, batch
+            yield batch
+        pad = last.as_padding() if last is not None else Batch.dummy(self.features)
+        for _ in range(total - n):
+            yield pad
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Model, optimizers
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _opt_kwargs(cls: type, oc: OptimizerConfig) -> Dict[str, Any]:
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    kw: Dict[str, Any] = {"lr": oc.lr}
+    if "weight_decay" in params:
+        kw["weight_decay"] = oc.weight_decay
+    if "eps" in params:
+        kw["eps"] = oc.eps
+    return kw
+
+
+def _pick(table: Dict[str, type], oc: OptimizerConfig, key: str) -> type:
+    if oc.name not in table:
+        raise ValueError(f"{key}.name: unknown optimizer {oc.name!r} (known: {', '.join(table)})")
+    return table[oc.name]
+
+
+def build_training(cfg: Config, data: Data, env: DistEnv):
+    """Model on meta -> fused sparse optimizer -> plan -> DMP -> combined optimizer."""
+    seed_everything(cfg.seed)
+    model = build_model(cfg, data.rows)
+    sparse_cls = _pick(SPARSE_OPTIMIZERS, cfg.train.sparse_optimizer, "train.sparse_optimizer")
+    _apply_optimizer_in_backward(sparse_cls, list(model.sparse_arch.parameters()),
+                                 _opt_kwargs(sparse_cls, cfg.train.sparse_optimizer))
+    plan = make_plan(model, cfg, world_size=env.world_size, local_world_size=env.local_world_size,
+                     device=env.device, batch_size=cfg.train.batch_size)
+    dmp = DistributedModelParallel(model, device=env.device, plan=plan)
+    dense_cls = _pick(DENSE_OPTIMIZERS, cfg.train.dense_optimizer, "train.dense_optimizer")
+    dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
+                                  lambda params: dense_cls(params, **_opt_kwargs(dense_cls, cfg.train.dense_optimizer)))
+    if cfg.train.grad_clip > 0:
+        dense = GradientClippingOptimizer(dense, clipping=GradientClipping.NORM, max_gradient=cfg.train.grad_clip)
+    optimizer = CombinedOptimizer([("fused", dmp.fused_optimizer), ("dense", dense)])
+    return dmp, optimizer, plan
+
+
+def evaluate(pipeline: TrainPipelineSparseDist, model: torch.nn.Module, data: Data, split: str,
+             show_progress: bool) -> Dict[str, float]:
+    model.eval()
+    acc = EvalAccumulator()
+    it = data.eval_batches(split)
+    bar = tqdm(desc=f"eval {split}", unit="batch", disable=not show_progress, leave=False)
+    with torch.no_grad():
+        while True:
+            try:
+                logits, labels, users, weights = pipeline.progress(it)
+            except StopIteration:
+                break
+            acc.add(logits, labels, users, weights)
+            bar.update(1)
+    bar.close()
+    model.train()
+    return acc.compute()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------------------------
+
+
+def format_table(metrics: Dict[str, Dict[str, float]]) -> str:
+    rows = ["split  |    AUC |   GAUC | logloss | samples", "------ | ------ | ------ | ------- | -------"]
+    for split, m in metrics.items():
+        rows.append(f"{split:6s} | {m['auc']:.4f} | {m['gauc']:.4f} | {m['logloss']:7.4f} | {m['samples']:7d}")
+    return "\n".join(rows)
+
+
+def _write_json(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _maybe_fail(run_dir: str, step: int) -> None:
+    at = os.environ.get(FAIL_AT_STEP)
+    marker = os.path.join(run_dir, ".fault-injected")
+    if at is not None and step == int(at) and not os.path.exists(marker):
+        open(marker, "w").close()
+        log.error("%s=%s: injected crash after step %d", FAIL_AT_STEP, at, step)
+        os._exit(13)
+
+
+def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, float]]:
+    """Train ``cfg``; return ``{"valid": {...}, "test": {...}}`` (also written to run_dir/metrics.json)."""
+    env = init_distributed()
+    run_dir = cfg.run_dir
+    ckpt_root = os.path.join(run_dir, "checkpoints")
+    if env.is_main:
+        os.makedirs(run_dir, exist_ok=True)
+        if not resume and ckpt.latest(ckpt_root) is not None:
+            raise ValueError(f"run_dir: {run_dir} already holds checkpoints; pass --resume to continue that run "
+                             f"or set run_dir=<new folder> (existing checkpoints are never overwritten)")
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            json.dump(to_dict(cfg), f, indent=1)
+    barrier()
+    data = Data(cfg, env)
+    model, optimizer, plan = build_training(cfg, data, env)
+    if env.is_main:
+        log.info("sharding plan:\n%s", plan)
+    steps_per_epoch = data.steps_per_epoch()
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "valid": []}
+    if resume and (path := ckpt.latest(ckpt_root)) is not None:
+        state = ckpt.load(path, model, optimizer)
+        log.info("resumed from %s (epoch %d, step %d)", path, state["epoch"], state["step_in_epoch"])
+    elif cfg.checkpoint:
+        ckpt.load(cfg.checkpoint, model)
+        log.info("initialised weights from %s", cfg.checkpoint)
+    if state.get("steps_per_epoch", steps_per_epoch) != steps_per_epoch:
+        raise ValueError(f"{ckpt_root}: the checkpoint was taken with {state['steps_per_epoch']} steps per epoch, "
+                         f"this job has {steps_per_epoch} (world size or batch size changed)")
+
+    writer = None
+    if env.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(os.path.join(run_dir, "tb"))
+    pipeline = TrainPipelineSparseDist(model, optimizer, env.device)
+    max_steps = cfg.train.max_steps
+    show = env.is_main
+    done = False
+
+    def save(epoch: int, step_in_epoch: int) -> None:
+        state.update(epoch=epoch, step_in_epoch=step_in_epoch, steps_per_epoch=steps_per_epoch)
+        ckpt.save(ckpt_root, state["global_step"], model, optimizer, state, keep=cfg.train.keep_checkpoints)
+
+    model.train()
+    while state["epoch"] < cfg.train.epochs and not done:
+        epoch, start = state["epoch"], state["step_in_epoch"]
+        batches = data.train_batches(epoch, start, steps_per_epoch)
+        bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                   unit="step", disable=not show, dynamic_ncols=True)
+        t0, seen, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+        step = start
+        while True:
+            try:
+                out = pipeline.progress(batches)
+            except StopIteration:
+                break
+            step += 1
+            state["global_step"] += 1
+            g = state["global_step"]
+            seen += int(out[1].numel())
+            with torch.no_grad():
+                batch_loss = torch.nn.functional.binary_cross_entropy_with_logits(out[0], out[1]).item()
+            loss_sum, loss_n = loss_sum + batch_loss, loss_n + 1
+            bar.update(1)
+            if g % cfg.train.log_every == 0 and writer is not None:
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                writer.add_scalar("train/logloss", loss_sum / loss_n, g)
+                writer.add_scalar("train/samples_per_s", rate, g)
+                bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", sps=f"{rate:.0f}")
+                loss_sum, loss_n = 0.0, 0
+            if cfg.train.checkpoint_every and g % cfg.train.checkpoint_every == 0 and step < steps_per_epoch:
+                save(epoch, step)
+            _maybe_fail(run_dir, g)
+            if max_steps is not None and g >= max_steps:
+                done = True
+                break
+        bar.close()
+        if step < steps_per_epoch and not done:
+            raise RuntimeError(f"epoch {epoch + 1} ended after {step} of {steps_per_epoch} steps")
+        finished_epoch = step >= steps_per_epoch
+        valid = evaluate(pipeline, model, data, "valid", show)
+        state["valid"].append(dict(valid, epoch=epoch + 1, step=state["global_step"]))
+        if writer is not None:
+            for k in ("auc", "gauc", "logloss"):
+                writer.add_scalar(f"valid/{k}", valid[k], state["global_step"])
+        if env.is_main:
+            log.info("epoch %d valid: auc %.4f gauc %.4f logloss %.4f", epoch + 1, valid["auc"], valid["gauc"],
+                     valid["logloss"])
+        save(epoch + 1 if finished_epoch else epoch, 0 if finished_epoch else step)
+
+    metrics = {"valid": evaluate(pipeline, model, data, "valid", show),
+               "test": evaluate(pipeline, model, data, "test", show)}
+    if writer is not None:
+        for k in ("auc", "gauc", "logloss"):
+            writer.add_scalar(f"test/{k}", metrics["test"][k], state["global_step"])
+        writer.close()
+    if env.is_main:
+        _write_json(os.path.join(run_dir, "metrics.json"),
+                    dict(metrics, global_step=state["global_step"], world_size=env.world_size))
+        print(format_table(metrics), flush=True)
+    barrier()
+    return metrics
+
+
+def evaluate_checkpoint(cfg: Config) -> Dict[str, Dict[str, float]]:
+    """``tinrec eval``: load ``cfg.checkpoint`` (or the run's latest) and evaluate valid and test."""
+    env = init_distributed()
+    path = cfg.checkpoint or ckpt.latest(os.path.join(cfg.run_dir, "checkpoints"))
+    if path is None:
+        raise ValueError(f"checkpoint: not set and {cfg.run_dir}/checkpoints has no checkpoint")
+    data = Data(cfg, env)
+    model, optimizer, _ = build_training(cfg, data, env)
+    ckpt.load(path, model)
+    pipeline = TrainPipelineSparseDist(model, optimizer, env.device)
+    metrics = {split: evaluate(pipeline, model, data, split, env.is_main) for split in ("valid", "test")}
+    if env.is_main:
+        os.makedirs(cfg.run_dir, exist_ok=True)
+        _write_json(os.path.join(cfg.run_dir, "eval_metrics.json"), dict(metrics, checkpoint=path))
+        print(format_table(metrics), flush=True)
+    barrier()
+    return metrics
