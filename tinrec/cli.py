@@ -17,7 +17,7 @@ from typing import List, Optional
 def _setup_logging() -> None:
     # fbgemm_gpu installs a root handler at import: force=True or nothing of ours is shown.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("torchrec.distributed.planner", "torchrec.distributed.utils", "torch.distributed"):
+    for noisy in ("torchrec", "torch.distributed", "torch.fx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

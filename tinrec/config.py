@@ -88,7 +88,7 @@ class TrainConfig:
     batch_size: int = 256
     eval_batch_size: int = 1024
     dense_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="adam", lr=1e-3))
-    sparse_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="adam", lr=1e-3))
+    sparse_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="rowwise_adagrad", lr=0.05))
     grad_clip: float = 1.0  # max L2 norm of the dense gradients; 0 disables
     checkpoint_every: int = 0  # steps between checkpoints; 0: at the end of each epoch only
     keep_checkpoints: int = 2

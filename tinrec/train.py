@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 SPARSE_OPTIMIZERS = {"adam": torch.optim.Adam, "rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad,
                      "sgd": torch.optim.SGD}
+CPU_SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd")
 DENSE_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad,
                     "sgd": torch.optim.SGD}
 FAIL_AT_STEP = "TINREC_FAIL_AT_STEP"  # fault injection for restart tests: crash once after this global step
@@ -221,6 +222,9 @@ def build_training(cfg: Config, data: Data, env: DistEnv):
     seed_everything(cfg.seed)
     model = build_model(cfg, data.rows)
     sparse_cls = _pick(SPARSE_OPTIMIZERS, cfg.train.sparse_optimizer, "train.sparse_optimizer")
+    if env.device.type == "cpu" and cfg.train.sparse_optimizer.name not in CPU_SPARSE_OPTIMIZERS:
+        raise ValueError(f"train.sparse_optimizer.name: {cfg.train.sparse_optimizer.name!r} has no CPU kernel in "
+                         f"fbgemm (CPU: {', '.join(CPU_SPARSE_OPTIMIZERS)})")
     _apply_optimizer_in_backward(sparse_cls, list(model.sparse_arch.parameters()),
                                  _opt_kwargs(sparse_cls, cfg.train.sparse_optimizer))
     plan = make_plan(model, cfg, world_size=env.world_size, local_world_size=env.local_world_size,

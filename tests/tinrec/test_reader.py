@@ -1,0 +1,119 @@
+"""The streaming reader: truncation, derived features, sharding, resume skipping, bad input."""
+
+import numpy as np
+import pytest
+
+from tinrec.data.reader import ParquetStream, consumed_per_worker, list_units, split_files
+from tinrec.data.timebins import compute_edges
+from tests.tinrec.datasets import random_rows, write_dataset
+
+FEATURES = ["user_id", "target_item", "target_category", "target_position", "target_time_bin",
+            "hist_item", "hist_category", "hist_position", "hist_time_bin"]
+ROWS = {"user_id": ("user", 20), "target_item": ("item", 50), "hist_item": ("item", 50),
+        "target_category": ("category", 6), "hist_category": ("category", 6), "hist_position": ("position", 6),
+        "target_position": ("position", 6), "hist_time_bin": ("time_bin", 5), "target_time_bin": ("time_bin", 5)}
+
+
+def _stream(root, **kw):
+    units = list_units(split_files(str(root), "train"), ["label", "user_id", "hist_item"])
+    args = dict(units=units, features=FEATURES, feature_rows=ROWS, batch_size=8, max_len=5,
+                time_bin_edges=np.array([100.0, 1000.0, 5000.0, 20000.0]))
+    args.update(kw)
+    return ParquetStream(**args)
+
+
+def test_truncation_positions_and_time_bins(tmp_path):
+    rows = random_rows(40, seed=1)
+    write_dataset(tmp_path, {"train": rows})
+    batches = list(_stream(tmp_path))
+    assert sum(len(b) for b in batches) == 40
+    b = batches[0]
+    jt = {k: v.to_dense() for k, v in b.sparse.to_dict().items()}
+    for i in range(len(b)):
+        r = rows[i]
+        keep = r["hist_item"][-5:]
+        assert jt["hist_item"][i].tolist() == keep
+        L = len(keep)
+        assert jt["hist_position"][i].tolist() == list(range(L, 0, -1))  # most recent = 1
+        dt = np.array(r["target_timestamp"]) - np.array(r["hist_timestamp"][-5:])
+        assert jt["hist_time_bin"][i].tolist() == (1 + np.searchsorted([100, 1000, 5000, 20000], dt, "right")).tolist()
+        assert jt["target_position"][i].tolist() == [0] and jt["target_time_bin"][i].tolist() == [0]
+        assert jt["target_item"][i].tolist() == [r["target_item"]]
+    assert b.labels.tolist() == [float(r["label"]) for r in rows[:8]]
+
+
+def test_ranks_and_workers_partition_the_rows(tmp_path):
+    write_dataset(tmp_path, {"train": random_rows(100, seed=2)}, row_group_size=10)
+    seen = []
+    for rank in range(2):
+        s = _stream(tmp_path, rank=rank, world_size=2, num_workers=0, batch_size=7)
+        for b in s:
+            seen += b.sparse.to_dict()["target_item"].values().tolist()
+        assert sum(s.worker_batches()) == len(list(_stream(tmp_path, rank=rank, world_size=2, batch_size=7)))
+    everything = [v for b in _stream(tmp_path, batch_size=1000) for v in b.sparse.to_dict()["target_item"].values().tolist()]
+    assert sorted(seen) == sorted(everything)
+
+
+def test_skip_resumes_at_the_same_batch(tmp_path):
+    write_dataset(tmp_path, {"train": random_rows(100, seed=3)}, row_group_size=9)
+    full = list(_stream(tmp_path, shuffle=True, seed=5, epoch=2, drop_last=True))
+    resumed = list(_stream(tmp_path, shuffle=True, seed=5, epoch=2, drop_last=True, skip=[4]))
+    assert len(resumed) == len(full) - 4
+    for a, b in zip(full[4:], resumed):
+        assert a.sparse.values().tolist() == b.sparse.values().tolist()
+        assert a.labels.tolist() == b.labels.tolist()
+
+
+def test_shuffle_changes_with_epoch_not_with_rerun(tmp_path):
+    write_dataset(tmp_path, {"train": random_rows(100, seed=4)}, row_group_size=10)
+    first = lambda e: list(_stream(tmp_path, shuffle=True, epoch=e))[0].labels.tolist() + \
+        list(_stream(tmp_path, shuffle=True, epoch=e))[0].user_ids.tolist()
+    assert first(0) == first(0)
+    assert first(0) != first(1)
+
+
+def test_consumed_per_worker_round_robin():
+    assert consumed_per_worker(5, [3, 3]) == [3, 2]
+    assert consumed_per_worker(5, [1, 4]) == [1, 4]
+    assert consumed_per_worker(0, [2, 2]) == [0, 0]
+
+
+def test_missing_column_names_file_and_column(tmp_path):
+    rows = random_rows(10)
+    for r in rows:
+        del r["hist_category"]
+    import pyarrow as pa, pyarrow.parquet as pq, os
+    os.makedirs(tmp_path / "train")
+    pq.write_table(pa.table({k: [r[k] for r in rows] for k in rows[0]}), tmp_path / "train" / "part-00000.parquet")
+    (tmp_path / "meta.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"part-00000\.parquet: missing column\(s\) hist_category"):
+        list_units(split_files(str(tmp_path), "train"), ["label", "hist_category"])
+
+
+@pytest.mark.parametrize("column,value,msg", [
+    ("target_item", 50, r"row 13: column 'target_item' has id 50, outside \[0, 50\) of table 'item'"),
+    ("hist_item", -3, r"row 13: column 'hist_item' has id -3, outside \[0, 50\) of table 'item'"),
+    ("label", 2, r"row 13: label must be 0 or 1"),
+])
+def test_bad_ids_name_file_row_and_column(tmp_path, column, value, msg):
+    rows = random_rows(30, seed=5)
+    rows[13]["hist_item"] = rows[13]["hist_item"] or [1]
+    rows[13]["hist_category"] = rows[13]["hist_category"] or [1]
+    rows[13]["hist_brand"], rows[13]["hist_author"] = [1] * len(rows[13]["hist_item"]), [1] * len(rows[13]["hist_item"])
+    rows[13]["hist_timestamp"] = [rows[13]["target_timestamp"] - 10] * len(rows[13]["hist_item"])
+    if column == "hist_item":
+        rows[13][column] = rows[13][column][:-1] + [value]
+    else:
+        rows[13][column] = value
+    write_dataset(tmp_path, {"train": rows}, row_group_size=8)
+    with pytest.raises(ValueError, match=r"train/part-00000\.parquet: " + msg):
+        list(_stream(tmp_path))
+
+
+def test_time_bin_edges_equal_frequency(tmp_path):
+    write_dataset(tmp_path, {"train": random_rows(200, seed=6)})
+    edges = compute_edges(split_files(str(tmp_path), "train"), 4)
+    s = _stream(tmp_path, time_bin_edges=edges, max_len=100, batch_size=1000)
+    bins = np.concatenate([b.sparse.to_dict()["hist_time_bin"].values().numpy() for b in s])
+    counts = np.bincount(bins, minlength=5)[1:]
+    assert counts.min() > 0.2 * len(bins) and counts.max() < 0.3 * len(bins)
