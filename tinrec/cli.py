@@ -3,7 +3,8 @@
     tinrec train CONFIG [key.sub=value ...] [--resume]
     tinrec eval CONFIG checkpoint=PATH [key.sub=value ...]
     tinrec validate CONFIG [key.sub=value ...]
-    tinrec gen-data OUT_DIR [--seed N] [key=value ...]      # generate_dataset keyword arguments
+    tinrec gen-data OUT_DIR [key=value ...]                 # generate_dataset keyword arguments (seed=3 ...)
+    tinrec experiment SPEC                                  # configs x seeds -> one comparison table
 """
 
 from __future__ import annotations
@@ -68,10 +69,15 @@ def cmd_gen_data(args) -> int:
         for p in path[:-1]:
             node = node.setdefault(p, {})
         node[path[-1]] = value
-    if args.seed is not None:
-        kwargs["seed"] = args.seed
     meta = generate_dataset(args.out_dir, **kwargs)
     print(f"wrote {args.out_dir}: " + ", ".join(f"{s} {v['rows']} rows" for s, v in meta["splits"].items()))
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    from tinrec.experiment import run_experiment
+
+    run_experiment(args.spec, out_root=args.out_root)
     return 0
 
 
@@ -90,15 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
     with_config("eval", "evaluate a checkpoint on valid and test (checkpoint=PATH)").set_defaults(func=cmd_eval)
     with_config("validate", "load and check a config, build its model on meta").set_defaults(func=cmd_validate)
+    x = sub.add_parser("experiment", help="train a list of configs over seeds, write a comparison table")
+    x.add_argument("spec", help="experiment YAML (experiments/*.yaml)")
+    x.add_argument("--out-root", default="runs")
+    x.set_defaults(func=cmd_experiment)
     g = sub.add_parser("gen-data", help="generate the built-in synthetic dataset")
     g.add_argument("out_dir")
-    g.add_argument("--seed", type=int, default=None)
     g.add_argument("overrides", nargs="*", help="generate_dataset arguments as key=value (effects.trigger.enabled=true)")
     g.set_defaults(func=cmd_gen_data)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(_main)(argv)  # under torchrun: the failing rank's traceback goes to the error file
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging()
     try:

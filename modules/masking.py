@@ -1,0 +1,120 @@
+"""Masked reductions over padded behaviour sequences, shared by the interest modules.
+
+Sequences are right-padded; ``mask_BL`` is a bool tensor with True at real behaviours. Every
+function here guarantees that the values stored under padding never reach the result (they are
+replaced with ``torch.where``, not multiplied by zero, so even ``inf``/``NaN`` under padding cannot
+leak), and that rows with no valid position (empty histories) give finite zeros.
+"""
+# Shape legend: B batch, L history length (padded), D embedding width.
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def masked_softmax(scores_BL: Tensor, mask_BL: Tensor) -> Tensor:
+    """Softmax over the valid positions of each row.
+
+    Padded positions get exactly zero weight. A row with no valid position gets all-zero weights
+    (not NaN, not uniform), and the gradient stays finite for such rows.
+
+    Args:
+        scores_BL: attention logits, shape [B, L], any float dtype.
+        mask_BL: bool, shape [B, L], True = real behaviour.
+
+    Returns:
+        Weights of shape [B, L]: each non-empty row sums to 1 over its valid positions, empty rows
+        are all zero.
+    """
+    neg_inf = torch.tensor(float("-inf"), dtype=scores_BL.dtype, device=scores_BL.device)
+    masked_BL = torch.where(mask_BL, scores_BL, neg_inf)
+    # The max shift only stabilises exp; softmax is invariant to it, so it is detached. Rows with
+    # no valid position have max -inf: shift them by 0 so exp(-inf - 0) = 0 instead of NaN.
+    max_B1 = masked_BL.amax(dim=-1, keepdim=True).detach()
+    max_B1 = torch.where(torch.isfinite(max_B1), max_B1, torch.zeros_like(max_B1))
+    exp_BL = torch.exp(masked_BL - max_B1)
+    denom_B1 = exp_BL.sum(dim=-1, keepdim=True)
+    # Non-empty rows have denom >= 1 (the max term is exp(0)); empty rows have 0 -> divide by 1.
+    denom_B1 = torch.where(denom_B1 > 0, denom_B1, torch.ones_like(denom_B1))
+    return exp_BL / denom_B1
+
+
+def masked_sum(seq_BLD: Tensor, mask_BL: Tensor) -> Tensor:
+    """Sum over the valid positions.
+
+    Args:
+        seq_BLD: padded sequence, shape [B, L, D].
+        mask_BL: bool, shape [B, L], True = real behaviour.
+
+    Returns:
+        Shape [B, D]; zeros for rows with no valid position.
+    """
+    return zero_padding(seq_BLD, mask_BL).sum(dim=1)
+
+
+def masked_mean(seq_BLD: Tensor, mask_BL: Tensor) -> Tensor:
+    """Mean over the valid positions.
+
+    Args:
+        seq_BLD: padded sequence, shape [B, L, D].
+        mask_BL: bool, shape [B, L], True = real behaviour.
+
+    Returns:
+        Shape [B, D]; zeros for rows with no valid position.
+    """
+    count_B1 = mask_BL.sum(dim=1, keepdim=True).clamp_min(1).to(seq_BLD.dtype)
+    return masked_sum(seq_BLD, mask_BL) / count_B1
+
+
+def zero_padding(seq_BLD: Tensor, mask_BL: Tensor) -> Tensor:
+    """Replace the values under padding with zeros (no gradient flows to them).
+
+    Args:
+        seq_BLD: padded sequence, shape [B, L, D].
+        mask_BL: bool, shape [B, L], True = real behaviour.
+
+    Returns:
+        Shape [B, L, D], equal to ``seq_BLD`` at valid positions and 0 under padding.
+    """
+    return torch.where(mask_BL.unsqueeze(-1), seq_BLD, torch.zeros_like(seq_BLD))
+
+
+def check_inputs(
+    *,
+    dim: int,
+    seq_BLD: Tensor,
+    mask_BL: Tensor,
+    query_BD: Tensor,
+    seq_time_BLD: Optional[Tensor] = None,
+    query_time_BD: Optional[Tensor] = None,
+) -> None:
+    """Validate the common forward arguments of the target-attention / pooling modules.
+
+    Args:
+        dim: the module's embedding width D.
+        seq_BLD: behaviour embeddings, shape [B, L, D].
+        mask_BL: bool, shape [B, L].
+        query_BD: target embedding, shape [B, D].
+        seq_time_BLD: optional behaviour temporal embeddings, shape [B, L, D].
+        query_time_BD: optional target temporal embedding, shape [B, D].
+
+    Raises:
+        ValueError: on a wrong rank, width, batch/length mismatch or a non-bool mask.
+    """
+    if seq_BLD.dim() != 3 or seq_BLD.shape[-1] != dim:
+        raise ValueError(f"seq_BLD must have shape [B, L, {dim}], got {tuple(seq_BLD.shape)}")
+    B, L, _ = seq_BLD.shape
+    if mask_BL.dtype != torch.bool:
+        raise ValueError(f"mask_BL must be a bool tensor, got dtype {mask_BL.dtype}")
+    if tuple(mask_BL.shape) != (B, L):
+        raise ValueError(f"mask_BL must have shape {(B, L)}, got {tuple(mask_BL.shape)}")
+    if tuple(query_BD.shape) != (B, dim):
+        raise ValueError(f"query_BD must have shape {(B, dim)}, got {tuple(query_BD.shape)}")
+    if seq_time_BLD is not None and tuple(seq_time_BLD.shape) != (B, L, dim):
+        raise ValueError(
+            f"seq_time_BLD must have shape {(B, L, dim)}, got {tuple(seq_time_BLD.shape)}"
+        )
+    if query_time_BD is not None and tuple(query_time_BD.shape) != (B, dim):
+        raise ValueError(
+            f"query_time_BD must have shape {(B, dim)}, got {tuple(query_time_BD.shape)}"
+        )

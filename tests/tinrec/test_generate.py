@@ -1,0 +1,212 @@
+"""The synthetic dataset generator: determinism, the format contract, planted effects, crash safety."""
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import tinrec.data.generate as gen
+from tinrec.data import format as fmt
+
+SMALL = dict(num_users=300, num_items=2000, num_categories=20, num_brands=40, num_authors=50, train_rows=3000,
+             valid_rows=500, test_rows=500, seq_len_mean=20.0, seq_len_max=60, rows_per_file=1500,
+             row_group_size=400, gt_positions=20, show_progress=False)
+
+ID_TABLES = {"user_id": "user", "user_age": "age", "user_gender": "gender", "target_item": "item",
+             "target_category": "category", "target_brand": "brand", "target_author": "author",
+             "hist_item": "item", "hist_category": "category", "hist_brand": "brand", "hist_author": "author",
+             "trigger_item": "item", "trigger_category": "category"}
+
+
+def _files(root):
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(dirpath, n)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, root)] = f.read()
+    return out
+
+
+def _read(root, meta, split):
+    return pa.concat_tables([pq.read_table(os.path.join(root, f)) for f in meta["splits"][split]["files"]])
+
+
+def _lists(table, col):
+    arr = table.column(col).combine_chunks()
+    return np.diff(arr.offsets.to_numpy()), arr.flatten().to_numpy()
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("small"))
+    effects = {"feedback": {"enabled": True}, "trigger": {"enabled": True}, "context": {"enabled": True}}
+    return root, gen.generate_dataset(root, seed=3, effects=effects, **SMALL)
+
+
+def test_deterministic_by_seed(tmp_path, small):
+    root, _ = small
+    effects = {"feedback": {"enabled": True}, "trigger": {"enabled": True}, "context": {"enabled": True}}
+    again = str(tmp_path / "again")
+    gen.generate_dataset(again, seed=3, effects=effects, **SMALL)
+    a, b = _files(root), _files(again)
+    assert sorted(a) == sorted(b)
+    assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
+    other = str(tmp_path / "other")
+    gen.generate_dataset(other, seed=4, effects=effects, **SMALL)
+    assert _files(other)["train/part-00000.parquet"] != a["train/part-00000.parquet"]
+
+
+def test_rows_do_not_depend_on_file_size(tmp_path):
+    kw = dict(SMALL, train_rows=900, valid_rows=50, test_rows=50)
+    a = gen.generate_dataset(str(tmp_path / "a"), **kw)
+    b = gen.generate_dataset(str(tmp_path / "b"), **dict(kw, rows_per_file=250))
+    assert len(a["splits"]["train"]["files"]) == 1 and len(b["splits"]["train"]["files"]) == 4
+    assert _read(str(tmp_path / "a"), a, "train").equals(_read(str(tmp_path / "b"), b, "train"))
+
+
+def test_meta_schema_and_layout(small):
+    root, meta = small
+    with open(os.path.join(root, "meta.json")) as f:
+        assert json.load(f) == meta
+    assert meta["format_version"] == fmt.FORMAT_VERSION
+    assert meta["tables"] == {"user": 301, "item": 2001, "category": 21, "brand": 41, "author": 51, "age": 9,
+                              "gender": 3}
+    assert meta["max_seq_len"] == 60
+    assert meta["generator"]["effects"]["feedback"] == {"enabled": True, "click_noise": 0.3}
+    assert meta["splits"]["train"] == {"rows": 3000, "files": ["train/part-00000.parquet",
+                                                                "train/part-00001.parquet"]}
+    for split in fmt.SPLITS:
+        files = meta["splits"][split]["files"]
+        assert sorted(os.listdir(os.path.join(root, split))) == sorted(os.path.basename(f) for f in files)
+        for f in files:
+            pf = pq.ParquetFile(os.path.join(root, f))
+            assert pf.schema_arrow.equals(fmt.arrow_schema())
+            assert all(pf.metadata.row_group(g).num_rows <= SMALL["row_group_size"]
+                       for g in range(pf.num_row_groups))
+        t = _read(root, meta, split)
+        assert t.num_rows == meta["splits"][split]["rows"]
+        assert set(fmt.REQUIRED_COLUMNS + fmt.OPTIONAL_COLUMNS) <= set(t.column_names)
+        assert meta["ctr"][split] == pytest.approx(t.column("label").to_numpy().mean())
+        assert 0.1 < meta["ctr"][split] < 0.6
+
+
+def test_ids_lengths_and_timestamps(small):
+    root, meta = small
+    for split in fmt.SPLITS:
+        t = _read(root, meta, split)
+        for col, table in ID_TABLES.items():
+            v = _lists(t, col)[1] if col.startswith("hist_") else t.column(col).to_numpy()
+            assert v.min() >= 1 and v.max() < meta["tables"][table], col
+        lens = {c: _lists(t, c)[0] for c in fmt.LIST_COLUMNS}
+        L = lens[fmt.HIST_TIMESTAMP]
+        assert all((v == L).all() for v in lens.values())
+        assert L.min() >= 1 and L.max() <= meta["max_seq_len"]
+        _, ts = _lists(t, fmt.HIST_TIMESTAMP)
+        row = np.repeat(np.arange(t.num_rows), L)
+        target = t.column(fmt.TARGET_TIMESTAMP).to_numpy()
+        assert (ts < target[row]).all()
+        same_row = row[1:] == row[:-1]
+        assert (np.diff(ts)[same_row] >= 0).all()  # oldest first
+        assert set(np.unique(_lists(t, fmt.HIST_FEEDBACK)[1])) <= {0, 1, 2, 3}
+        assert (_lists(t, fmt.HIST_WATCH_TIME)[1] > 0).all()
+        page = t.column(fmt.PAGE).to_numpy()
+        assert page.min() >= 1 and page.max() <= 20
+        assert set(np.unique(t.column("label").to_numpy())) <= {0, 1}
+    day = (_read(root, meta, "valid").column(fmt.TARGET_TIMESTAMP).to_numpy() - gen.EPOCH_BASE) // 86400
+    assert (day == 21).all()
+
+
+def _ctr_gap(root, meta):
+    """CTR of rows whose 3 most recent behaviours include the target category minus rows with none of it."""
+    t = _read(root, meta, "train")
+    L, cats = _lists(t, "hist_category")
+    row = np.repeat(np.arange(t.num_rows), L)
+    p = np.cumsum(L)[row] - np.arange(cats.size)
+    match = cats == t.column("target_category").to_numpy()[row]
+    recent = np.bincount(row, weights=match & (p <= 3), minlength=t.num_rows) > 0
+    none = np.bincount(row, weights=match, minlength=t.num_rows) == 0
+    label = t.column("label").to_numpy()
+    assert recent.sum() > 300 and none.sum() > 300
+    return label[recent].mean() - label[none].mean()
+
+
+def test_semantic_temporal_effect_is_planted(tmp_path):
+    kw = dict(SMALL, train_rows=4000, valid_rows=50, test_rows=50)
+    on = gen.generate_dataset(str(tmp_path / "on"), effects={"bias": -1.0}, **kw)
+    off = gen.generate_dataset(str(tmp_path / "off"),
+                               effects={"bias": -1.0, "semantic_temporal": {"enabled": False}}, **kw)
+    assert _ctr_gap(str(tmp_path / "on"), on) > 0.3
+    assert abs(_ctr_gap(str(tmp_path / "off"), off)) < 0.06
+    with np.load(str(tmp_path / "off" / "ground_truth.npz")) as z:
+        assert not z["stc_weight"].any()
+
+
+def test_ground_truth(tmp_path, small):
+    root, meta = small
+    with np.load(os.path.join(root, "ground_truth.npz")) as z:
+        stc, positions = z["stc_weight"], z["positions"]
+    assert stc.shape == (21, 21, 20) and stc.dtype == np.float32
+    assert (positions == np.arange(1, 21)).all()
+    np.testing.assert_allclose(stc[3, 3], np.exp(-np.arange(20) / 8.0), rtol=1e-6)
+    np.testing.assert_allclose(stc[3, 4], 0.5 * stc[3, 3])
+    np.testing.assert_allclose(stc[4, 3], 0.5 * stc[3, 3])
+    assert not stc[3, 5].any() and not stc[0].any() and not stc[:, 0].any()
+
+    kw = dict(SMALL, valid_rows=10, test_rows=10)
+    gen.generate_dataset(str(tmp_path / "t"), effects={"semantic_temporal": {"decay": "time", "strength": 2}}, **kw)
+    with np.load(str(tmp_path / "t" / "ground_truth.npz")) as z:
+        stc = z["stc_weight"]
+    assert (np.diff(stc[5, 5]) < 0).all() and 0 < stc[5, 5, -1] < stc[5, 5, 0] <= 2.0
+    np.testing.assert_allclose(stc[5, 6], 0.5 * stc[5, 5])
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_interrupted_run_leaves_no_meta(tmp_path, monkeypatch, fresh):
+    root = str(tmp_path / "d")
+    kw = dict(SMALL, train_rows=1200, valid_rows=50, test_rows=50)
+    if not fresh:  # a complete dataset being regenerated stops looking complete
+        gen.generate_dataset(root, **kw)
+        assert os.path.exists(os.path.join(root, "meta.json"))
+
+    calls = []
+
+    class Boom(pq.ParquetWriter):
+        def write_table(self, table, *a, **k):
+            calls.append(1)
+            if len(calls) == 2:
+                raise RuntimeError("killed")
+            return super().write_table(table, *a, **k)
+
+    monkeypatch.setattr(gen.pq, "ParquetWriter", Boom)
+    with pytest.raises(RuntimeError, match="killed"):
+        gen.generate_dataset(root, seed=1, **kw)
+    assert not os.path.exists(os.path.join(root, "meta.json"))
+    assert not os.path.exists(os.path.join(root, "ground_truth.npz"))
+    assert not any(n.endswith(".parquet") for n in os.listdir(os.path.join(root, "train")))
+
+
+def test_merge_effects():
+    m = gen.merge_effects({"trigger": {"enabled": True}, "bias": -1})
+    assert m["trigger"] == {"enabled": True, "strength": 1.0, "tau_page": 3.0} and m["bias"] == -1.0
+    assert m["semantic_temporal"] == gen.DEFAULT_EFFECTS["semantic_temporal"]
+    assert gen.merge_effects(None) == gen.DEFAULT_EFFECTS
+    with pytest.raises(ValueError, match=r"effects\.semantic_temporal\.decya"):
+        gen.merge_effects({"semantic_temporal": {"decya": "time"}})
+    with pytest.raises(ValueError, match=r"effects\.semantic_temporal\.decay"):
+        gen.merge_effects({"semantic_temporal": {"decay": "linear"}})
+    with pytest.raises(ValueError, match=r"effects\.context\.enabled"):
+        gen.merge_effects({"context": {"enabled": "yes"}})
+    with pytest.raises(ValueError, match=r"effects\.trigger\.tau_page"):
+        gen.merge_effects({"trigger": {"tau_page": 0}})
+    with pytest.raises(ValueError, match=r"effects\.feedback\.click_noise"):
+        gen.merge_effects({"feedback": {"click_noise": 1.5}})
+    with pytest.raises(ValueError, match=r"effects\.temporal"):
+        gen.merge_effects({"temporal": {}})
+    with pytest.raises(ValueError, match=r"effects\.trigger"):
+        gen.merge_effects({"trigger": True})
+    with pytest.raises(ValueError, match="num_categories"):
+        gen.generate_dataset("/nonexistent/never", num_categories=3, show_progress=False)

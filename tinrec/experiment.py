@@ -1,0 +1,97 @@
+"""``tinrec experiment SPEC``: train a list of configs over several seeds, write one comparison table.
+
+A spec (YAML)::
+
+    name: tin_table                # runs go to runs/<name>/<row-slug>-s<seed>
+    seeds: [0, 1, 2]
+    baseline: Avg Pooling & Concat # the row the relative changes are computed against
+    rows:
+      - {name: TIN, config: configs/default.yaml, overrides: []}
+      - {name: TIN w/o TTE, config: configs/default.yaml, overrides: [model.interests.tin.temporal=false]}
+
+Each run is ``tinrec train CONFIG seed=S run_dir=... OVERRIDES --resume`` in a subprocess, so a killed
+experiment continues where it stopped and finished runs are not repeated. The table (Markdown) and the
+numbers (JSON) go to ``runs/<name>/results.{md,json}``: mean and standard deviation over seeds of test GAUC,
+AUC and logloss, and the relative change against the baseline as in the TIN paper's Table 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from typing import Dict, List
+
+import numpy as np
+import yaml
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def load_spec(path: str) -> dict:
+    with open(path) as f:
+        spec = yaml.safe_load(f)
+    for key in ("name", "rows"):
+        if key not in spec:
+            raise ValueError(f"{path}: {key}: required key is missing")
+    unknown = set(spec) - {"name", "seeds", "baseline", "rows", "overrides"}
+    if unknown:
+        raise ValueError(f"{path}: {sorted(unknown)[0]}: unknown key")
+    for i, row in enumerate(spec["rows"]):
+        if set(row) - {"name", "config", "overrides"} or "name" not in row or "config" not in row:
+            raise ValueError(f"{path}: rows[{i}]: needs name and config (and optional overrides) only")
+    if spec.get("baseline") and spec["baseline"] not in [r["name"] for r in spec["rows"]]:
+        raise ValueError(f"{path}: baseline: {spec['baseline']!r} is not the name of a row")
+    return spec
+
+
+def command(row: dict, seed: int, run_dir: str, common: List[str]) -> List[str]:
+    return ["tinrec", "train", row["config"], f"seed={seed}", f"run_dir={run_dir}", *common,
+            *row.get("overrides", []), "--resume"]
+
+
+def run_experiment(path: str, out_root: str = "runs") -> Dict[str, dict]:
+    spec = load_spec(path)
+    seeds = spec.get("seeds", [0])
+    common = list(spec.get("overrides", []))
+    results: Dict[str, dict] = {}
+    for row in spec["rows"]:
+        per_seed = []
+        for seed in seeds:
+            run_dir = os.path.join(out_root, spec["name"], f"{_slug(row['name'])}-s{seed}")
+            metrics_file = os.path.join(run_dir, "metrics.json")
+            cmd = command(row, seed, run_dir, common)
+            if not os.path.exists(metrics_file):
+                print(f"[experiment] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
+                exe = [sys.executable, "-m", "tinrec.cli"] + cmd[1:]
+                subprocess.run(exe, check=True)
+            with open(metrics_file) as f:
+                per_seed.append(json.load(f)["test"])
+        cmd_shown = " ".join(shlex.quote(c) for c in command(row, seeds[0], f"runs/{spec['name']}/{_slug(row['name'])}-s<seed>", common)[:-1])
+        results[row["name"]] = {
+            "command": cmd_shown.replace(f"seed={seeds[0]}", "seed=<seed>"),
+            **{f"{k}_{stat}": float(fn([m[k] for m in per_seed]))
+               for k in ("gauc", "auc", "logloss") for stat, fn in (("mean", np.mean), ("std", np.std))},
+            "seeds": seeds,
+        }
+    base = results.get(spec.get("baseline") or "")
+    lines = ["| model | test GAUC | Δ% | test logloss | Δ% | test AUC | command |", "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        dg = f"{100 * (r['gauc_mean'] / base['gauc_mean'] - 1):+.2f}" if base and r is not base else "-"
+        dl = f"{100 * (r['logloss_mean'] / base['logloss_mean'] - 1):+.2f}" if base and r is not base else "-"
+        lines.append(f"| {name} | {r['gauc_mean']:.4f} ± {r['gauc_std']:.4f} | {dg} | {r['logloss_mean']:.4f} ± "
+                     f"{r['logloss_std']:.4f} | {dl} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} | `{r['command']}` |")
+    table = "\n".join(lines)
+    out_dir = os.path.join(out_root, spec["name"])
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(f"Seeds {seeds}; mean ± std over seeds; Δ% against {spec.get('baseline') or 'nothing'}.\n\n{table}\n")
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump({"spec": spec, "results": results}, f, indent=1)
+    print(table)
+    return results
