@@ -1,0 +1,152 @@
+"""Tests for modules/din.py: DIN (softmax, released code) and DIN' (raw weights)."""
+# Shape legend: B batch, L history length (padded), D embedding width.
+import itertools
+import math
+
+import pytest
+import torch
+
+from tinrec.modules.din import DIN
+
+D = 4
+VARIANTS = list(itertools.product([True, False], [True, False]))  # (softmax, product)
+
+
+def make_batch(lengths, L=5, seed=0):
+    """Random inputs with the given history lengths (right-padded to L)."""
+    g = torch.Generator().manual_seed(seed)
+    mask_BL = torch.arange(L).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    B = len(lengths)
+    return dict(
+        seq_BLD=torch.randn(B, L, D, generator=g),
+        mask_BL=mask_BL,
+        query_BD=torch.randn(B, D, generator=g),
+    )
+
+
+def with_garbage_padding(batch, extra=3, seed=1):
+    """Same batch with large random values under padding and `extra` more padded positions."""
+    g = torch.Generator().manual_seed(seed)
+    B, L = batch["mask_BL"].shape
+    mask_BL = torch.cat([batch["mask_BL"], torch.zeros(B, extra, dtype=torch.bool)], dim=1)
+    garbage_BLD = torch.randn(B, L + extra, D, generator=g) * 1e4
+    seq_BLD = torch.cat([batch["seq_BLD"], garbage_BLD[:, L:]], dim=1)
+    seq_BLD = torch.where(mask_BL.unsqueeze(-1), seq_BLD, garbage_BLD)
+    return dict(batch, seq_BLD=seq_BLD, mask_BL=mask_BL)
+
+
+def make_din(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return DIN(dim=D, attention_hidden=(8, 4), **kwargs)
+
+
+@pytest.mark.parametrize("softmax,product", VARIANTS)
+@pytest.mark.parametrize("activation", ["prelu", "dice"])
+def test_shape_padding_invariance_and_empty_rows(softmax, product, activation):
+    din = make_din(softmax=softmax, product=product, activation=activation)
+    assert din.output_dim == (2 * D if product else D)
+    batch = make_batch([5, 2, 0, 1])
+    for training in (True, False):  # Dice uses batch stats in train, running stats in eval
+        din.train(training)
+        out_BO = din(**batch)
+        assert out_BO.shape == (4, din.output_dim)
+        assert torch.isfinite(out_BO).all()
+        assert torch.equal(out_BO[2], torch.zeros(din.output_dim))
+        torch.testing.assert_close(din(**with_garbage_padding(batch)), out_BO, rtol=0, atol=1e-6)
+
+
+def test_time_inputs_are_accepted_and_ignored():
+    din, batch = make_din().eval(), make_batch([3, 1])
+    with_time = dict(batch, seq_time_BLD=torch.randn(2, 5, D), query_time_BD=torch.randn(2, D))
+    torch.testing.assert_close(din(**with_time), din(**batch))
+
+
+@pytest.mark.parametrize("softmax", [True, False])
+@pytest.mark.parametrize("activation", ["prelu", "dice"])
+def test_gradients(softmax, activation):
+    din = make_din(softmax=softmax, activation=activation)
+    batch = make_batch([5, 3, 0])
+    batch["seq_BLD"].requires_grad_()
+    batch["query_BD"].requires_grad_()
+    din(**batch).pow(2).sum().backward()
+    last_bias = din.activation_unit.layers[-1].bias
+    for name, param in din.named_parameters():
+        assert torch.isfinite(param.grad).all(), name
+        if softmax and param is last_bias:
+            # softmax is shift invariant: the final bias gets no gradient (up to rounding)
+            assert param.grad.abs().max() < 1e-5, name
+        else:
+            assert param.grad.abs().sum() > 0, name
+    mask_BL = batch["mask_BL"]
+    seq_grad_BLD = batch["seq_BLD"].grad
+    assert torch.equal(seq_grad_BLD[~mask_BL], torch.zeros(int((~mask_BL).sum()), D))
+    assert (seq_grad_BLD[mask_BL].abs().sum(-1) > 0).all()
+    assert torch.isfinite(batch["query_BD"].grad).all()
+    assert (batch["query_BD"].grad[:2].abs().sum(-1) > 0).all()
+
+
+def test_determinism_under_manual_seed():
+    batch = make_batch([4, 2])
+    assert torch.equal(make_din(seed=3)(**batch), make_din(seed=3)(**batch))
+    assert not torch.equal(make_din(seed=3)(**batch), make_din(seed=4)(**batch))
+
+
+def test_activation_unit_input_and_scaled_logits():
+    din, batch = make_din().eval(), make_batch([3, 2])
+    seq_BLD, query_BD = batch["seq_BLD"], batch["query_BD"]
+    v_BLD = query_BD.unsqueeze(1).expand_as(seq_BLD)
+    unit_in = torch.cat([v_BLD, seq_BLD, v_BLD - seq_BLD, v_BLD * seq_BLD], dim=-1)
+    expected_BL = din.activation_unit(unit_in).squeeze(-1) / math.sqrt(D)
+    logit_BL = din.attention_logits(**batch)
+    torch.testing.assert_close(logit_BL[batch["mask_BL"]], expected_BL[batch["mask_BL"]])
+
+
+def test_softmax_weights_sum_to_one_over_valid_positions():
+    din, batch = make_din().eval(), make_batch([5, 2, 0])
+    weight_BL = din.attention_weights(**batch)
+    torch.testing.assert_close(weight_BL.sum(-1), torch.tensor([1.0, 1.0, 0.0]))
+    assert torch.equal(weight_BL[~batch["mask_BL"]], torch.zeros(int((~batch["mask_BL"]).sum())))
+    pooled_BD = (weight_BL.unsqueeze(-1) * batch["seq_BLD"]).sum(1)
+    out_B2D = din(**batch)
+    torch.testing.assert_close(out_B2D, torch.cat([pooled_BD, pooled_BD * batch["query_BD"]], -1))
+
+
+def test_din_prime_scales_with_duplicated_behaviours_din_does_not():
+    batch = make_batch([2], L=2)
+    doubled = dict(batch, seq_BLD=batch["seq_BLD"].repeat(1, 2, 1), mask_BL=batch["mask_BL"].repeat(1, 2))
+    din, din_prime = make_din().eval(), make_din(softmax=False).eval()
+    torch.testing.assert_close(din(**doubled), din(**batch))
+    torch.testing.assert_close(din_prime(**doubled), 2 * din_prime(**batch))
+    raw_BL = din_prime.attention_logits(**batch)
+    torch.testing.assert_close(din_prime.attention_weights(**batch), raw_BL)  # no normalisation
+
+
+def test_product_flag_changes_the_output_width_only_by_the_product():
+    batch = make_batch([3, 1])
+    with_product = make_din(seed=5, product=True).eval()(**batch)
+    without = make_din(seed=5, product=False).eval()(**batch)
+    assert with_product.shape == (2, 2 * D) and without.shape == (2, D)
+    torch.testing.assert_close(with_product, torch.cat([without, without * batch["query_BD"]], -1))
+
+
+@pytest.mark.parametrize("softmax,product", VARIANTS)
+def test_learned_correlation(softmax, product):
+    din, batch = make_din(softmax=softmax, product=product).eval(), make_batch([4, 2, 0])
+    mask_BL, seq_BLD, query_BD = batch["mask_BL"], batch["seq_BLD"], batch["query_BD"]
+    rep_BLD = seq_BLD * query_BD.unsqueeze(1) if product else seq_BLD
+    expected_BL = torch.exp(din.attention_logits(**batch)) * rep_BLD.norm(dim=-1)
+    cor_BL = din.learned_correlation(**batch)
+    torch.testing.assert_close(cor_BL[mask_BL], expected_BL[mask_BL])
+    assert torch.equal(cor_BL[~mask_BL], torch.zeros(int((~mask_BL).sum())))
+    garbage_cor_BL = din.learned_correlation(**with_garbage_padding(batch))
+    torch.testing.assert_close(garbage_cor_BL[:, :5], cor_BL, rtol=0, atol=1e-6)
+
+
+def test_bad_arguments_raise_value_error():
+    with pytest.raises(ValueError, match="unknown activation"):
+        DIN(dim=D, activation="swish")
+    with pytest.raises(ValueError, match="positive"):
+        DIN(dim=0)
+    with pytest.raises(ValueError, match="seq_BLD"):
+        make_din()(seq_BLD=torch.zeros(2, 3, D + 1), mask_BL=torch.ones(2, 3, dtype=torch.bool),
+                   query_BD=torch.zeros(2, D))
