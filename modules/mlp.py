@@ -107,7 +107,8 @@ class MLP(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
-        if in_dim <= 0 or any(h <= 0 for h in hidden_dims) or (out_dim is not None and out_dim <= 0):
+        widths = [in_dim, *hidden_dims] + ([] if out_dim is None else [out_dim])
+        if any(w <= 0 for w in widths):
             raise ValueError(
                 f"MLP widths must be positive: in_dim={in_dim}, hidden_dims={list(hidden_dims)}, "
                 f"out_dim={out_dim}"

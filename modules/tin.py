@@ -2,14 +2,15 @@
 Prediction", WWW '24 Companion, arXiv 2308.08487), Section 3.1, Eq. 2:
 
     u_TIN = sum_{i in H} alpha(e~_i, v~_t) * (e~_i ⊙ v~_t)
-    e~_i = e_i ⊕ p_{f(X_i)},   v~_t = v_t ⊕ p_{f(X_t)}          (⊕ = element-wise sum, Sec. 3.1.1)
-    alpha(e~_i, v~_t) = softmax_i(<e~_i, v~_t> / sqrt(d))          (softmax over the user's behaviours)
+    e~_i = e_i ⊕ p_{f(X_i)},  v~_t = v_t ⊕ p_{f(X_t)}     (⊕ = element-wise sum, Sec. 3.1.1)
+    alpha(e~_i, v~_t) = softmax_i(<e~_i, v~_t> / sqrt(d))    (softmax over the user's behaviours)
 
 The module is parameter-free: the semantic embeddings (e_i, v_t) and the target-aware temporal
 encodings (p, TTE-P or TTE-T, the target's being p_0) are looked up outside and passed in as
 ``seq_BLD``/``query_BD`` and ``seq_time_BLD``/``query_time_BD``. Choices the paper leaves open:
 
-- d in the 1/sqrt(d) scale is the width D of e~ (our choice; the paper says "d", the embedding size).
+- d in the 1/sqrt(d) scale is the width D of e~ (our choice; the paper only says "d", the
+  embedding size).
 - The softmax runs over the valid (non-padded) behaviours only; an empty history gives u = 0
   (our choice).
 - Ablations of Section 4.2 / Table 1: ``temporal=False`` (w/o TTE) uses e~ = e, v~ = v and ignores
@@ -45,7 +46,12 @@ class TIN(nn.Module):
     """
 
     def __init__(
-        self, *, dim: int, temporal: bool = True, attention: bool = True, representation: bool = True
+        self,
+        *,
+        dim: int,
+        temporal: bool = True,
+        attention: bool = True,
+        representation: bool = True,
     ) -> None:
         super().__init__()
         if dim <= 0:

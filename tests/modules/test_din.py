@@ -113,7 +113,9 @@ def test_softmax_weights_sum_to_one_over_valid_positions():
 
 def test_din_prime_scales_with_duplicated_behaviours_din_does_not():
     batch = make_batch([2], L=2)
-    doubled = dict(batch, seq_BLD=batch["seq_BLD"].repeat(1, 2, 1), mask_BL=batch["mask_BL"].repeat(1, 2))
+    doubled = dict(
+        batch, seq_BLD=batch["seq_BLD"].repeat(1, 2, 1), mask_BL=batch["mask_BL"].repeat(1, 2)
+    )
     din, din_prime = make_din().eval(), make_din(softmax=False).eval()
     torch.testing.assert_close(din(**doubled), din(**batch))
     torch.testing.assert_close(din_prime(**doubled), 2 * din_prime(**batch))

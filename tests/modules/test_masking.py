@@ -58,16 +58,17 @@ def test_mean_gradient_is_zero_under_padding():
 
 def test_check_inputs_rejects_bad_shapes_and_mask_dtype():
     seq_BLD, query_BD = torch.zeros(2, 3, 4), torch.zeros(2, 4)
-    check_inputs(dim=4, seq_BLD=seq_BLD, mask_BL=torch.ones(2, 3, dtype=torch.bool), query_BD=query_BD)
+    mask_BL = torch.ones(2, 3, dtype=torch.bool)
+    check_inputs(dim=4, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
     with pytest.raises(ValueError, match="bool"):
-        check_inputs(dim=4, seq_BLD=seq_BLD, mask_BL=torch.ones(2, 3), query_BD=query_BD)
+        check_inputs(dim=4, seq_BLD=seq_BLD, mask_BL=mask_BL.float(), query_BD=query_BD)
     with pytest.raises(ValueError, match="seq_BLD"):
-        check_inputs(dim=5, seq_BLD=seq_BLD, mask_BL=torch.ones(2, 3, dtype=torch.bool), query_BD=query_BD)
+        check_inputs(dim=5, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
     with pytest.raises(ValueError, match="seq_time_BLD"):
         check_inputs(
             dim=4,
             seq_BLD=seq_BLD,
-            mask_BL=torch.ones(2, 3, dtype=torch.bool),
+            mask_BL=mask_BL,
             query_BD=query_BD,
             seq_time_BLD=torch.zeros(2, 2, 4),
         )

@@ -100,3 +100,20 @@ def test_two_process_gloo_training(data_dir, tmp_path):
     assert m["world_size"] == 2
     assert m["test"]["samples"] == 400 and m["valid"]["samples"] == 400  # every sample once, none twice
     assert set(m["test"]) >= {"auc", "gauc", "logloss"}
+
+
+def test_bad_input_stops_with_file_row_and_field(tmp_path):
+    from tests.tinrec.datasets import random_rows, write_dataset
+
+    rows = random_rows(200, seed=9)
+    rows[137]["target_item"] = 10_000  # beyond the item table (50 rows)
+    data = write_dataset(str(tmp_path / "bad"), {"train": rows, "valid": rows[:50], "test": rows[:50]},
+                         row_group_size=40)
+    run_dir = tmp_path / "run"
+    p = run(["train", CONFIG, f"run_dir={run_dir}", f"data.path={data}", "data.generate=null",
+             "train.batch_size=16"], check=False)
+    assert p.returncode == 2
+    assert "train/part-00000.parquet: row 137: column 'target_item' has id 10000, outside [0, 50)" in p.stderr
+    assert not (run_dir / "checkpoints").exists()
+    p = run(["train", CONFIG, f"run_dir={run_dir}", "train.epoch=3"], check=False)
+    assert p.returncode == 2 and "default.yaml: train.epoch: unknown key (did you mean 'epochs'?)" in p.stderr
