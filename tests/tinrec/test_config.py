@@ -23,6 +23,7 @@ def test_configs_found():
 def test_every_config_loads_builds_and_plans_on_meta(path):
     from torch.distributed.optim import _apply_optimizer_in_backward
     from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+    from torchrec.distributed.sharding_plan import get_default_sharders
 
     from tinrec.sharding import constraints
 
@@ -32,8 +33,8 @@ def test_every_config_loads_builds_and_plans_on_meta(path):
     assert all(p.device.type == "meta" for p in model.sparse_arch.parameters())
     _apply_optimizer_in_backward(torch.optim.Adam, list(model.sparse_arch.parameters()), {"lr": 1e-3})
     planner = EmbeddingShardingPlanner(topology=Topology(world_size=2, compute_device="cpu"),
-                                       constraints=constraints(cfg, "cpu"))
-    plan = planner.plan(model, sharders=None)
+                                       constraints=constraints(cfg, "cpu"), batch_size=cfg.train.batch_size)
+    plan = planner.plan(model, sharders=get_default_sharders())
     planned = {t for mod in plan.plan.values() for t in mod}
     assert planned == set(cfg.model.tables)
 
