@@ -46,9 +46,16 @@ class SparseArch(nn.Module):
         return seqs, pooled
 
 
-def _padded(jt: JaggedTensor, max_len: int) -> torch.Tensor:
-    """[N, d] jagged values -> [B, L, d] zero-padded (right), one fbgemm kernel."""
-    return torch.ops.fbgemm.jagged_to_padded_dense(jt.values(), [jt.offsets()], [max_len], 0.0)
+def _padded(values_Nd: torch.Tensor, mask_BL: torch.Tensor) -> torch.Tensor:
+    """[N, d] jagged values -> [B, L, d] zero-padded on the right.
+
+    ``masked_scatter`` fills the True slots of the row-major mask in order, which is exactly the jagged
+    layout; it needs no host sync and no fbgemm kernel, so it runs wherever torch does (a CUDA torch beside
+    the CPU build of fbgemm included).
+    """
+    B, L = mask_BL.shape
+    d = values_Nd.shape[-1]
+    return values_Nd.new_zeros(B, L, d).masked_scatter(mask_BL.unsqueeze(-1).expand(B, L, d), values_Nd)
 
 
 class SequenceArch(nn.Module):
@@ -65,14 +72,14 @@ class SequenceArch(nn.Module):
         lengths_B = first.lengths()
         B = lengths_B.numel()
         L = max(int(lengths_B.max()) if B else 0, 1)
-        seq_BLD = torch.cat([_padded(emb[f], L) for f in self.history], dim=-1)
         mask_BL = torch.arange(L, device=lengths_B.device)[None, :] < lengths_B[:, None]
+        seq_BLD = torch.cat([_padded(emb[f].values(), mask_BL) for f in self.history], dim=-1)
         query_BD = torch.cat([emb[f].values().view(B, -1) for f in self.target], dim=-1)
         out = {"seq_BLD": seq_BLD, "mask_BL": mask_BL, "query_BD": query_BD,
                "seq_time_BLD": None, "query_time_BD": None}
         if self.temporal is not None:
             hist_t, target_t = self.temporal
-            out["seq_time_BLD"] = _padded(emb[hist_t], L)
+            out["seq_time_BLD"] = _padded(emb[hist_t].values(), mask_BL)
             out["query_time_BD"] = emb[target_t].values().view(B, -1)
         return out
 
