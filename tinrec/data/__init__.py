@@ -1,0 +1,1 @@
+"""Data: the Parquet sample format, the generated dataset, and the streaming reader."""

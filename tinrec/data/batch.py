@@ -1,0 +1,63 @@
+"""The training batch: a pipelineable container built entirely by the data loader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.streamable import Pipelineable
+
+
+@dataclass
+class Batch(Pipelineable):
+    """One batch of impressions.
+
+    Attributes:
+        sparse: every id feature (``tinrec.features``), scalars with length 1, sequences with the number of
+            kept behaviours; built by the loader, never inside ``forward`` (or the pipeline stops overlapping).
+        labels: ``[B]`` float 0/1.
+        user_ids: ``[B]`` int64, the group key of GAUC.
+        weights: ``[B]`` float, 1 for real samples and 0 for the padding batches that keep ranks in step.
+    """
+
+    sparse: KeyedJaggedTensor
+    labels: torch.Tensor
+    user_ids: torch.Tensor
+    weights: torch.Tensor
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
+        return Batch(
+            sparse=self.sparse.to(device=device, non_blocking=non_blocking),
+            labels=self.labels.to(device=device, non_blocking=non_blocking),
+            user_ids=self.user_ids.to(device=device, non_blocking=non_blocking),
+            weights=self.weights.to(device=device, non_blocking=non_blocking),
+        )
+
+    def record_stream(self, stream: torch.Stream) -> None:
+        self.sparse.record_stream(stream)
+        self.labels.record_stream(stream)
+        self.user_ids.record_stream(stream)
+        self.weights.record_stream(stream)
+
+    def pin_memory(self) -> "Batch":
+        return Batch(self.sparse.pin_memory(), self.labels.pin_memory(), self.user_ids.pin_memory(),
+                     self.weights.pin_memory())
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    @staticmethod
+    def dummy(keys: List[str]) -> "Batch":
+        """A one-sample batch of id 0 with empty sequences and weight 0 (keeps ranks' step counts equal)."""
+        from tinrec.features import is_sequence
+
+        lengths = torch.tensor([0 if is_sequence(k) else 1 for k in keys], dtype=torch.int32)
+        values = torch.zeros(int(lengths.sum()), dtype=torch.int64)
+        kjt = KeyedJaggedTensor.from_lengths_sync(keys=list(keys), values=values, lengths=lengths)
+        return Batch(kjt, torch.zeros(1), torch.zeros(1, dtype=torch.int64), torch.zeros(1))
+
+    def as_padding(self) -> "Batch":
+        """This batch with every weight 0: computed, never counted."""
+        return Batch(self.sparse, self.labels, self.user_ids, torch.zeros_like(self.weights))

@@ -1,0 +1,65 @@
+"""The on-disk sample format (the contract; prose in ``docs/data.md``).
+
+A dataset is a folder (any iopath path) holding::
+
+    meta.json                      # format version, table cardinalities, split row counts, generator params
+    train/part-00000.parquet ...   # one row per impression
+    valid/part-00000.parquet ...
+    test/part-00000.parquet ...
+    time_bins.json                 # equal-frequency time-interval edges, computed from train/ (written by
+                                   # ``tinrec.data.timebins``; the reader makes it when missing)
+    ground_truth.npz               # only for generated data: the planted semantic-temporal weights
+
+Sequences are list columns ordered oldest behaviour first. Every id is an int64 in ``[0, rows)`` of the
+table that reads it; 0 is "unknown" by convention (the generator never emits it for real entities).
+Timestamps are int64 seconds (Unix epoch).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+FORMAT_VERSION = 1
+
+LABEL = "label"
+USER_ID = "user_id"
+
+# Scalar id columns: user profile, target item and its attributes.
+USER_COLUMNS = ("user_id", "user_age", "user_gender")
+TARGET_COLUMNS = ("target_item", "target_category", "target_brand", "target_author")
+TARGET_TIMESTAMP = "target_timestamp"
+
+# History list columns (same length within a row, oldest first).
+HIST_ID_COLUMNS = ("hist_item", "hist_category", "hist_brand", "hist_author")
+HIST_TIMESTAMP = "hist_timestamp"
+HIST_FEEDBACK = "hist_feedback"  # optional: 0 click, 1 like, 2 dislike, 3 non-click (impressed, not clicked)
+HIST_WATCH_TIME = "hist_watch_time"  # optional: seconds watched (float32)
+
+# Optional trigger / scrolling context (DEI2N).
+TRIGGER_COLUMNS = ("trigger_item", "trigger_category")
+PAGE = "page"  # 1 = first page
+
+FEEDBACK_CLICK, FEEDBACK_LIKE, FEEDBACK_DISLIKE, FEEDBACK_NON_CLICK = 0, 1, 2, 3
+
+REQUIRED_COLUMNS = (LABEL,) + USER_COLUMNS + TARGET_COLUMNS + (TARGET_TIMESTAMP,) + HIST_ID_COLUMNS + (
+    HIST_TIMESTAMP,
+)
+OPTIONAL_COLUMNS = (HIST_FEEDBACK, HIST_WATCH_TIME) + TRIGGER_COLUMNS + (PAGE,)
+LIST_COLUMNS = HIST_ID_COLUMNS + (HIST_TIMESTAMP, HIST_FEEDBACK, HIST_WATCH_TIME)
+
+SPLITS = ("train", "valid", "test")
+
+
+def arrow_schema(*, with_feedback: bool = True, with_watch_time: bool = True, with_trigger: bool = True) -> pa.Schema:
+    """The Arrow schema writers use (readers accept any integer widths for ids)."""
+    fields = [pa.field(LABEL, pa.int8())]
+    fields += [pa.field(c, pa.int64()) for c in USER_COLUMNS + TARGET_COLUMNS + (TARGET_TIMESTAMP,)]
+    fields += [pa.field(c, pa.list_(pa.int64())) for c in HIST_ID_COLUMNS + (HIST_TIMESTAMP,)]
+    if with_feedback:
+        fields.append(pa.field(HIST_FEEDBACK, pa.list_(pa.int8())))
+    if with_watch_time:
+        fields.append(pa.field(HIST_WATCH_TIME, pa.list_(pa.float32())))
+    if with_trigger:
+        fields += [pa.field(c, pa.int64()) for c in TRIGGER_COLUMNS]
+        fields.append(pa.field(PAGE, pa.int32()))
+    return pa.schema(fields)

@@ -1,0 +1,596 @@
+r"""The built-in synthetic dataset: a world of users and items, impressions with behaviour histories, and
+labels drawn from planted, known effects (the prose and the on-disk contract are in ``docs/data.md``).
+
+Notation: C categories, U users, N items, B brands, A authors; a row is one impression of a target item to a
+user, with that user's history of L behaviours stored oldest first; p is a behaviour's target-relative
+position (1 = most recent).
+
+World (``default_rng([seed, 999])``)
+------------------------------------
+* Items 1..N: ``item_category`` uniform over 1..C (a shuffled balanced assignment, so every category has
+  items); categories own disjoint random subsets of brands (each brand belongs to one category; when B < C
+  each category gets one, shared, brand) and ``item_brand`` is uniform over its category's brands;
+  ``item_author`` uniform over 1..A; ``item_bias ~ N(0, 0.3)``. Popularity is Zipf-like within a
+  category: the items of category c, in a random order r = 1, 2, ..., are drawn with probability
+  proportional to ``1 / r`` ("a popular item of c").
+* Users 1..U: K = 4 distinct favourite categories with weights ~ Dirichlet(1, 1, 1, 1) ("a favourite" is
+  drawn with those weights); ``user_age`` uniform 1..8, ``user_gender`` uniform 1..2;
+  ``user_bias ~ N(0, 0.3)``; a mean between-session gap ``gap_u ~ LogNormal(log 24 h, 1.0)``.
+
+Rows (``default_rng([seed, split_index, chunk_index])``, split_index train 0, valid 1, test 2)
+-------------------------------------------------------------------------------------------------
+* user uniform over 1..U; ``L = clip(round(LogNormal(mu, 0.6)), 1, seq_len_max)`` with
+  ``mu = log(seq_len_mean) - 0.6**2 / 2`` (so the unclipped mean is ``seq_len_mean``).
+* ``target_timestamp`` uniform over days [0, 21) for train, day 21 for valid, day 22 for test, counted
+  from 1_600_000_000 (Unix seconds).
+* Gaps going back from the target (one per behaviour, between it and the next more recent event): w.p.
+  0.7 ``~ Exp(mean 180 s)`` (same session), else ``~ Exp(mean gap_u)``; each rounded up to whole seconds,
+  at least 1. ``hist_timestamp_i = target_timestamp - dt_i`` with ``dt_i`` the sum of the gaps of
+  positions 1..p_i, so timestamps strictly increase along the list and stay below the target's, and time
+  interval and position are not collinear across users.
+* Feedback and category of a behaviour. feedback effect enabled: type ~ (click .6, like .15,
+  dislike .1, non-click .15); like -> a favourite; dislike -> a uniform non-favourite; click -> a
+  favourite w.p. 1 - click_noise ("genuine") else uniform over 1..C ("accidental"); non-click -> uniform.
+  Disabled: every behaviour is a genuine click, from a favourite w.p. 0.8 else uniform.
+  Item: a popular item of the category; brand and author are the item's.
+* Feedback factor ``g_i``: like +2, genuine click +1, accidental click 0, dislike -2, non-click 0
+  (feedback disabled: ``g_i = 1``).
+* Watch time ``w_i ~ LogNormal(log 30 s, 0.5)``. Drop events: a behaviour with p >= 2 is, w.p. 0.05,
+  followed by a sharp drop: the next (more recent) behaviour's watch time is multiplied by 0.1. Drops are
+  drawn whether or not the context effect is enabled (the columns are identically distributed). A
+  behaviour j is "lost interest" if a behaviour of the same category at p <= p_j (itself included) has a
+  drop after it.
+* Trigger: ``trigger_item`` a popular item of a favourite category, ``trigger_category`` its category;
+  ``page = min(G, 20)``, G ~ Geometric(0.35) on {1, 2, ...} (P(page = 1) = 0.35).
+* Target category: w.p. 0.5 the category of a uniformly chosen behaviour of the row, w.p. 0.2 the trigger
+  category, else uniform over 1..C; ``target_item`` a popular item of it, brand and author the item's.
+
+Label
+-----
+* Semantic weight ``w(c_t, c_b) = 1`` if c_b = c_t, 0.5 if c_b = sibling(c_t), else 0, with categories
+  paired 1-2, 3-4, ...: ``sibling(c) = c + 1 if c odd else c - 1``.
+* Temporal decay ``d_i = exp(-(p_i - 1) / tau_position)`` (decay "position") or
+  ``exp(-dt_i / 3600 / tau_time_hours)`` (decay "time").
+* ``ctx_i = -context.strength`` if the context effect is enabled and behaviour i is lost interest, else 1.
+* ``S_st = sum_i w(c_t, c_i) d_i g_i ctx_i``;  ``S_trig = w(c_t, trigger_category) exp(-(page-1)/tau_page)``.
+* ``logit = bias + semantic_temporal.strength S_st + trigger.strength S_trig + user_bias + item_bias(target)``,
+  ``label ~ Bernoulli(sigmoid(logit))``. A disabled effect contributes 0.
+
+Ground truth (``ground_truth.npz``): ``stc_weight[c_t, c_b, p-1] = semantic_temporal.strength w(c_t, c_b)
+mean_decay[p]`` for p = 1..gt_positions, ``mean_decay[p] = exp(-(p-1)/tau_position)`` (position decay) or the
+mean of ``exp(-dt/3600/tau_time_hours)`` over the train behaviours at position p (time decay; 0 where no
+behaviour has that position); all zeros when the effect is disabled. Also ``positions`` (1..P) and
+``mean_decay``.
+
+Output is streamed: chunks of ``row_group_size`` rows are generated (vectorised, no per-row Python) and
+written as row groups, ``rows_per_file`` rows per file; files are written under a ``.tmp`` name and renamed
+when complete, and ``meta.json`` is written last (a dataset is complete iff it has ``meta.json``).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import numbers
+import posixpath
+import re
+import zipfile
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from iopath.common.file_io import g_pathmgr
+from tqdm import tqdm
+
+from tinrec.data import format as fmt
+
+EPOCH_BASE = 1_600_000_000
+DAY = 86_400
+# (first day, number of days) of the target timestamps of each split.
+SPLIT_DAYS = {"train": (0, 21), "valid": (21, 1), "test": (22, 1)}
+NUM_FAVOURITES = 4
+NUM_AGES, NUM_GENDERS = 8, 2
+ZIPF_EXPONENT = 1.0
+SESSION_PROB, SESSION_GAP_S = 0.7, 180.0
+FEEDBACK_PROBS = {fmt.FEEDBACK_CLICK: 0.6, fmt.FEEDBACK_LIKE: 0.15, fmt.FEEDBACK_DISLIKE: 0.1,
+                  fmt.FEEDBACK_NON_CLICK: 0.15}
+FAVOURITE_PROB_NO_FEEDBACK = 0.8
+WATCH_MEDIAN_S, WATCH_SIGMA = 30.0, 0.5
+DROP_PROB, DROP_FACTOR = 0.05, 0.1
+PAGE_P, PAGE_MAX = 0.35, 20
+TARGET_FROM_HISTORY, TARGET_FROM_TRIGGER = 0.5, 0.2
+SEQ_LEN_SIGMA = 0.6
+
+DEFAULT_EFFECTS: Dict[str, Any] = {
+    "semantic_temporal": {"enabled": True, "strength": 1.0, "decay": "position", "tau_position": 8.0,
+                          "tau_time_hours": 48.0},
+    "context": {"enabled": False, "strength": 0.5},
+    "trigger": {"enabled": False, "strength": 1.0, "tau_page": 3.0},
+    "feedback": {"enabled": False, "click_noise": 0.3},
+    "bias": -2.8,
+}
+
+# key -> (kind, check) where kind is "bool", "real" or "choice"; check validates the value.
+_EFFECT_RULES = {
+    "enabled": ("bool", None),
+    "strength": ("real", None),
+    "decay": ("choice", ("position", "time")),
+    "tau_position": ("real", "positive"),
+    "tau_time_hours": ("real", "positive"),
+    "tau_page": ("real", "positive"),
+    "click_noise": ("real", "unit"),
+    "bias": ("real", None),
+}
+
+
+def _check_value(path: str, key: str, value: Any) -> Any:
+    kind, check = _EFFECT_RULES[key]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if kind == "choice":
+        if value not in check:
+            raise ValueError(f"{path}: expected one of {', '.join(map(repr, check))}, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{path}: expected a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{path}: expected a finite number, got {value!r}")
+    if check == "positive" and not value > 0:
+        raise ValueError(f"{path}: expected a number > 0, got {value!r}")
+    if check == "unit" and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{path}: expected a number in [0, 1], got {value!r}")
+    return value
+
+
+def merge_effects(effects: Optional[dict]) -> dict:
+    """``DEFAULT_EFFECTS`` updated with ``effects`` (a possibly partial nested dict), validated.
+
+    Raises ValueError naming the key path (``effects.semantic_temporal.decay``) for an unknown key, a value
+    of the wrong type or an out-of-range value.
+    """
+    merged = copy.deepcopy(DEFAULT_EFFECTS)
+    if effects is None:
+        return merged
+    if not isinstance(effects, dict):
+        raise ValueError(f"effects: expected a mapping, got {type(effects).__name__}")
+    for name, value in effects.items():
+        path = f"effects.{name}"
+        if name not in DEFAULT_EFFECTS:
+            raise ValueError(f"{path}: unknown key (known: {', '.join(DEFAULT_EFFECTS)})")
+        if not isinstance(DEFAULT_EFFECTS[name], dict):
+            merged[name] = _check_value(path, name, value)
+            continue
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected a mapping, got {value!r}")
+        for key, v in value.items():
+            if key not in DEFAULT_EFFECTS[name]:
+                raise ValueError(f"{path}.{key}: unknown key (known: {', '.join(DEFAULT_EFFECTS[name])})")
+            merged[name][key] = _check_value(f"{path}.{key}", key, v)
+    return merged
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The world
+# ------------------------------------------------------------------------------------------------------------
+
+
+class _World:
+    """Static users and items, and vectorised samplers over them."""
+
+    def __init__(self, rng: np.random.Generator, U: int, N: int, C: int, B: int, A: int) -> None:
+        self.U, self.N, self.C = U, N, C
+        # Items (index 0 = unknown, unused).
+        cat = np.zeros(N + 1, np.int64)
+        cat[1:] = rng.permutation(N) % C + 1
+        if B >= C:
+            owner = np.arange(B) % C + 1
+            brands = (rng.permutation(B) + 1)[np.argsort(owner, kind="stable")]
+            per_cat = np.bincount(owner, minlength=C + 1)
+        else:
+            brands = (rng.permutation(B) + 1)[np.arange(C) % B]
+            per_cat = np.r_[0, np.ones(C, np.int64)]
+        brand_start = np.cumsum(per_cat) - per_cat
+        slot = np.floor(rng.random(N) * per_cat[cat[1:]]).astype(np.int64)
+        brand = np.zeros(N + 1, np.int64)
+        brand[1:] = brands[brand_start[cat[1:]] + np.minimum(slot, per_cat[cat[1:]] - 1)]
+        author = np.zeros(N + 1, np.int64)
+        author[1:] = rng.integers(1, A + 1, N)
+        self.item_bias = np.r_[0.0, rng.normal(0.0, 0.3, N)]
+        self.item_category, self.item_brand, self.item_author = cat, brand, author
+        # Zipf popularity within category: items sorted by (category, random order); the global CDF runs
+        # over [c-1, c] inside category c's segment, so one searchsorted samples any mix of categories.
+        order = np.lexsort((rng.random(N), cat[1:])) + 1
+        counts = np.bincount(cat[1:], minlength=C + 1)
+        self.seg_start = np.cumsum(counts) - counts
+        self.seg_end = self.seg_start + counts
+        rank = np.arange(N) - self.seg_start[cat[order]] + 1
+        weight = 1.0 / rank.astype(np.float64) ** ZIPF_EXPONENT
+        cum = np.cumsum(weight)
+        before = np.r_[0.0, cum][self.seg_start[cat[order]]]
+        total = (np.r_[0.0, cum][self.seg_end] - np.r_[0.0, cum][self.seg_start])[cat[order]]
+        cdf = (cat[order] - 1) + (cum - before) / total
+        cdf[self.seg_end[1:] - 1] = np.arange(1, C + 1)  # exact segment ends
+        self.sorted_items, self.cdf = order, cdf
+        # Users.
+        K = NUM_FAVOURITES
+        fav = np.sort(np.argsort(rng.random((U, C)), axis=1)[:, :K] + 1, axis=1)
+        self.fav = np.vstack([np.zeros((1, K), np.int64), fav])
+        weights = rng.dirichlet(np.ones(K), U)
+        self.fav_cum = np.vstack([np.ones((1, K)), np.cumsum(weights, axis=1)])
+        self.age = np.r_[0, rng.integers(1, NUM_AGES + 1, U)]
+        self.gender = np.r_[0, rng.integers(1, NUM_GENDERS + 1, U)]
+        self.user_bias = np.r_[0.0, rng.normal(0.0, 0.3, U)]
+        self.gap_mean = np.r_[0.0, np.exp(rng.normal(np.log(24 * 3600.0), 1.0, U))]
+
+    def favourite(self, rng: np.random.Generator, users: np.ndarray) -> np.ndarray:
+        k = (rng.random(users.size)[:, None] >= self.fav_cum[users]).sum(axis=1)
+        return self.fav[users, np.minimum(k, NUM_FAVOURITES - 1)]
+
+    def non_favourite(self, rng: np.random.Generator, users: np.ndarray) -> np.ndarray:
+        x = rng.integers(1, self.C - NUM_FAVOURITES + 1, users.size)
+        for k in range(NUM_FAVOURITES):  # skip past the sorted favourites: rank among non-favourites -> id
+            x += x >= self.fav[users, k]
+        return x
+
+    def popular_item(self, rng: np.random.Generator, cats: np.ndarray) -> np.ndarray:
+        idx = np.searchsorted(self.cdf, (cats - 1) + rng.random(cats.size), side="right")
+        return self.sorted_items[np.clip(idx, self.seg_start[cats], self.seg_end[cats] - 1)]
+
+
+def _semantic_weight(target_cat: np.ndarray, cat: np.ndarray) -> np.ndarray:
+    sibling = np.where(target_cat % 2 == 1, target_cat + 1, target_cat - 1)
+    return (cat == target_cat) * 1.0 + (cat == sibling) * 0.5
+
+
+def _list_array(offsets: pa.Array, values: np.ndarray, typ: pa.DataType) -> pa.Array:
+    return pa.ListArray.from_arrays(offsets, pa.array(values, type=typ))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# One chunk of rows
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_mean: float, seq_len_max: int,
+           eff: dict, schema: pa.Schema):
+    """``n`` rows as an Arrow table, plus (p, dt seconds) of every behaviour for the ground-truth stats."""
+    C = world.C
+    st, ctx_eff, trig, fb = eff["semantic_temporal"], eff["context"], eff["trigger"], eff["feedback"]
+    users = rng.integers(1, world.U + 1, n)
+    mu = math.log(seq_len_mean) - SEQ_LEN_SIGMA ** 2 / 2
+    L = np.clip(np.rint(rng.lognormal(mu, SEQ_LEN_SIGMA, n)), 1, seq_len_max).astype(np.int64)
+    T = int(L.sum())
+    offsets = np.zeros(n + 1, np.int64)
+    offsets[1:] = np.cumsum(L)
+    row = np.repeat(np.arange(n), L)
+    p = offsets[1:][row] - np.arange(T)  # 1 = most recent (stored last)
+    buser = users[row]
+    day0, days = SPLIT_DAYS[split]
+    target_ts = EPOCH_BASE + day0 * DAY + rng.integers(0, days * DAY, n)
+
+    # Time: integer gaps, summed from the target backwards (exact in int64, so strictly monotone).
+    session = rng.random(T) < SESSION_PROB
+    gap = np.where(session, rng.exponential(SESSION_GAP_S, T), rng.exponential(1.0, T) * world.gap_mean[buser])
+    gap = np.maximum(np.ceil(gap), 1).astype(np.int64)
+    cs = np.cumsum(gap)
+    dt = cs[offsets[1:] - 1][row] - cs + gap
+    hist_ts = target_ts[row] - dt
+
+    # Feedback types and categories (all draws are made whatever the flags, in a fixed order).
+    u_type = rng.random(T)
+    fav_c = world.favourite(rng, buser)
+    nonfav_c = world.non_favourite(rng, buser)
+    unif_c = rng.integers(1, C + 1, T)
+    genuine = rng.random(T) >= fb["click_noise"]
+    if fb["enabled"]:
+        types = np.array(list(FEEDBACK_PROBS))
+        cum = np.cumsum(list(FEEDBACK_PROBS.values()))
+        ftype = types[np.minimum(np.searchsorted(cum, u_type, side="right"), len(types) - 1)]
+        is_click, is_like = ftype == fmt.FEEDBACK_CLICK, ftype == fmt.FEEDBACK_LIKE
+        is_dislike = ftype == fmt.FEEDBACK_DISLIKE
+        cat = np.where(is_like, fav_c, np.where(is_dislike, nonfav_c,
+                                                np.where(is_click & genuine, fav_c, unif_c)))
+        g = np.where(is_like, 2.0, np.where(is_dislike, -2.0, np.where(is_click & genuine, 1.0, 0.0)))
+    else:
+        ftype = np.full(T, fmt.FEEDBACK_CLICK)
+        cat = np.where(u_type < FAVOURITE_PROB_NO_FEEDBACK, fav_c, unif_c)
+        g = np.ones(T)
+    item = world.popular_item(rng, cat)
+
+    # Watch time and drop events (always drawn); lost interest per (row, category).
+    watch = rng.lognormal(math.log(WATCH_MEDIAN_S), WATCH_SIGMA, T)
+    drop = (p >= 2) & (rng.random(T) < DROP_PROB)
+    watch[np.flatnonzero(drop) + 1] *= DROP_FACTOR
+    key = row * (C + 1) + cat
+    min_drop_p = np.full(n * (C + 1), seq_len_max + 1, np.int64)
+    np.minimum.at(min_drop_p, key[drop], p[drop])
+    lost = min_drop_p[key] <= p
+
+    # Trigger, page, target.
+    trigger_item = world.popular_item(rng, world.favourite(rng, users))
+    trigger_cat = world.item_category[trigger_item]
+    page = np.minimum(rng.geometric(PAGE_P, n), PAGE_MAX)
+    u_t = rng.random(n)
+    pick = offsets[:-1] + np.minimum(np.floor(rng.random(n) * L).astype(np.int64), L - 1)
+    unif_t = rng.integers(1, C + 1, n)
+    target_cat = np.where(u_t < TARGET_FROM_HISTORY, cat[pick],
+                          np.where(u_t < TARGET_FROM_HISTORY + TARGET_FROM_TRIGGER, trigger_cat, unif_t))
+    target_item = world.popular_item(rng, target_cat)
+
+    # Label.
+    logit = eff["bias"] + world.user_bias[users] + world.item_bias[target_item]
+    if st["enabled"]:
+        if st["decay"] == "position":
+            decay = np.exp(-(p - 1) / st["tau_position"])
+        else:
+            decay = np.exp(-dt / 3600.0 / st["tau_time_hours"])
+        ctx = np.where(lost, -ctx_eff["strength"], 1.0) if ctx_eff["enabled"] else 1.0
+        contrib = _semantic_weight(target_cat[row], cat) * decay * g * ctx
+        logit = logit + st["strength"] * np.bincount(row, weights=contrib, minlength=n)
+    if trig["enabled"]:
+        s_trig = _semantic_weight(target_cat, trigger_cat) * np.exp(-(page - 1) / trig["tau_page"])
+        logit = logit + trig["strength"] * s_trig
+    label = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int8)
+
+    off = pa.array(offsets.astype(np.int32), type=pa.int32())
+    i64 = pa.int64()
+    cols = {
+        fmt.LABEL: pa.array(label, type=pa.int8()),
+        "user_id": pa.array(users, type=i64),
+        "user_age": pa.array(world.age[users], type=i64),
+        "user_gender": pa.array(world.gender[users], type=i64),
+        "target_item": pa.array(target_item, type=i64),
+        "target_category": pa.array(target_cat, type=i64),
+        "target_brand": pa.array(world.item_brand[target_item], type=i64),
+        "target_author": pa.array(world.item_author[target_item], type=i64),
+        fmt.TARGET_TIMESTAMP: pa.array(target_ts, type=i64),
+        "hist_item": _list_array(off, item, i64),
+        "hist_category": _list_array(off, cat, i64),
+        "hist_brand": _list_array(off, world.item_brand[item], i64),
+        "hist_author": _list_array(off, world.item_author[item], i64),
+        fmt.HIST_TIMESTAMP: _list_array(off, hist_ts, i64),
+        fmt.HIST_FEEDBACK: _list_array(off, ftype.astype(np.int8), pa.int8()),
+        fmt.HIST_WATCH_TIME: _list_array(off, watch.astype(np.float32), pa.float32()),
+        "trigger_item": pa.array(trigger_item, type=i64),
+        "trigger_category": pa.array(trigger_cat, type=i64),
+        fmt.PAGE: pa.array(page.astype(np.int32), type=pa.int32()),
+    }
+    table = pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
+    return table, int(label.sum()), p, dt
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Files
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _rename(tmp: str, path: str) -> None:
+    if g_pathmgr.exists(path):
+        g_pathmgr.rm(path)
+    if not g_pathmgr.mv(tmp, path):
+        raise OSError(f"cannot rename {tmp} to {path}")
+
+
+def _remove(path: str) -> None:
+    if g_pathmgr.exists(path):
+        g_pathmgr.rm(path)
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    """What ``np.savez`` writes, but with fixed zip entry dates (byte-identical across runs)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+        for name, arr in arrays.items():
+            with z.open(zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with g_pathmgr.open(tmp, "wb") as f:
+        f.write(data)
+    _rename(tmp, path)
+
+
+_PART = re.compile(r"part-\d{5}\.parquet(\.tmp)?")
+
+
+class _PartWriter:
+    """Writes a split's rows into ``part-NNNNN.parquet`` files of ``rows_per_file`` rows (tmp, then rename)."""
+
+    def __init__(self, out_dir: str, split: str, schema: pa.Schema, rows_per_file: int, row_group_size: int):
+        self.out_dir, self.split, self.schema = out_dir, split, schema
+        self.rows_per_file, self.row_group_size = rows_per_file, row_group_size
+        self.files: List[str] = []
+        self._f = self._writer = None
+        self._rows = 0
+
+    def _open(self) -> None:
+        self._rel = f"{self.split}/part-{len(self.files):05d}.parquet"
+        self._tmp = posixpath.join(self.out_dir, self._rel + ".tmp")
+        self._f = g_pathmgr.open(self._tmp, "wb")
+        self._writer = pq.ParquetWriter(self._f, self.schema, compression="zstd", use_dictionary=True,
+                                        write_statistics=True)
+        self._rows = 0
+
+    def _close(self) -> None:
+        self._writer.close()
+        self._f.close()
+        self._writer = self._f = None
+        _rename(self._tmp, posixpath.join(self.out_dir, self._rel))
+        self.files.append(self._rel)
+
+    def write(self, table: pa.Table) -> None:
+        pos = 0
+        while pos < table.num_rows:
+            if self._writer is None:
+                self._open()
+            take = min(table.num_rows - pos, self.rows_per_file - self._rows)
+            self._writer.write_table(table.slice(pos, take), row_group_size=self.row_group_size)
+            pos += take
+            self._rows += take
+            if self._rows == self.rows_per_file:
+                self._close()
+
+    def finish(self) -> List[str]:
+        if self._writer is not None:
+            self._close()
+        return self.files
+
+    def abort(self) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if self._f is not None:
+                self._f.close()
+            if self._f is not None or self._writer is not None:
+                _remove(self._tmp)
+        except Exception:  # best effort: the real error is being raised
+            pass
+
+
+def _check_int(name: str, value: Any, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
+        raise ValueError(f"{name}: expected an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Entry point
+# ------------------------------------------------------------------------------------------------------------
+
+
+def generate_dataset(
+    out_dir: str,
+    *,
+    seed: int = 0,
+    num_users: int = 4000,
+    num_items: int = 20000,
+    num_categories: int = 40,
+    num_brands: int = 400,
+    num_authors: int = 1000,
+    train_rows: int = 80000,
+    valid_rows: int = 10000,
+    test_rows: int = 10000,
+    seq_len_mean: float = 50.0,
+    seq_len_max: int = 200,
+    rows_per_file: int = 50000,
+    row_group_size: int = 4096,
+    gt_positions: int = 50,
+    effects: Optional[dict] = None,
+    show_progress: bool = True,
+) -> dict:
+    """Generate the synthetic dataset into ``out_dir`` (any iopath path); returns the meta dict it wrote.
+
+    Deterministic: the same arguments give byte-identical files. See the module docstring / docs/data.md.
+    """
+    params = {
+        "seed": _check_int("seed", seed, 0),
+        "num_users": _check_int("num_users", num_users, 1),
+        "num_items": _check_int("num_items", num_items, 1),
+        "num_categories": _check_int("num_categories", num_categories, NUM_FAVOURITES + 1),
+        "num_brands": _check_int("num_brands", num_brands, 1),
+        "num_authors": _check_int("num_authors", num_authors, 1),
+        "train_rows": _check_int("train_rows", train_rows, 1),
+        "valid_rows": _check_int("valid_rows", valid_rows, 1),
+        "test_rows": _check_int("test_rows", test_rows, 1),
+        "seq_len_mean": None,
+        "seq_len_max": _check_int("seq_len_max", seq_len_max, 1),
+        "rows_per_file": _check_int("rows_per_file", rows_per_file, 1),
+        "row_group_size": _check_int("row_group_size", row_group_size, 1),
+        "gt_positions": _check_int("gt_positions", gt_positions, 1),
+        "effects": merge_effects(effects),
+    }
+    if isinstance(seq_len_mean, bool) or not isinstance(seq_len_mean, numbers.Real) or not seq_len_mean > 0 \
+            or not math.isfinite(seq_len_mean):
+        raise ValueError(f"seq_len_mean: expected a number > 0, got {seq_len_mean!r}")
+    params["seq_len_mean"] = float(seq_len_mean)
+    if params["num_items"] < params["num_categories"]:
+        raise ValueError(f"num_items: expected >= num_categories ({num_categories}) so that every category "
+                         f"has an item, got {num_items}")
+    eff = params["effects"]
+    C, P = params["num_categories"], params["gt_positions"]
+
+    # A previous (complete or partial) dataset here stops being "complete" before anything is rewritten.
+    for name in ("meta.json", "time_bins.json", "ground_truth.npz"):
+        _remove(posixpath.join(out_dir, name))
+    for split in fmt.SPLITS:
+        folder = posixpath.join(out_dir, split)
+        g_pathmgr.mkdirs(folder)
+        for name in g_pathmgr.ls(folder):  # parts of an earlier run (maybe more of them than this one writes)
+            if _PART.fullmatch(name):
+                g_pathmgr.rm(posixpath.join(folder, name))
+
+    world = _World(np.random.default_rng([params["seed"], 999]), params["num_users"], params["num_items"], C,
+                   params["num_brands"], params["num_authors"])
+    schema = fmt.arrow_schema()
+    split_rows = {"train": params["train_rows"], "valid": params["valid_rows"], "test": params["test_rows"]}
+    decay_sum, decay_count = np.zeros(P), np.zeros(P)
+    time_gt = eff["semantic_temporal"]["enabled"] and eff["semantic_temporal"]["decay"] == "time"
+    tau_h = eff["semantic_temporal"]["tau_time_hours"]
+    splits, ctr = {}, {}
+    bar = tqdm(total=sum(split_rows.values()), unit="row", unit_scale=True, desc="gen-data",
+               disable=not show_progress)
+    try:
+        for split_index, split in enumerate(fmt.SPLITS):
+            n_rows, clicks = split_rows[split], 0
+            writer = _PartWriter(out_dir, split, schema, params["rows_per_file"], params["row_group_size"])
+            try:
+                for chunk_index, start in enumerate(range(0, n_rows, params["row_group_size"])):
+                    n = min(params["row_group_size"], n_rows - start)
+                    rng = np.random.default_rng([params["seed"], split_index, chunk_index])
+                    table, c, p, dt = _chunk(world, rng, n, split, params["seq_len_mean"], params["seq_len_max"],
+                                             eff, schema)
+                    writer.write(table)
+                    clicks += c
+                    if split == "train" and time_gt:
+                        m = p <= P
+                        decay_sum += np.bincount(p[m] - 1, weights=np.exp(-dt[m] / 3600.0 / tau_h), minlength=P)
+                        decay_count += np.bincount(p[m] - 1, minlength=P)
+                    bar.update(n)
+                files = writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
+            splits[split] = {"rows": n_rows, "files": files}
+            ctr[split] = clicks / n_rows
+    finally:
+        bar.close()
+
+    # Ground truth.
+    positions = np.arange(1, P + 1)
+    st = eff["semantic_temporal"]
+    if not st["enabled"]:
+        mean_decay = np.zeros(P)
+    elif st["decay"] == "position":
+        mean_decay = np.exp(-(positions - 1) / st["tau_position"])
+    else:
+        mean_decay = np.divide(decay_sum, decay_count, out=np.zeros(P), where=decay_count > 0)
+    cats = np.arange(C + 1)
+    sem = _semantic_weight(cats[:, None], cats[None, :])
+    sem[0, :] = sem[:, 0] = 0.0
+    strength = st["strength"] if st["enabled"] else 0.0
+    stc = (strength * sem[:, :, None] * mean_decay[None, None, :]).astype(np.float32)
+    _write_bytes(posixpath.join(out_dir, "ground_truth.npz"),
+                 _npz_bytes(stc_weight=stc, positions=positions.astype(np.int64),
+                            mean_decay=mean_decay.astype(np.float32)))
+
+    meta = {
+        "format_version": fmt.FORMAT_VERSION,
+        "generator": params,
+        "tables": {"user": params["num_users"] + 1, "item": params["num_items"] + 1, "category": C + 1,
+                   "brand": params["num_brands"] + 1, "author": params["num_authors"] + 1,
+                   "age": NUM_AGES + 1, "gender": NUM_GENDERS + 1},
+        "splits": splits,
+        "max_seq_len": params["seq_len_max"],
+        "ctr": ctr,
+    }
+    _write_bytes(posixpath.join(out_dir, "meta.json"), json.dumps(meta, indent=2).encode("utf-8"))
+    return meta

@@ -1,0 +1,336 @@
+"""Streaming Parquet reader: row groups -> validated numpy -> ``Batch`` with a ready KeyedJaggedTensor.
+
+The unit of work is one Parquet row group. Units are shuffled per epoch (seeded), dealt round-robin to the
+``world_size x num_workers`` global loader workers, and each worker concatenates its units' rows (shuffled
+within the unit) into batches. Only one row group per worker is in memory at a time, so memory does not
+grow with the dataset.
+
+Step accounting is exact and cheap: every worker's batch count follows from row-group metadata alone
+(:meth:`ParquetStream.worker_batches`), so training can give every rank the same number of steps and a
+resumed run can skip consumed batches without reading them (:func:`consumed_per_worker`).
+
+Legend: B batch, L kept behaviours of a row (<= max_len), N total kept behaviours in a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from iopath.common.file_io import g_pathmgr
+from torch.utils.data import IterableDataset, get_worker_info
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from tinrec.data import format as fmt
+from tinrec.data.batch import Batch
+from tinrec.features import DERIVED_SCALAR, DERIVED_SEQUENCE, is_sequence
+
+
+@dataclass(frozen=True)
+class Unit:
+    file: str
+    row_group: int
+    rows: int
+    first_row: int  # index of the unit's first row within its file (for error messages)
+
+
+def read_meta(path: str) -> dict:
+    meta_path = posixpath.join(path, "meta.json")
+    if not g_pathmgr.exists(meta_path):
+        raise ValueError(f"{meta_path}: dataset meta file not found (is data.path a dataset folder?)")
+    with g_pathmgr.open(meta_path, "r") as f:
+        return json.load(f)
+
+
+def split_files(path: str, split: str, meta: Optional[dict] = None) -> List[str]:
+    """The Parquet files of a split: those meta.json lists, else every ``*.parquet`` in ``path/split``."""
+    meta = meta if meta is not None else read_meta(path)
+    listed = meta.get("splits", {}).get(split, {}).get("files")
+    if listed:
+        files = [posixpath.join(path, f) for f in listed]
+    else:
+        folder = posixpath.join(path, split)
+        if not g_pathmgr.isdir(folder):
+            raise ValueError(f"{folder}: split folder not found")
+        files = [posixpath.join(folder, f) for f in sorted(g_pathmgr.ls(folder)) if f.endswith(".parquet")]
+    if not files:
+        raise ValueError(f"{posixpath.join(path, split)}: no Parquet files in split {split!r}")
+    return files
+
+
+def required_columns(features: Sequence[str]) -> List[str]:
+    cols = [fmt.LABEL, fmt.USER_ID]
+    for f in features:
+        if f in ("hist_position",):
+            cols.append(fmt.HIST_ID_COLUMNS[0])
+        elif f == "hist_time_bin":
+            cols += [fmt.HIST_TIMESTAMP, fmt.TARGET_TIMESTAMP]
+        elif f in DERIVED_SCALAR:
+            continue
+        else:
+            cols.append(f)
+    if any(is_sequence(f) for f in features):
+        cols.append(fmt.HIST_ID_COLUMNS[0])  # the row's history length
+    return list(dict.fromkeys(cols))
+
+
+def list_units(files: Sequence[str], columns: Sequence[str]) -> List[Unit]:
+    """Row groups of ``files``; checks each file has ``columns`` (ValueError naming file and column)."""
+    units = []
+    for path in files:
+        with g_pathmgr.open(path, "rb") as f:
+            try:
+                pf = pq.ParquetFile(f)
+            except Exception as e:  # pyarrow raises several types for corrupt files
+                raise ValueError(f"{path}: not a readable Parquet file: {e}") from None
+            names = set(pf.schema_arrow.names)
+            missing = [c for c in columns if c not in names]
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (see docs/data.md)")
+            first = 0
+            for g in range(pf.num_row_groups):
+                n = pf.metadata.row_group(g).num_rows
+                if n:
+                    units.append(Unit(path, g, n, first))
+                first += n
+    return units
+
+
+def consumed_per_worker(step: int, counts: Sequence[int]) -> List[int]:
+    """Batches each loader worker had produced after ``step`` batches of ``DataLoader``'s round-robin.
+
+    The DataLoader asks workers in turn and skips exhausted ones, so the global order is deterministic
+    given each worker's batch count.
+    """
+    taken = [0] * len(counts)
+    remaining = step
+    rnd = 0
+    while remaining > 0:
+        active = [w for w, c in enumerate(counts) if c > rnd]
+        if not active:
+            break
+        for w in active:
+            if remaining == 0:
+                break
+            taken[w] += 1
+            remaining -= 1
+        rnd += 1
+    return taken
+
+
+def _list_parts(col: pa.ChunkedArray | pa.Array) -> Tuple[np.ndarray, np.ndarray]:
+    """(offsets [B+1], flat values) of a list column, without Python loops."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    offsets = arr.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+    values = arr.values.to_numpy(zero_copy_only=False)
+    base = offsets[0]
+    return offsets - base, values[base: offsets[-1]]
+
+
+class ParquetStream(IterableDataset):
+    """Iterable of ``Batch`` for one rank.
+
+    Args:
+        units: every row group of the split (all ranks see the same list).
+        features: KJT keys, in order.
+        feature_rows: feature -> (table, rows): ids outside ``[0, rows)`` raise ValueError.
+        batch_size: samples per batch.
+        max_len: keep the most recent ``max_len`` behaviours.
+        time_bin_edges: sorted inner edges (seconds) of the time-interval bins; bin ids 1..len(edges)+1.
+        rank, world_size, num_workers: the global worker grid.
+        seed, epoch, shuffle: row-group order and in-unit row order are seeded by (seed, epoch, unit).
+        drop_last: drop each worker's last partial batch (training) or keep it (evaluation).
+        skip: batches to skip per local worker (resume).
+    """
+
+    def __init__(self, *, units: Sequence[Unit], features: Sequence[str], feature_rows: Mapping[str, Tuple[str, int]],
+                 batch_size: int, max_len: int, time_bin_edges: Optional[np.ndarray], rank: int = 0,
+                 world_size: int = 1, num_workers: int = 0, seed: int = 0, epoch: int = 0, shuffle: bool = False,
+                 drop_last: bool = False, skip: Optional[Sequence[int]] = None) -> None:
+        super().__init__()
+        self.units = list(units)
+        self.features = list(features)
+        self.feature_rows = dict(feature_rows)
+        self.batch_size = batch_size
+        self.max_len = max_len
+        self.edges = None if time_bin_edges is None else np.asarray(time_bin_edges, dtype=np.float64)
+        self.rank, self.world_size = rank, world_size
+        self.local_workers = max(1, num_workers)
+        self.seed, self.epoch, self.shuffle, self.drop_last = seed, epoch, shuffle, drop_last
+        self.skip = list(skip) if skip is not None else [0] * self.local_workers
+        self.columns = required_columns(self.features)
+        if "hist_time_bin" in self.features and self.edges is None:
+            raise ValueError("hist_time_bin is read but no time-bin edges were given")
+
+    # ---- assignment ----------------------------------------------------------------------------------------
+    def _ordered_units(self) -> List[Tuple[int, Unit]]:
+        order = np.arange(len(self.units))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.units))
+        return [(int(i), self.units[i]) for i in order]
+
+    def units_of(self, local_worker: int, rank: Optional[int] = None) -> List[Tuple[int, Unit]]:
+        rank = self.rank if rank is None else rank
+        g = rank * self.local_workers + local_worker
+        n = self.world_size * self.local_workers
+        return [u for k, u in enumerate(self._ordered_units()) if k % n == g]
+
+    def worker_batches(self, rank: Optional[int] = None) -> List[int]:
+        """Batches each local worker of ``rank`` yields this epoch (from metadata only)."""
+        out = []
+        for w in range(self.local_workers):
+            rows = sum(u.rows for _, u in self.units_of(w, rank))
+            full, rest = divmod(rows, self.batch_size)
+            out.append(full + (0 if self.drop_last or rest == 0 else 1))
+        return out
+
+    # ---- iteration -----------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        w = info.id if info is not None else 0
+        if info is not None and info.num_workers != self.local_workers:
+            raise RuntimeError(f"ParquetStream built for {self.local_workers} workers, DataLoader has {info.num_workers}")
+        skip_rows = self.skip[w] * self.batch_size
+        pending: List[Dict[str, object]] = []
+        pending_rows = 0
+        for uid, unit in self.units_of(w):
+            if skip_rows >= unit.rows:
+                skip_rows -= unit.rows
+                continue
+            chunk = self._read(uid, unit)
+            if skip_rows:
+                chunk = _take(chunk, np.arange(skip_rows, unit.rows))
+                skip_rows = 0
+            pending.append(chunk)
+            pending_rows += len(chunk["label"])
+            while pending_rows >= self.batch_size:
+                merged = _concat(pending)
+                yield self._to_batch(_take(merged, np.arange(self.batch_size)))
+                rest = _take(merged, np.arange(self.batch_size, pending_rows))
+                pending, pending_rows = [rest], pending_rows - self.batch_size
+        if pending_rows and not self.drop_last:
+            yield self._to_batch(_concat(pending))
+
+    def _read(self, uid: int, unit: Unit) -> Dict[str, object]:
+        with g_pathmgr.open(unit.file, "rb") as f:
+            table = pq.ParquetFile(f).read_row_group(unit.row_group, columns=self.columns)
+        n = table.num_rows
+        chunk: Dict[str, object] = {"_row": np.arange(unit.first_row, unit.first_row + n), "_file": unit.file}
+        for c in self.columns:
+            col = table.column(c)
+            if col.null_count:
+                bad = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+                raise ValueError(f"{unit.file}: row {unit.first_row + bad}: column {c!r} is null")
+            if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+                chunk[c] = _list_parts(col)
+            else:
+                chunk[c] = col.to_numpy()
+        chunk["label"] = chunk.pop(fmt.LABEL)
+        self._validate(chunk, unit)
+        if self.shuffle:
+            chunk = _take(chunk, np.random.default_rng([self.seed, self.epoch, uid, 1]).permutation(n))
+        return chunk
+
+    def _validate(self, chunk: Dict[str, object], unit: Unit) -> None:
+        labels = np.asarray(chunk["label"])
+        bad = np.flatnonzero((labels != 0) & (labels != 1))
+        if bad.size:
+            raise ValueError(f"{unit.file}: row {unit.first_row + bad[0]}: label must be 0 or 1, got {labels[bad[0]]}")
+        hist_off = None
+        for c in self.columns:
+            v = chunk[c] if c != fmt.LABEL else None
+            if isinstance(v, tuple):
+                off, vals = v
+                if hist_off is None:
+                    hist_off = off
+                elif not np.array_equal(off, hist_off):
+                    rows = np.flatnonzero(np.diff(off) != np.diff(hist_off))
+                    raise ValueError(f"{unit.file}: row {unit.first_row + rows[0]}: list column {c!r} has a "
+                                     f"different length than {fmt.HIST_ID_COLUMNS[0]!r}")
+        for feat, (table, rows) in self.feature_rows.items():
+            if feat not in chunk:
+                continue
+            v = chunk[feat]
+            off, vals = v if isinstance(v, tuple) else (None, v)
+            vals = np.asarray(vals)
+            if vals.size == 0:
+                continue
+            badmask = (vals < 0) | (vals >= rows)
+            if badmask.any():
+                i = int(np.flatnonzero(badmask)[0])
+                row = i if off is None else int(np.searchsorted(off, i, side="right") - 1)
+                raise ValueError(f"{unit.file}: row {unit.first_row + row}: column {feat!r} has id {vals[i]}, "
+                                 f"outside [0, {rows}) of table {table!r}")
+
+    def _to_batch(self, chunk: Dict[str, object]) -> Batch:
+        B = len(chunk["label"])
+        off, _ = chunk[fmt.HIST_ID_COLUMNS[0]] if fmt.HIST_ID_COLUMNS[0] in chunk else (np.zeros(B + 1, np.int64), None)
+        full_len = np.diff(off)
+        keep = np.minimum(full_len, self.max_len)  # [B]
+        new_off = np.concatenate([[0], np.cumsum(keep)])
+        # flat indices of the most recent `keep` behaviours of each row (oldest first)
+        idx = np.arange(new_off[-1]) + np.repeat(off[1:] - keep - new_off[:-1], keep)  # [N]
+        values, lengths = [], []
+        ones = np.ones(B, dtype=np.int64)
+        for f in self.features:
+            if f == "hist_position":
+                v = np.repeat(keep, keep) - (np.arange(new_off[-1]) - np.repeat(new_off[:-1], keep))
+            elif f == "hist_time_bin":
+                _, ts = chunk[fmt.HIST_TIMESTAMP]
+                dt = np.repeat(np.asarray(chunk[fmt.TARGET_TIMESTAMP]), keep) - np.asarray(ts)[idx]
+                v = 1 + np.searchsorted(self.edges, dt, side="right")
+            elif f in DERIVED_SCALAR:
+                v = np.zeros(B, dtype=np.int64)
+            elif is_sequence(f):
+                v = np.asarray(chunk[f][1])[idx]
+            else:
+                v = np.asarray(chunk[f])
+            values.append(torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64)))
+            lengths.append(torch.from_numpy(keep if is_sequence(f) else ones))
+        kjt = KeyedJaggedTensor.from_lengths_sync(
+            keys=self.features, values=torch.cat(values), lengths=torch.cat(lengths).to(torch.int32))
+        return Batch(sparse=kjt, labels=torch.from_numpy(np.asarray(chunk["label"], dtype=np.float32)),
+                     user_ids=torch.from_numpy(np.asarray(chunk[fmt.USER_ID], dtype=np.int64)),
+                     weights=torch.ones(B))
+
+
+def _take(chunk: Dict[str, object], rows: np.ndarray) -> Dict[str, object]:
+    out: Dict[str, object] = {}
+    for k, v in chunk.items():
+        if isinstance(v, tuple):
+            off, vals = v
+            lens = np.diff(off)[rows]
+            new_off = np.concatenate([[0], np.cumsum(lens)])
+            idx = np.arange(new_off[-1]) + np.repeat(off[:-1][rows] - new_off[:-1], lens)
+            out[k] = (new_off, np.asarray(vals)[idx])
+        elif isinstance(v, np.ndarray):
+            out[k] = v[rows]
+        else:
+            out[k] = v
+    return out
+
+
+def _concat(chunks: List[Dict[str, object]]) -> Dict[str, object]:
+    if len(chunks) == 1:
+        return chunks[0]
+    out: Dict[str, object] = {}
+    for k, v in chunks[0].items():
+        if isinstance(v, tuple):
+            offs, vals, base = [np.zeros(1, np.int64)], [], 0
+            for c in chunks:
+                o, x = c[k]
+                offs.append(o[1:] + base)
+                vals.append(np.asarray(x))
+                base += o[-1]
+            out[k] = (np.concatenate(offs), np.concatenate(vals))
+        elif isinstance(v, np.ndarray):
+            out[k] = np.concatenate([c[k] for c in chunks])
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,72 @@
+"""Equal-frequency time-interval bins (TIN's TTE-T), computed from the training split, stored with the data.
+
+``time_bins.json`` in the dataset folder maps the number of bins to the sorted inner edges (seconds) of
+``target_timestamp - hist_timestamp`` over every behaviour of the train split (all of each history, not
+only the kept ``max_len``: our choice, so the edges do not depend on a model setting). Bin ids are
+``1 + searchsorted(edges, dt, side="right")`` in 1..n; id 0 is the target itself (the origin).
+
+The quantiles come from a bounded uniform sample (at most ``max_samples`` intervals, drawn per row group),
+so memory does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import List
+
+import numpy as np
+import pyarrow.parquet as pq
+from iopath.common.file_io import g_pathmgr
+
+from tinrec.data import format as fmt
+
+
+def compute_edges(files: List[str], num_bins: int, *, max_samples: int = 2_000_000, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    samples, seen = [], 0
+    per_file_budget = max(1, max_samples // max(1, len(files)))
+    for path in files:
+        with g_pathmgr.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            budget = max(1, per_file_budget // max(1, pf.num_row_groups))
+            for g in range(pf.num_row_groups):
+                t = pf.read_row_group(g, columns=[fmt.TARGET_TIMESTAMP, fmt.HIST_TIMESTAMP])
+                hist = t.column(fmt.HIST_TIMESTAMP).combine_chunks()
+                lens = np.diff(hist.offsets.to_numpy())
+                dt = np.repeat(t.column(fmt.TARGET_TIMESTAMP).to_numpy(), lens) - hist.flatten().to_numpy()
+                if (dt < 0).any():
+                    row = int(np.searchsorted(np.cumsum(lens), np.flatnonzero(dt < 0)[0], side="right"))
+                    raise ValueError(f"{path}: row group {g}, row {row}: a behaviour's timestamp is after "
+                                     f"the target's ({fmt.HIST_TIMESTAMP} > {fmt.TARGET_TIMESTAMP})")
+                seen += dt.size
+                if dt.size > budget:
+                    dt = rng.choice(dt, size=budget, replace=False)
+                samples.append(dt.astype(np.float64))
+    if not seen:
+        raise ValueError(f"no behaviours found in {files[:1]}...: cannot compute time-interval bins")
+    allv = np.concatenate(samples)
+    edges = np.quantile(allv, np.arange(1, num_bins) / num_bins)
+    return np.unique(edges)  # ties (e.g. many identical gaps) merge bins rather than make empty ones
+
+
+def load_or_compute_edges(dataset: str, train_files: List[str], num_bins: int) -> np.ndarray:
+    """The edges for ``num_bins`` from ``dataset/time_bins.json``, computing and storing them if absent."""
+    path = posixpath.join(dataset, "time_bins.json")
+    stored = {}
+    if g_pathmgr.exists(path):
+        with g_pathmgr.open(path, "r") as f:
+            stored = json.load(f)
+    key = str(num_bins)
+    if key not in stored:
+        stored[key] = compute_edges(train_files, num_bins).tolist()
+        tmp = path + ".tmp"
+        with g_pathmgr.open(tmp, "w") as f:
+            json.dump(stored, f, indent=1)
+        g_pathmgr.mv(tmp, path) if not g_pathmgr.exists(path) else _replace(tmp, path)
+    return np.asarray(stored[key], dtype=np.float64)
+
+
+def _replace(tmp: str, path: str) -> None:
+    g_pathmgr.rm(path)
+    g_pathmgr.mv(tmp, path)
