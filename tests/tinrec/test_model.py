@@ -87,8 +87,10 @@ def test_every_config_trains_a_step(tmp_path, config):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_model_on_gpu_matches_cpu(tmp_path):
     cfg, model, batch, rows = _setup(tmp_path)
+    # move before any forward: KeyedJaggedTensor.to keeps a per-key cache computed on the old device
+    batch_gpu = batch.to(torch.device("cuda"))
     loss_cpu, (logits_cpu, *_) = model(batch)
     gpu = model.to("cuda")
-    loss_gpu, (logits_gpu, *_) = gpu(batch.to(torch.device("cuda")))
+    loss_gpu, (logits_gpu, *_) = gpu(batch_gpu)
     torch.testing.assert_close(logits_gpu.cpu(), logits_cpu, rtol=1e-4, atol=1e-4)
     loss_gpu.backward()
