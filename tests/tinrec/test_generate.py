@@ -181,7 +181,9 @@ def test_interrupted_run_leaves_no_meta(tmp_path, monkeypatch, fresh):
                 raise RuntimeError("killed")
             return super().write_table(table, *a, **k)
 
-    monkeypatch.setattr(gen.pq, "ParquetWriter", Boom)
+    import tinrec.data.io as data_io
+
+    monkeypatch.setattr(data_io.pq, "ParquetWriter", Boom)
     with pytest.raises(RuntimeError, match="killed"):
         gen.generate_dataset(root, seed=1, **kw)
     assert not os.path.exists(os.path.join(root, "meta.json"))

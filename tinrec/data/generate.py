@@ -70,22 +70,19 @@ when complete, and ``meta.json`` is written last (a dataset is complete iff it h
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 import numbers
 import posixpath
-import re
-import zipfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from iopath.common.file_io import g_pathmgr
 from tqdm import tqdm
 
 from tinrec.data import format as fmt
+from tinrec.data.io import PART_FILE, PartWriter, npz_bytes, remove_if_exists, write_bytes_atomic
 
 EPOCH_BASE = 1_600_000_000
 DAY = 86_400
@@ -365,97 +362,6 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
     return table, int(label.sum()), p, dt
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Files
-# ------------------------------------------------------------------------------------------------------------
-
-
-def _rename(tmp: str, path: str) -> None:
-    if g_pathmgr.exists(path):
-        g_pathmgr.rm(path)
-    if not g_pathmgr.mv(tmp, path):
-        raise OSError(f"cannot rename {tmp} to {path}")
-
-
-def _remove(path: str) -> None:
-    if g_pathmgr.exists(path):
-        g_pathmgr.rm(path)
-
-
-def _npz_bytes(**arrays: np.ndarray) -> bytes:
-    """What ``np.savez`` writes, but with fixed zip entry dates (byte-identical across runs)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
-        for name, arr in arrays.items():
-            with z.open(zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-    return buf.getvalue()
-
-
-def _write_bytes(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with g_pathmgr.open(tmp, "wb") as f:
-        f.write(data)
-    _rename(tmp, path)
-
-
-_PART = re.compile(r"part-\d{5}\.parquet(\.tmp)?")
-
-
-class _PartWriter:
-    """Writes a split's rows into ``part-NNNNN.parquet`` files of ``rows_per_file`` rows (tmp, then rename)."""
-
-    def __init__(self, out_dir: str, split: str, schema: pa.Schema, rows_per_file: int, row_group_size: int):
-        self.out_dir, self.split, self.schema = out_dir, split, schema
-        self.rows_per_file, self.row_group_size = rows_per_file, row_group_size
-        self.files: List[str] = []
-        self._f = self._writer = None
-        self._rows = 0
-
-    def _open(self) -> None:
-        self._rel = f"{self.split}/part-{len(self.files):05d}.parquet"
-        self._tmp = posixpath.join(self.out_dir, self._rel + ".tmp")
-        self._f = g_pathmgr.open(self._tmp, "wb")
-        self._writer = pq.ParquetWriter(self._f, self.schema, compression="zstd", use_dictionary=True,
-                                        write_statistics=True)
-        self._rows = 0
-
-    def _close(self) -> None:
-        self._writer.close()
-        self._f.close()
-        self._writer = self._f = None
-        _rename(self._tmp, posixpath.join(self.out_dir, self._rel))
-        self.files.append(self._rel)
-
-    def write(self, table: pa.Table) -> None:
-        pos = 0
-        while pos < table.num_rows:
-            if self._writer is None:
-                self._open()
-            take = min(table.num_rows - pos, self.rows_per_file - self._rows)
-            self._writer.write_table(table.slice(pos, take), row_group_size=self.row_group_size)
-            pos += take
-            self._rows += take
-            if self._rows == self.rows_per_file:
-                self._close()
-
-    def finish(self) -> List[str]:
-        if self._writer is not None:
-            self._close()
-        return self.files
-
-    def abort(self) -> None:
-        try:
-            if self._writer is not None:
-                self._writer.close()
-            if self._f is not None:
-                self._f.close()
-            if self._f is not None or self._writer is not None:
-                _remove(self._tmp)
-        except Exception:  # best effort: the real error is being raised
-            pass
-
-
 def _check_int(name: str, value: Any, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
         raise ValueError(f"{name}: expected an integer >= {lo}, got {value!r}")
@@ -520,12 +426,12 @@ def generate_dataset(
 
     # A previous (complete or partial) dataset here stops being "complete" before anything is rewritten.
     for name in ("meta.json", "time_bins.json", "ground_truth.npz"):
-        _remove(posixpath.join(out_dir, name))
+        remove_if_exists(posixpath.join(out_dir, name))
     for split in fmt.SPLITS:
         folder = posixpath.join(out_dir, split)
         g_pathmgr.mkdirs(folder)
         for name in g_pathmgr.ls(folder):  # parts of an earlier run (maybe more of them than this one writes)
-            if _PART.fullmatch(name):
+            if PART_FILE.fullmatch(name):
                 g_pathmgr.rm(posixpath.join(folder, name))
 
     world = _World(np.random.default_rng([params["seed"], 999]), params["num_users"], params["num_items"], C,
@@ -541,7 +447,7 @@ def generate_dataset(
     try:
         for split_index, split in enumerate(fmt.SPLITS):
             n_rows, clicks = split_rows[split], 0
-            writer = _PartWriter(out_dir, split, schema, params["rows_per_file"], params["row_group_size"])
+            writer = PartWriter(out_dir, split, schema, params["rows_per_file"], params["row_group_size"])
             try:
                 for chunk_index, start in enumerate(range(0, n_rows, params["row_group_size"])):
                     n = min(params["row_group_size"], n_rows - start)
@@ -578,8 +484,8 @@ def generate_dataset(
     sem[0, :] = sem[:, 0] = 0.0
     strength = st["strength"] if st["enabled"] else 0.0
     stc = (strength * sem[:, :, None] * mean_decay[None, None, :]).astype(np.float32)
-    _write_bytes(posixpath.join(out_dir, "ground_truth.npz"),
-                 _npz_bytes(stc_weight=stc, positions=positions.astype(np.int64),
+    write_bytes_atomic(posixpath.join(out_dir, "ground_truth.npz"),
+                       npz_bytes(stc_weight=stc, positions=positions.astype(np.int64),
                             mean_decay=mean_decay.astype(np.float32)))
 
     meta = {
@@ -592,5 +498,5 @@ def generate_dataset(
         "max_seq_len": params["seq_len_max"],
         "ctr": ctr,
     }
-    _write_bytes(posixpath.join(out_dir, "meta.json"), json.dumps(meta, indent=2).encode("utf-8"))
+    write_bytes_atomic(posixpath.join(out_dir, "meta.json"), json.dumps(meta, indent=2).encode("utf-8"))
     return meta

@@ -29,7 +29,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from tinrec.data import format as fmt
 from tinrec.data.batch import Batch
-from tinrec.features import DERIVED_SCALAR, DERIVED_SEQUENCE, is_sequence
+from tinrec.features import DERIVED_SCALAR, is_sequence
 
 
 @dataclass(frozen=True)

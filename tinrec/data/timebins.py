@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from iopath.common.file_io import g_pathmgr
 
 from tinrec.data import format as fmt
+from tinrec.data.io import write_bytes_atomic
 
 
 def compute_edges(files: List[str], num_bins: int, *, max_samples: int = 2_000_000, seed: int = 0) -> np.ndarray:
@@ -60,13 +61,5 @@ def load_or_compute_edges(dataset: str, train_files: List[str], num_bins: int) -
     key = str(num_bins)
     if key not in stored:
         stored[key] = compute_edges(train_files, num_bins).tolist()
-        tmp = path + ".tmp"
-        with g_pathmgr.open(tmp, "w") as f:
-            json.dump(stored, f, indent=1)
-        g_pathmgr.mv(tmp, path) if not g_pathmgr.exists(path) else _replace(tmp, path)
+        write_bytes_atomic(path, json.dumps(stored, indent=1).encode("utf-8"))
     return np.asarray(stored[key], dtype=np.float64)
-
-
-def _replace(tmp: str, path: str) -> None:
-    g_pathmgr.rm(path)
-    g_pathmgr.mv(tmp, path)
