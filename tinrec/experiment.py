@@ -72,9 +72,9 @@ def run_experiment(path: str, out_root: str = "runs") -> Dict[str, dict]:
                 subprocess.run(exe, check=True)
             with open(metrics_file) as f:
                 per_seed.append(json.load(f)["test"])
-        cmd_shown = " ".join(shlex.quote(c) for c in command(row, seeds[0], f"runs/{spec['name']}/{_slug(row['name'])}-s<seed>", common)[:-1])
+        shown = command(row, seeds[0], f"runs/{spec['name']}/{_slug(row['name'])}-s<seed>", common)[:-1]
         results[row["name"]] = {
-            "command": cmd_shown.replace(f"seed={seeds[0]}", "seed=<seed>"),
+            "command": " ".join(shown).replace(f"seed={seeds[0]} ", "seed=<seed> "),
             **{f"{k}_{stat}": float(fn([m[k] for m in per_seed]))
                for k in ("gauc", "auc", "logloss") for stat, fn in (("mean", np.mean), ("std", np.std))},
             "seeds": seeds,
