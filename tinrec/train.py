@@ -330,6 +330,7 @@ def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, float]]:
         ckpt.save(ckpt_root, state["global_step"], model, optimizer, state, keep=cfg.train.keep_checkpoints)
 
     model.train()
+    valid = None  # the last evaluation of the current weights, reused for the final table
     while state["epoch"] < cfg.train.epochs and not done:
         epoch, start = state["epoch"], state["step_in_epoch"]
         batches = data.train_batches(epoch, start, steps_per_epoch)
@@ -376,7 +377,7 @@ def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, float]]:
                      valid["logloss"])
         save(epoch + 1 if finished_epoch else epoch, 0 if finished_epoch else step)
 
-    metrics = {"valid": evaluate(pipeline, model, data, "valid", show),
+    metrics = {"valid": valid if valid is not None else evaluate(pipeline, model, data, "valid", show),
                "test": evaluate(pipeline, model, data, "test", show)}
     if writer is not None:
         for k in ("auc", "gauc", "logloss"):
