@@ -45,7 +45,10 @@ class SequenceInputs:
 
     history: List[str] = field(default_factory=lambda: ["hist_item", "hist_category"])
     target: List[str] = field(default_factory=lambda: ["target_item", "target_category"])
-    temporal: Literal["position", "time_bin", "none"] = "position"
+    temporal: Literal["position", "time_bin", "coe", "timestamp", "none"] = "position"
+    negatives: Optional[str] = None  # hist_neg_item: sampled negatives for auxiliary losses (DIEN)
+    timestamps: bool = False  # pass the behaviours' timestamps (seq_timestamp_BL)
+    sessions: bool = False  # pass session indices (session_BL, DSIN)
 
 
 @dataclass

@@ -8,6 +8,10 @@ come straight from a Parquet column of the same name (``docs/data.md``); four ar
   is always 0, the origin.
 - ``hist_time_bin``: equal-frequency bin of ``target_timestamp - hist_timestamp``, ids 1..n (TTE-T);
   ``target_time_bin`` is always 0.
+- ``hist_coe``: chronological order (COE), oldest kept behaviour = 1; ``target_coe`` = kept length + 1.
+- ``hist_hour`` / ``hist_weekday`` / ``hist_month`` (and ``target_*``): the UTC hour 0-23, weekday 0-6
+  (Monday = 0) and month 0-11 of each timestamp (timestamp encoding, TE).
+- ``hist_neg_item``: one item id drawn uniformly from the item table per behaviour (DIEN's negatives).
 
 Tables are declared in config (``model.tables``); the features a table lists share its rows, so
 ``target_item`` and ``hist_item`` read one item table.
@@ -24,16 +28,25 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SCALAR_COLUMNS = fmt.USER_COLUMNS + fmt.TARGET_COLUMNS + fmt.TRIGGER_COLUMNS + (fmt.PAGE,)
 SEQUENCE_COLUMNS = fmt.HIST_ID_COLUMNS + (fmt.HIST_FEEDBACK,)
-DERIVED_SEQUENCE = ("hist_position", "hist_time_bin")
-DERIVED_SCALAR = ("target_position", "target_time_bin")
+DERIVED_SEQUENCE = ("hist_position", "hist_time_bin", "hist_coe", "hist_hour", "hist_weekday", "hist_month",
+                    "hist_neg_item")
+DERIVED_SCALAR = ("target_position", "target_time_bin", "target_coe", "target_hour", "target_weekday",
+                  "target_month")
+CALENDAR_ROWS = {"hour": 24, "weekday": 7, "month": 12}
+# Dense (not embedded) per-behaviour values the loader can pass along: name -> what it holds.
+DENSE_SEQUENCE = {"hist_timestamp": "the behaviour's timestamp (int64 seconds)",
+                  "hist_session": "session index, most recent session = 0 (new session after a gap > 30 min)"}
 
 SCALAR_FEATURES = SCALAR_COLUMNS + DERIVED_SCALAR
 SEQUENCE_FEATURES = SEQUENCE_COLUMNS + DERIVED_SEQUENCE
 ALL_FEATURES = SCALAR_FEATURES + SEQUENCE_FEATURES
 
+# temporal encoding -> (history features, target features); several features are summed (TE).
 TEMPORAL_FEATURES = {
-    "position": ("hist_position", "target_position"),
-    "time_bin": ("hist_time_bin", "target_time_bin"),
+    "position": (("hist_position",), ("target_position",)),
+    "time_bin": (("hist_time_bin",), ("target_time_bin",)),
+    "coe": (("hist_coe",), ("target_coe",)),
+    "timestamp": (("hist_hour", "hist_weekday", "hist_month"), ("target_hour", "target_weekday", "target_month")),
 }
 
 
@@ -89,9 +102,17 @@ def check_bindings(cfg: "Config", owner: Mapping[str, str], src: str) -> None:
                 raise ValueError(f"{src}: {where}: {h!r} and {t!r} must be read by tables with pooled: false")
             if th.dim != tt.dim:
                 raise ValueError(f"{src}: {where}: {h!r} (dim {th.dim}) and {t!r} (dim {tt.dim}) differ in width")
+        if inputs.negatives is not None:
+            if inputs.negatives != "hist_neg_item":
+                raise ValueError(f"{src}: {where}.negatives: only 'hist_neg_item' is supported")
+            th, tn = tables[table_of(inputs.history[0], where)], tables[table_of(inputs.negatives, where)]
+            if th is not tn:
+                raise ValueError(f"{src}: {where}.negatives: hist_neg_item must be read by the table of "
+                                 f"{inputs.history[0]!r}")
         if inputs.temporal != "none":
             width = sum(tables[owner[h]].dim for h in inputs.history)
-            for f in TEMPORAL_FEATURES[inputs.temporal]:
+            hist_t, target_t = TEMPORAL_FEATURES[inputs.temporal]
+            for f in hist_t + target_t:
                 tt = tables[table_of(f, f"{where}.temporal")]
                 if tt.pooled or tt.dim != width:
                     raise ValueError(
@@ -102,6 +123,17 @@ def check_bindings(cfg: "Config", owner: Mapping[str, str], src: str) -> None:
 def behaviour_width(cfg: "Config", inputs: "SequenceInputs") -> int:
     owner = {f: n for n, t in cfg.model.tables.items() for f in t.features}
     return sum(cfg.model.tables[owner[h]].dim for h in inputs.history)
+
+
+def dense_sequence(cfg: "Config") -> List[str]:
+    """Dense per-behaviour values some interest module is bound to (``inputs.timestamps``/``sessions``)."""
+    out = set()
+    for inputs in interest_inputs(cfg).values():
+        if inputs.timestamps:
+            out.add("hist_timestamp")
+        if inputs.sessions:
+            out.add("hist_session")
+    return sorted(out)
 
 
 def used_features(cfg: "Config") -> List[str]:
@@ -117,10 +149,14 @@ def resolve_rows(cfg: "Config", meta: Mapping) -> Dict[str, int]:
     for name, t in cfg.model.tables.items():
         if t.rows != "auto":
             out[name] = int(t.rows)
-        elif name == "position" or set(t.features) <= set(TEMPORAL_FEATURES["position"]):
+        elif set(t.features) <= {"hist_position", "target_position"}:
             out[name] = cfg.data.max_len + 1
-        elif name == "time_bin" or set(t.features) <= set(TEMPORAL_FEATURES["time_bin"]):
+        elif set(t.features) <= {"hist_time_bin", "target_time_bin"}:
             out[name] = cfg.data.time_bins + 1
+        elif set(t.features) <= {"hist_coe", "target_coe"}:
+            out[name] = cfg.data.max_len + 2
+        elif any(set(t.features) <= {f"hist_{k}", f"target_{k}"} for k in CALENDAR_ROWS):
+            out[name] = next(v for k, v in CALENDAR_ROWS.items() if set(t.features) <= {f"hist_{k}", f"target_{k}"})
         elif name in meta_tables:
             out[name] = int(meta_tables[name])
         else:

@@ -19,6 +19,7 @@ Legend: B batch, L padded history length (the batch's longest kept history), D b
 
 from __future__ import annotations
 
+import inspect
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -66,8 +67,17 @@ class SequenceArch(nn.Module):
         self.history = list(inputs.history)
         self.target = list(inputs.target)
         self.temporal = None if inputs.temporal == "none" else TEMPORAL_FEATURES[inputs.temporal]
+        self.negatives = inputs.negatives
+        self.timestamps = inputs.timestamps
+        self.sessions = inputs.sessions
 
-    def forward(self, emb: Mapping[str, JaggedTensor]) -> Dict[str, Optional[torch.Tensor]]:
+    def extra_inputs(self) -> List[str]:
+        """Forward arguments beyond the common five that this binding supplies."""
+        return ([] if self.negatives is None else ["neg_seq_BLD"]) + (["seq_timestamp_BL"] if self.timestamps else []) \
+            + (["session_BL"] if self.sessions else [])
+
+    def forward(self, emb: Mapping[str, JaggedTensor],
+                dense: Optional[Mapping[str, torch.Tensor]] = None) -> Dict[str, Optional[torch.Tensor]]:
         first = emb[self.history[0]]
         lengths_B = first.lengths()
         B = lengths_B.numel()
@@ -78,9 +88,16 @@ class SequenceArch(nn.Module):
         out = {"seq_BLD": seq_BLD, "mask_BL": mask_BL, "query_BD": query_BD,
                "seq_time_BLD": None, "query_time_BD": None}
         if self.temporal is not None:
-            hist_t, target_t = self.temporal
-            out["seq_time_BLD"] = _padded(emb[hist_t].values(), mask_BL)
-            out["query_time_BD"] = emb[target_t].values().view(B, -1)
+            hist_t, target_t = self.temporal  # several features (timestamp encoding) are summed
+            out["seq_time_BLD"] = _padded(sum(emb[f].values() for f in hist_t), mask_BL)
+            out["query_time_BD"] = sum(emb[f].values() for f in target_t).view(B, -1)
+        if self.negatives is not None:
+            out["neg_seq_BLD"] = _padded(emb[self.negatives].values(), mask_BL)
+        if self.timestamps:
+            out["seq_timestamp_BL"] = _padded(dense["hist_timestamp"].unsqueeze(-1), mask_BL).squeeze(-1)
+        if self.sessions:
+            sess = _padded(dense["hist_session"].unsqueeze(-1) + 1, mask_BL).squeeze(-1) - 1  # -1 at padding
+            out["session_BL"] = sess
         return out
 
 
@@ -105,12 +122,13 @@ class DenseArch(nn.Module):
         return emb
 
     def forward(self, seqs: List[Dict[str, JaggedTensor]], pooled: Optional[KeyedTensor], labels: torch.Tensor,
-                weights: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+                weights: torch.Tensor, dense: Optional[Dict[str, torch.Tensor]] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
         emb = self.merge(seqs)
         B = labels.numel()
         parts, aux = [], []
         for name, module in self.interests.items():
-            out = module(**self.sequences[name](emb))
+            out = module(**self.sequences[name](emb, dense))
             if isinstance(out, tuple):
                 out, extra = out
                 aux.append(extra)
@@ -137,7 +155,7 @@ class Model(nn.Module):
 
     def forward(self, batch):
         seqs, pooled = self.sparse_arch(batch.sparse)
-        loss, logits = self.dense_arch(seqs, pooled, batch.labels, batch.weights)
+        loss, logits = self.dense_arch(seqs, pooled, batch.labels, batch.weights, batch.dense)
         return loss, (logits.detach(), batch.labels, batch.user_ids, batch.weights)
 
 
@@ -161,6 +179,11 @@ def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.de
         sequences[name] = SequenceArch(inputs=inputs)
         interests[name] = build_interest(cfg.model.interests[name], behaviour_width(cfg, inputs),
                                          f"model.interests.{name}")
+        accepted = inspect.signature(interests[name].forward).parameters
+        for extra in sequences[name].extra_inputs():
+            if extra not in accepted:
+                raise ValueError(f"model.interests.{name}.inputs: supplies {extra}, which "
+                                 f"{cfg.model.interests[name]['_component_']}.forward does not take")
         width += interests[name].output_dim
     target = list(cfg.model.sequence.target)
     width += sum(dims[f] for f in target) + sum(dims[f] for f in cfg.model.user_features)

@@ -39,7 +39,7 @@ from tinrec.config import Config, OptimizerConfig, to_dict
 from tinrec.data.batch import Batch
 from tinrec.data.reader import ParquetStream, consumed_per_worker, list_units, read_meta, required_columns, split_files
 from tinrec.data.timebins import load_or_compute_edges
-from tinrec.features import feature_rows, resolve_rows, used_features
+from tinrec.features import dense_sequence, feature_rows, resolve_rows, used_features
 from tinrec.metrics import EvalAccumulator
 from tinrec.model import build_model
 from tinrec.sharding import make_plan
@@ -140,6 +140,7 @@ class Data:
         self.meta = read_meta(path)
         self.rows = resolve_rows(cfg, self.meta)
         self.features = used_features(cfg)
+        self.dense = dense_sequence(cfg)
         self.feature_rows = feature_rows(cfg, self.rows)
         self.edges = None
         with main_first(env):
@@ -150,7 +151,7 @@ class Data:
     def units(self, split: str) -> list:
         if split not in self._units:
             files = split_files(self.cfg.data.path, split, self.meta)
-            self._units[split] = list_units(files, required_columns(self.features))
+            self._units[split] = list_units(files, required_columns(self.features, self.dense))
         return self._units[split]
 
     def stream(self, split: str, *, epoch: int = 0, train: bool = False, skip=None) -> ParquetStream:
@@ -160,7 +161,7 @@ class Data:
             batch_size=c.train.batch_size if train else c.train.eval_batch_size, max_len=c.data.max_len,
             time_bin_edges=self.edges, rank=self.env.rank, world_size=self.env.world_size,
             num_workers=c.data.num_workers, seed=c.seed, epoch=epoch, shuffle=train and c.data.shuffle,
-            drop_last=train, skip=skip)
+            drop_last=train, skip=skip, dense_sequence=self.dense)
 
     def loader(self, stream: ParquetStream) -> DataLoader:
         return DataLoader(stream, batch_size=None, num_workers=self.cfg.data.num_workers,
@@ -189,7 +190,7 @@ class Data:
         for batch in self.loader(stream):
             n, last = n + 1, batch
             yield batch
-        pad = last.as_padding() if last is not None else Batch.dummy(self.features)
+        pad = last.as_padding() if last is not None else Batch.dummy(self.features, self.dense)
         for _ in range(total - n):
             yield pad
 

@@ -117,3 +117,46 @@ def test_time_bin_edges_equal_frequency(tmp_path):
     bins = np.concatenate([b.sparse.to_dict()["hist_time_bin"].values().numpy() for b in s])
     counts = np.bincount(bins, minlength=5)[1:]
     assert counts.min() > 0.2 * len(bins) and counts.max() < 0.3 * len(bins)
+
+
+def test_coe_calendar_negatives_and_sessions(tmp_path):
+    import datetime
+
+    rows = random_rows(30, seed=7)
+    write_dataset(tmp_path, {"train": rows})
+    feats = ["hist_item", "hist_coe", "target_coe", "hist_hour", "hist_weekday", "hist_month", "target_month",
+             "hist_neg_item"]
+    fr = dict(ROWS, hist_neg_item=("item", 50))
+    mk = lambda: _stream(tmp_path, features=feats, feature_rows=fr, dense_sequence=["hist_timestamp", "hist_session"])
+    b = next(iter(mk()))
+    jt = {k: v.to_dense() for k, v in b.sparse.to_dict().items()}
+    off = 0
+    for i in range(len(b)):
+        r = rows[i]
+        L = len(r["hist_item"][-5:])
+        assert jt["hist_coe"][i].tolist() == list(range(1, L + 1)) and jt["target_coe"][i].tolist() == [L + 1]
+        ts = r["hist_timestamp"][-5:]
+        d = [datetime.datetime.fromtimestamp(t, datetime.timezone.utc) for t in ts]
+        assert jt["hist_hour"][i].tolist() == [x.hour for x in d]
+        assert jt["hist_weekday"][i].tolist() == [x.weekday() for x in d]
+        assert jt["hist_month"][i].tolist() == [x.month - 1 for x in d]
+        tgt = datetime.datetime.fromtimestamp(r["target_timestamp"], datetime.timezone.utc)
+        assert jt["target_month"][i].tolist() == [tgt.month - 1]
+        assert all(1 <= x < 50 for x in jt["hist_neg_item"][i].tolist())
+        assert b.dense["hist_timestamp"][off:off + L].tolist() == ts
+        # sessions: most recent = 0, a new one after a gap > 30 min
+        expect, s = [], 0
+        for j in range(L - 1, -1, -1):
+            expect.append(s)
+            if j > 0 and ts[j] - ts[j - 1] > 1800:
+                s += 1
+        assert b.dense["hist_session"][off:off + L].tolist() == expect[::-1]
+        off += L
+    again = next(iter(mk()))
+    assert torch_equal(again.sparse["hist_neg_item"].values(), b.sparse["hist_neg_item"].values())
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)

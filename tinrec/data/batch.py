@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List
+from dataclasses import dataclass, field
+from typing import Dict, List
 
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -20,12 +20,15 @@ class Batch(Pipelineable):
         labels: ``[B]`` float 0/1.
         user_ids: ``[B]`` int64, the group key of GAUC.
         weights: ``[B]`` float, 1 for real samples and 0 for the padding batches that keep ranks in step.
+        dense: per-behaviour dense values (``features.DENSE_SEQUENCE``), flat ``[N]`` in the jagged order of
+            the history features (same lengths), e.g. timestamps or session indices.
     """
 
     sparse: KeyedJaggedTensor
     labels: torch.Tensor
     user_ids: torch.Tensor
     weights: torch.Tensor
+    dense: Dict[str, torch.Tensor] = field(default_factory=dict)
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
         return Batch(
@@ -33,6 +36,7 @@ class Batch(Pipelineable):
             labels=self.labels.to(device=device, non_blocking=non_blocking),
             user_ids=self.user_ids.to(device=device, non_blocking=non_blocking),
             weights=self.weights.to(device=device, non_blocking=non_blocking),
+            dense={k: v.to(device=device, non_blocking=non_blocking) for k, v in self.dense.items()},
         )
 
     def record_stream(self, stream: torch.Stream) -> None:
@@ -40,24 +44,27 @@ class Batch(Pipelineable):
         self.labels.record_stream(stream)
         self.user_ids.record_stream(stream)
         self.weights.record_stream(stream)
+        for v in self.dense.values():
+            v.record_stream(stream)
 
     def pin_memory(self) -> "Batch":
         return Batch(self.sparse.pin_memory(), self.labels.pin_memory(), self.user_ids.pin_memory(),
-                     self.weights.pin_memory())
+                     self.weights.pin_memory(), {k: v.pin_memory() for k, v in self.dense.items()})
 
     def __len__(self) -> int:
         return int(self.labels.numel())
 
     @staticmethod
-    def dummy(keys: List[str]) -> "Batch":
+    def dummy(keys: List[str], dense: List[str] = ()) -> "Batch":
         """A one-sample batch of id 0 with empty sequences and weight 0 (keeps ranks' step counts equal)."""
         from tinrec.features import is_sequence
 
         lengths = torch.tensor([0 if is_sequence(k) else 1 for k in keys], dtype=torch.int32)
         values = torch.zeros(int(lengths.sum()), dtype=torch.int64)
         kjt = KeyedJaggedTensor.from_lengths_sync(keys=list(keys), values=values, lengths=lengths)
-        return Batch(kjt, torch.zeros(1), torch.zeros(1, dtype=torch.int64), torch.zeros(1))
+        return Batch(kjt, torch.zeros(1), torch.zeros(1, dtype=torch.int64), torch.zeros(1),
+                     {k: torch.zeros(0, dtype=torch.int64) for k in dense})
 
     def as_padding(self) -> "Batch":
         """This batch with every weight 0: computed, never counted."""
-        return Batch(self.sparse, self.labels, self.user_ids, torch.zeros_like(self.weights))
+        return Batch(self.sparse, self.labels, self.user_ids, torch.zeros_like(self.weights), self.dense)

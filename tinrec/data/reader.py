@@ -29,7 +29,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from tinrec.data import format as fmt
 from tinrec.data.batch import Batch
-from tinrec.features import DERIVED_SCALAR, is_sequence
+from tinrec.features import CALENDAR_ROWS, DERIVED_SCALAR, DERIVED_SEQUENCE, is_sequence
 
 
 @dataclass(frozen=True)
@@ -64,20 +64,56 @@ def split_files(path: str, split: str, meta: Optional[dict] = None) -> List[str]
     return files
 
 
-def required_columns(features: Sequence[str]) -> List[str]:
+def required_columns(features: Sequence[str], dense: Sequence[str] = ()) -> List[str]:
+    """The Parquet columns needed to build ``features`` (KJT keys) and the ``dense`` sequence values."""
     cols = [fmt.LABEL, fmt.USER_ID]
     for f in features:
-        if f in ("hist_position",):
-            cols.append(fmt.HIST_ID_COLUMNS[0])
-        elif f == "hist_time_bin":
+        if f == "hist_time_bin":
             cols += [fmt.HIST_TIMESTAMP, fmt.TARGET_TIMESTAMP]
-        elif f in DERIVED_SCALAR:
-            continue
+        elif f.startswith("hist_") and f.split("_", 1)[1] in CALENDAR_ROWS:
+            cols.append(fmt.HIST_TIMESTAMP)
+        elif f.startswith("target_") and f.split("_", 1)[1] in CALENDAR_ROWS:
+            cols.append(fmt.TARGET_TIMESTAMP)
+        elif f in DERIVED_SEQUENCE or f in DERIVED_SCALAR:
+            continue  # positions, COE and negatives need only the history length
         else:
             cols.append(f)
-    if any(is_sequence(f) for f in features):
+    if dense:
+        cols.append(fmt.HIST_TIMESTAMP)
+    if any(is_sequence(f) for f in features) or dense:
         cols.append(fmt.HIST_ID_COLUMNS[0])  # the row's history length
     return list(dict.fromkeys(cols))
+
+
+def calendar(ts: np.ndarray, unit: str) -> np.ndarray:
+    """UTC hour (0-23), weekday (Monday = 0) or month (0-11) of int64 epoch seconds."""
+    if unit == "hour":
+        return (ts // 3600) % 24
+    if unit == "weekday":
+        return (ts // 86400 + 3) % 7  # 1970-01-01 was a Thursday
+    return ts.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) % 12
+
+
+def sessions(ts: np.ndarray, lengths: np.ndarray, gap_seconds: int = 1800) -> np.ndarray:
+    """Session index of each behaviour of flat jagged ``ts`` (rows of ``lengths``), most recent session = 0.
+
+    A new session starts where the gap to the previous behaviour of the row exceeds ``gap_seconds`` (DSIN).
+    """
+    n = ts.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    new = np.zeros(n, dtype=bool)
+    new[1:] = np.diff(ts) > gap_seconds
+    new[starts[lengths > 0]] = True
+    cum = np.cumsum(new)  # global session counter
+    row = np.repeat(np.arange(lengths.size), lengths)
+    first = cum[starts[lengths > 0]]
+    last = cum[np.cumsum(lengths)[lengths > 0] - 1]
+    first_r = np.zeros(lengths.size, dtype=np.int64)
+    last_r = np.zeros(lengths.size, dtype=np.int64)
+    first_r[lengths > 0], last_r[lengths > 0] = first, last
+    return (last_r[row] - cum).astype(np.int64)
 
 
 def list_units(files: Sequence[str], columns: Sequence[str]) -> List[Unit]:
@@ -147,12 +183,14 @@ class ParquetStream(IterableDataset):
         seed, epoch, shuffle: row-group order and in-unit row order are seeded by (seed, epoch, unit).
         drop_last: drop each worker's last partial batch (training) or keep it (evaluation).
         skip: batches to skip per local worker (resume).
+        dense_sequence: per-behaviour dense values to pass in ``Batch.dense`` (``features.DENSE_SEQUENCE``).
     """
 
     def __init__(self, *, units: Sequence[Unit], features: Sequence[str], feature_rows: Mapping[str, Tuple[str, int]],
                  batch_size: int, max_len: int, time_bin_edges: Optional[np.ndarray], rank: int = 0,
                  world_size: int = 1, num_workers: int = 0, seed: int = 0, epoch: int = 0, shuffle: bool = False,
-                 drop_last: bool = False, skip: Optional[Sequence[int]] = None) -> None:
+                 drop_last: bool = False, skip: Optional[Sequence[int]] = None,
+                 dense_sequence: Sequence[str] = ()) -> None:
         super().__init__()
         self.units = list(units)
         self.features = list(features)
@@ -164,7 +202,8 @@ class ParquetStream(IterableDataset):
         self.local_workers = max(1, num_workers)
         self.seed, self.epoch, self.shuffle, self.drop_last = seed, epoch, shuffle, drop_last
         self.skip = list(skip) if skip is not None else [0] * self.local_workers
-        self.columns = required_columns(self.features)
+        self.dense = list(dense_sequence)
+        self.columns = required_columns(self.features, self.dense)
         if "hist_time_bin" in self.features and self.edges is None:
             raise ValueError("hist_time_bin is read but no time-bin edges were given")
 
@@ -221,7 +260,8 @@ class ParquetStream(IterableDataset):
         with g_pathmgr.open(unit.file, "rb") as f:
             table = pq.ParquetFile(f).read_row_group(unit.row_group, columns=self.columns)
         n = table.num_rows
-        chunk: Dict[str, object] = {"_row": np.arange(unit.first_row, unit.first_row + n), "_file": unit.file}
+        chunk: Dict[str, object] = {"_row": np.arange(unit.first_row, unit.first_row + n), "_file": unit.file,
+                                    "_uid": np.full(n, uid, dtype=np.int64)}
         for c in self.columns:
             col = table.column(c)
             if col.null_count:
@@ -278,9 +318,22 @@ class ParquetStream(IterableDataset):
         idx = np.arange(new_off[-1]) + np.repeat(off[1:] - keep - new_off[:-1], keep)  # [N]
         values, lengths = [], []
         ones = np.ones(B, dtype=np.int64)
+        coe = np.arange(new_off[-1]) - np.repeat(new_off[:-1], keep) + 1  # [N] oldest kept = 1
         for f in self.features:
+            kind = f.split("_", 1)[1]
             if f == "hist_position":
-                v = np.repeat(keep, keep) - (np.arange(new_off[-1]) - np.repeat(new_off[:-1], keep))
+                v = np.repeat(keep, keep) - coe + 1
+            elif f == "hist_coe":
+                v = coe
+            elif f == "target_coe":
+                v = keep + 1
+            elif f == "hist_neg_item":
+                rows = self.feature_rows[f][1]
+                v = self._rng(chunk).integers(1, max(rows, 2), size=int(new_off[-1]))
+            elif f.startswith("hist_") and kind in CALENDAR_ROWS:
+                v = calendar(np.asarray(chunk[fmt.HIST_TIMESTAMP][1])[idx], kind)
+            elif f.startswith("target_") and kind in CALENDAR_ROWS:
+                v = calendar(np.asarray(chunk[fmt.TARGET_TIMESTAMP]), kind)
             elif f == "hist_time_bin":
                 _, ts = chunk[fmt.HIST_TIMESTAMP]
                 dt = np.repeat(np.asarray(chunk[fmt.TARGET_TIMESTAMP]), keep) - np.asarray(ts)[idx]
@@ -295,9 +348,21 @@ class ParquetStream(IterableDataset):
             lengths.append(torch.from_numpy(keep if is_sequence(f) else ones))
         kjt = KeyedJaggedTensor.from_lengths_sync(
             keys=self.features, values=torch.cat(values), lengths=torch.cat(lengths).to(torch.int32))
+        dense = {}
+        if self.dense:
+            ts = np.asarray(chunk[fmt.HIST_TIMESTAMP][1])[idx]
+            for name in self.dense:
+                v = ts if name == "hist_timestamp" else sessions(ts, keep)
+                dense[name] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64))
         return Batch(sparse=kjt, labels=torch.from_numpy(np.asarray(chunk["label"], dtype=np.float32)),
                      user_ids=torch.from_numpy(np.asarray(chunk[fmt.USER_ID], dtype=np.int64)),
-                     weights=torch.ones(B))
+                     weights=torch.ones(B), dense=dense)
+
+    def _rng(self, chunk: Dict[str, object]) -> np.random.Generator:
+        """Negative sampling: seeded by (seed, epoch, first row of the batch) so reruns and resumes agree."""
+        rows = np.asarray(chunk["_row"])
+        first = (int(np.asarray(chunk["_uid"])[0]), int(rows[0])) if rows.size else (0, 0)
+        return np.random.default_rng([self.seed, self.epoch, *first, 7])
 
 
 def _take(chunk: Dict[str, object], rows: np.ndarray) -> Dict[str, object]:
