@@ -1,5 +1,6 @@
 """Model assembly: tables shared by target and history, padding, weighted loss; the same on a GPU."""
 
+import glob
 import os
 
 import numpy as np
@@ -74,7 +75,7 @@ def test_loss_ignores_zero_weight_samples(tmp_path):
     torch.testing.assert_close(loss_half, expect)
 
 
-@pytest.mark.parametrize("config", ["default.yaml", "din.yaml", "avgpool_concat.yaml", "tin_tte_t.yaml"])
+@pytest.mark.parametrize("config", sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "configs", "*.yaml"))))
 def test_every_config_trains_a_step(tmp_path, config):
     cfg, model, batch, rows = _setup(tmp_path, config)
     loss, _ = model(batch)
