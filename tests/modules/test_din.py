@@ -152,3 +152,16 @@ def test_bad_arguments_raise_value_error():
     with pytest.raises(ValueError, match="seq_BLD"):
         make_din()(seq_BLD=torch.zeros(2, 3, D + 1), mask_BL=torch.ones(2, 3, dtype=torch.bool),
                    query_BD=torch.zeros(2, D))
+
+
+def test_temporal_flag_adds_the_encodings():
+    batch = make_batch([4, 2, 0])
+    g = torch.Generator().manual_seed(3)
+    B, L, _ = batch["seq_BLD"].shape
+    time = dict(seq_time_BLD=torch.randn(B, L, D, generator=g), query_time_BD=torch.randn(B, D, generator=g))
+    plain, temporal = make_din(), make_din(temporal=True)
+    summed = dict(batch, seq_BLD=batch["seq_BLD"] + time["seq_time_BLD"], query_BD=batch["query_BD"] + time["query_time_BD"])
+    torch.testing.assert_close(temporal(**batch, **time), plain(**summed))
+    torch.testing.assert_close(plain(**batch, **time), plain(**batch))  # ignored without the flag
+    with pytest.raises(ValueError, match="seq_time_BLD"):
+        temporal(**batch)
