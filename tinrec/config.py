@@ -46,7 +46,7 @@ class SequenceInputs:
     history: List[str] = field(default_factory=lambda: ["hist_item", "hist_category"])
     target: List[str] = field(default_factory=lambda: ["target_item", "target_category"])
     temporal: Literal["position", "time_bin", "coe", "timestamp", "none"] = "position"
-    negatives: Optional[str] = None  # hist_neg_item: sampled negatives for auxiliary losses (DIEN)
+    negatives: Optional[Literal["in_batch"]] = None  # sampled negative behaviours for auxiliary losses (DIEN)
     timestamps: bool = False  # pass the behaviours' timestamps (seq_timestamp_BL)
     sessions: bool = False  # pass session indices (session_BL, DSIN)
 

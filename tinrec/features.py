@@ -102,13 +102,6 @@ def check_bindings(cfg: "Config", owner: Mapping[str, str], src: str) -> None:
                 raise ValueError(f"{src}: {where}: {h!r} and {t!r} must be read by tables with pooled: false")
             if th.dim != tt.dim:
                 raise ValueError(f"{src}: {where}: {h!r} (dim {th.dim}) and {t!r} (dim {tt.dim}) differ in width")
-        if inputs.negatives is not None:
-            if inputs.negatives != "hist_neg_item":
-                raise ValueError(f"{src}: {where}.negatives: only 'hist_neg_item' is supported")
-            th, tn = tables[table_of(inputs.history[0], where)], tables[table_of(inputs.negatives, where)]
-            if th is not tn:
-                raise ValueError(f"{src}: {where}.negatives: hist_neg_item must be read by the table of "
-                                 f"{inputs.history[0]!r}")
         if inputs.temporal != "none":
             width = sum(tables[owner[h]].dim for h in inputs.history)
             hist_t, target_t = TEMPORAL_FEATURES[inputs.temporal]

@@ -91,8 +91,12 @@ class SequenceArch(nn.Module):
             hist_t, target_t = self.temporal  # several features (timestamp encoding) are summed
             out["seq_time_BLD"] = _padded(sum(emb[f].values() for f in hist_t), mask_BL)
             out["query_time_BD"] = sum(emb[f].values() for f in target_t).view(B, -1)
-        if self.negatives is not None:
-            out["neg_seq_BLD"] = _padded(emb[self.negatives].values(), mask_BL)
+        if self.negatives == "in_batch":
+            # one negative per behaviour: a behaviour drawn uniformly from the whole batch's histories
+            # (DIEN's auxiliary loss; the global torch RNG is seeded and checkpointed)
+            flat_ND = torch.cat([emb[f].values() for f in self.history], dim=-1)
+            pick_N = torch.randint(0, max(flat_ND.shape[0], 1), (flat_ND.shape[0],), device=flat_ND.device)
+            out["neg_seq_BLD"] = _padded(flat_ND[pick_N], mask_BL)
         if self.timestamps:
             out["seq_timestamp_BL"] = _padded(dense["hist_timestamp"].unsqueeze(-1), mask_BL).squeeze(-1)
         if self.sessions:
