@@ -5,6 +5,7 @@
     tinrec validate CONFIG [key.sub=value ...]
     tinrec gen-data OUT_DIR [key=value ...]                 # generate_dataset keyword arguments (seed=3 ...)
     tinrec experiment SPEC                                  # configs x seeds -> one comparison table
+    tinrec plan CONFIG --nodes N [--gpus-per-node M] [--hbm-gb X] [--out PLAN]   # planner dry run
 """
 
 from __future__ import annotations
@@ -74,6 +75,25 @@ def cmd_gen_data(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    import json
+
+    from tinrec.planning import Cluster, format_report, plan, save_plan
+
+    cfg = _config(args)
+    cluster = Cluster(nodes=args.nodes, gpus_per_node=args.gpus_per_node, compute_device=args.device,
+                      **{k: v for k, v in (("hbm_gb", args.hbm_gb), ("ddr_gb", args.ddr_gb)) if v is not None})
+    sharding_plan, rep = plan(cfg, cluster, batch_size=args.batch_size)
+    print(format_report(rep))
+    if args.out:
+        save_plan(args.out, sharding_plan, cfg, cluster.world_size)
+        with open(args.out + ".json", "w") as f:
+            json.dump(rep, f, indent=1)
+        print(f"plan written to {args.out} (report: {args.out}.json); train on it with: "
+              f"tinrec train {args.config} plan={args.out}")
+    return 0
+
+
 def cmd_experiment(args) -> int:
     from tinrec.experiment import run_experiment
 
@@ -96,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
     with_config("eval", "evaluate a checkpoint on valid and test (checkpoint=PATH)").set_defaults(func=cmd_eval)
     with_config("validate", "load and check a config, build its model on meta").set_defaults(func=cmd_validate)
+    pl = with_config("plan", "embedding-sharding planner dry run for a GPU cluster (no GPU needed)")
+    pl.add_argument("--nodes", type=int, required=True)
+    pl.add_argument("--gpus-per-node", type=int, default=8)
+    pl.add_argument("--hbm-gb", type=float, default=None, help="HBM per GPU (default 80, H100)")
+    pl.add_argument("--ddr-gb", type=float, default=None, help="host memory per GPU (default 256)")
+    pl.add_argument("--batch-size", type=int, default=None, help="per-rank batch (default train.batch_size)")
+    pl.add_argument("--out", default=None, help="write the plan here (tinrec train ... plan=FILE)")
+    pl.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="plan for GPUs (default) or CPU ranks")
+    pl.set_defaults(func=cmd_plan)
     x = sub.add_parser("experiment", help="train a list of configs over seeds, write a comparison table")
     x.add_argument("spec", help="experiment YAML (experiments/*.yaml)")
     x.add_argument("--out-root", default="runs")

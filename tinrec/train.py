@@ -228,8 +228,14 @@ def build_training(cfg: Config, data: Data, env: DistEnv):
                          f"fbgemm (CPU: {', '.join(CPU_SPARSE_OPTIMIZERS)})")
     _apply_optimizer_in_backward(sparse_cls, list(model.sparse_arch.parameters()),
                                  _opt_kwargs(sparse_cls, cfg.train.sparse_optimizer))
-    plan = make_plan(model, cfg, world_size=env.world_size, local_world_size=env.local_world_size,
-                     device=env.device, batch_size=cfg.train.batch_size)
+    if cfg.plan:
+        from tinrec.planning import load_plan
+
+        shapes = {n: [data.rows[n], t.dim] for n, t in cfg.model.tables.items()}
+        plan = load_plan(cfg.plan, world_size=env.world_size, tables=shapes)
+    else:
+        plan = make_plan(model, cfg, world_size=env.world_size, local_world_size=env.local_world_size,
+                         device=env.device, batch_size=cfg.train.batch_size)
     dmp = DistributedModelParallel(model, device=env.device, plan=plan)
     dense_cls = _pick(DENSE_OPTIMIZERS, cfg.train.dense_optimizer, "train.dense_optimizer")
     dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),

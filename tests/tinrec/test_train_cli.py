@@ -117,3 +117,15 @@ def test_bad_input_stops_with_file_row_and_field(tmp_path):
     assert not (run_dir / "checkpoints").exists()
     p = run(["train", CONFIG, f"run_dir={run_dir}", "train.epoch=3"], check=False)
     assert p.returncode == 2 and "default.yaml: train.epoch: unknown key (did you mean 'epochs'?)" in p.stderr
+
+
+def test_training_on_a_reviewed_plan(data_dir, tmp_path):
+    run(train_args(data_dir, str(tmp_path / "warm"), "train.max_steps=2"))  # makes sure the data exists
+    common = [CONFIG, f"data.path={data_dir}", *TINY]
+    p = run(["plan", *common, "--nodes", "1", "--gpus-per-node", "1", "--device", "cpu", "--out", str(tmp_path / "one.plan")])
+    assert "item" in p.stdout and "row_wise" in p.stdout or "table_wise" in p.stdout
+    run(train_args(data_dir, str(tmp_path / "planned"), f"plan={tmp_path / 'one.plan'}", "train.max_steps=5"))
+    assert os.path.exists(tmp_path / "planned" / "metrics.json")
+    run(["plan", *common, "--nodes", "1", "--gpus-per-node", "2", "--device", "cpu", "--out", str(tmp_path / "two.plan")])
+    p = run(train_args(data_dir, str(tmp_path / "refused"), f"plan={tmp_path / 'two.plan'}"), check=False)
+    assert p.returncode == 2 and "made for 2 ranks, this job has 1" in p.stderr

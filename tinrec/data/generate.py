@@ -78,6 +78,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from iopath.common.file_io import g_pathmgr
 from tqdm import tqdm
 
@@ -441,7 +442,7 @@ def generate_dataset(
     decay_sum, decay_count = np.zeros(P), np.zeros(P)
     time_gt = eff["semantic_temporal"]["enabled"] and eff["semantic_temporal"]["decay"] == "time"
     tau_h = eff["semantic_temporal"]["tau_time_hours"]
-    splits, ctr = {}, {}
+    splits, ctr, train_behaviours = {}, {}, 0
     bar = tqdm(total=sum(split_rows.values()), unit="row", unit_scale=True, desc="gen-data",
                disable=not show_progress)
     try:
@@ -456,6 +457,8 @@ def generate_dataset(
                                              eff, schema)
                     writer.write(table)
                     clicks += c
+                    if split == "train":
+                        train_behaviours += pc.sum(pc.list_value_length(table.column(fmt.HIST_ID_COLUMNS[0]))).as_py()
                     if split == "train" and time_gt:
                         m = p <= P
                         decay_sum += np.bincount(p[m] - 1, weights=np.exp(-dt[m] / 3600.0 / tau_h), minlength=P)
@@ -496,6 +499,7 @@ def generate_dataset(
                    "age": NUM_AGES + 1, "gender": NUM_GENDERS + 1},
         "splits": splits,
         "max_seq_len": params["seq_len_max"],
+        "mean_history_length": train_behaviours / max(1, split_rows["train"]),  # planner pooling factors
         "ctr": ctr,
     }
     write_bytes_atomic(posixpath.join(out_dir, "meta.json"), json.dumps(meta, indent=2).encode("utf-8"))
