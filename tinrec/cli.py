@@ -151,7 +151,6 @@ def _main(argv: Optional[List[str]] = None) -> int:
         msg = str(e).strip()
         if "Original Traceback" in msg:  # raised in a DataLoader worker: keep the original message only
             msg = msg.splitlines()[-1].removeprefix("ValueError: ")
-        logging.getLogger("tinrec").error("%s", msg)
         print(f"error: {msg}", file=sys.stderr)
         return 2
 

@@ -24,6 +24,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 from torch.distributed.optim import _apply_optimizer_in_backward
 from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+from torchrec.distributed.planner.proposers import GreedyProposer, UniformProposer
 from torchrec.distributed.planner.types import PlannerError
 from torchrec.distributed.sharding_plan import get_default_sharders
 from torchrec.distributed.types import ShardingPlan
@@ -94,8 +95,11 @@ def plan(cfg: Config, cluster: Cluster, *, batch_size: Optional[int] = None) -> 
     _apply_optimizer_in_backward(sparse_cls, list(model.sparse_arch.parameters()),
                                  _opt_kwargs(sparse_cls, cfg.train.sparse_optimizer))
     pf, pf_source = pooling_factors(cfg, meta)
+    # Greedy + uniform proposals: TorchRec's default adds a grid search whose proposals multiply with the
+    # number of tables and sharding types (thousands of partitions for 8 tables at 256 ranks).
     planner = EmbeddingShardingPlanner(topology=cluster.topology(), batch_size=batch_size or cfg.train.batch_size,
-                                       constraints=constraints(cfg, cluster.compute_device, pf))
+                                       constraints=constraints(cfg, cluster.compute_device, pf),
+                                       proposer=[GreedyProposer(), UniformProposer()])
     try:
         sharding_plan = planner.plan(model, get_default_sharders())
     except PlannerError as e:
