@@ -6,6 +6,7 @@
     tinrec gen-data OUT_DIR [key=value ...]                 # generate_dataset keyword arguments (seed=3 ...)
     tinrec experiment SPEC                                  # configs x seeds -> one comparison table
     tinrec plan CONFIG --nodes N [--gpus-per-node M] [--hbm-gb X] [--out PLAN]   # planner dry run
+    tinrec analyze stc CONFIG [checkpoint=PATH] [--split test] [--out DIR] [...]  # semantic-temporal correlation
 """
 
 from __future__ import annotations
@@ -101,6 +102,16 @@ def cmd_experiment(args) -> int:
     return 0
 
 
+def cmd_analyze_stc(args) -> int:
+    from tinrec.analysis import run_stc, summary
+
+    report = run_stc(_config(args), split=args.split, positions=args.positions, top_k=args.top_k,
+                     target=args.target_category, out=args.out, ground_truth_only=args.ground_truth_only,
+                     interest=args.interest, normalise=args.normalise)
+    print(summary(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinrec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -129,6 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("spec", help="experiment YAML (experiments/*.yaml)")
     x.add_argument("--out-root", default="runs")
     x.set_defaults(func=cmd_experiment)
+    an = sub.add_parser("analyze", help="analyses of a dataset and a trained model (docs/analysis.md)")
+    st = an.add_subparsers(dest="analysis", required=True).add_parser(
+        "stc", help="semantic-temporal correlation: ground truth (mutual information) vs. learned (TIN Eq. 1, 4-5)")
+    st.add_argument("config", help="YAML experiment file")
+    st.add_argument("overrides", nargs="*", help="key.sub=value overrides (checkpoint=PATH: default the latest)")
+    st.add_argument("--split", default="test", help="split the learned correlation is measured on")
+    st.add_argument("--positions", type=int, default=10)
+    st.add_argument("--top-k", type=int, default=20, help="target categories compared (most impressions)")
+    st.add_argument("--target-category", type=int, default=None, help="heatmap category (default: the top one)")
+    st.add_argument("--interest", default=None, help="interest module (default: the first with learned_correlation)")
+    st.add_argument("--normalise", choices=("global", "row"), default="global", help="heatmap scaling")
+    st.add_argument("--out", default=None, help="output folder (default <run_dir>/stc)")
+    st.add_argument("--ground-truth-only", action="store_true", help="no checkpoint: the ground truth only")
+    st.set_defaults(func=cmd_analyze_stc)
     g = sub.add_parser("gen-data", help="generate the built-in synthetic dataset")
     g.add_argument("out_dir")
     g.add_argument("overrides", nargs="*", help="generate_dataset arguments as key=value (effects.trigger.enabled=true)")

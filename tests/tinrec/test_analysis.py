@@ -1,0 +1,259 @@
+"""tinrec analyze stc: ground-truth CTC (mutual information), learned CTC, Pearson bins, plots, the CLI."""
+
+import json
+import math
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from tinrec.analysis import (compare, ground_truth_ctc, learned_ctc, mutual_information, pearson, significant_cells,
+                             top_categories)
+from tests.tinrec.datasets import random_rows, write_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(REPO, "configs", "default.yaml")
+TABLES = {"user": 20, "item": 50, "category": 6, "brand": 2, "author": 2, "age": 2, "gender": 2}
+
+
+def _row(base, target_category, hist, label):
+    L = len(hist)
+    t = base["target_timestamp"]
+    return dict(base, target_category=target_category, label=label, hist_item=[1 + c for c in hist],
+                hist_category=list(hist), hist_brand=[1] * L, hist_author=[1] * L,
+                hist_timestamp=[t - 100 * (L - j) for j in range(L)])
+
+
+# (target category, history oldest first, label)
+HAND = [(1, [3, 2], 1), (1, [2], 1), (1, [4, 2], 0), (1, [2, 3], 0), (1, [3], 0), (1, [], 1), (1, [5, 5, 4], 1),
+        (2, [2], 1), (2, [2], 1), (2, [3], 0), (2, [3, 2, 4], 0)]
+
+
+@pytest.fixture(scope="module")
+def hand_data(tmp_path_factory):
+    base = random_rows(1, seed=3)[0]
+    rows = [_row(base, tc, h, y) for tc, h, y in HAND]
+    root = str(tmp_path_factory.mktemp("hand"))
+    write_dataset(root, {"train": rows, "valid": rows, "test": rows}, row_group_size=3, tables=TABLES)
+    return root, rows
+
+
+def _mi(table):
+    """MI (nats) from a 2x2 table [[n(X=1,Y=1), n(X=1,Y=0)], [n(X=0,Y=1), n(X=0,Y=0)]], by the definition."""
+    t = np.asarray(table, float)
+    n = t.sum()
+    return sum(t[x, y] / n * math.log(t[x, y] * n / (t[x].sum() * t[:, y].sum()))
+               for x in range(2) for y in range(2) if t[x, y] > 0)
+
+
+def test_mutual_information_matches_hand_computed_tables(hand_data):
+    root, _ = hand_data
+    gt = ground_truth_ctc(root, positions=3)  # 4 row groups of 3 rows: counts accumulate across them
+    assert gt["ctc"].shape == (6, 6, 3) and gt["rows"] == len(HAND) and gt["unit"] == "nats"
+    assert gt["impressions"].tolist() == [0, 7, 4, 0, 0, 0] and gt["clicks"].tolist() == [0, 4, 2, 0, 0, 0]
+    # c_t = 1, p = 1: six impressions have a behaviour there (the empty history is left out);
+    # category 2 at p = 1: rows 0, 1 (clicked), 2 (not); elsewhere: row 6 (clicked), rows 3, 4 (not)
+    assert gt["samples"][1].tolist() == [6, 4, 1]
+    assert gt["ctc"][1, 2, 0] == pytest.approx(_mi([[2, 1], [1, 2]]))
+    assert gt["ctc"][1, 2, 0] == pytest.approx(2 / 3 * math.log(4 / 3) + 1 / 3 * math.log(2 / 3))
+    # c_t = 1, p = 2 (rows 0, 2, 3, 6): category 3 only in row 0 (clicked); rows 2, 3 not clicked, row 6 clicked
+    assert gt["ctc"][1, 3, 1] == pytest.approx(_mi([[1, 0], [1, 2]]))
+    # c_t = 2, p = 1: category 2 <=> clicked (rows 7, 8 vs 9, 10): MI = H(Y) = log 2
+    assert gt["ctc"][2, 2, 0] == pytest.approx(math.log(2))
+    assert gt["ctc"][2, 4, 0] == pytest.approx(_mi([[0, 1], [2, 1]]))
+    assert gt["ctc"][1, 1].tolist() == [0, 0, 0]  # never seen: 0, not NaN
+    assert gt["ctc"][1, 5, 2] == 0.0  # category 5 at p = 3 in the only row with 3 behaviours: X constant
+    part = ground_truth_ctc(root, positions=3, max_rows=4)  # rows 0..3 only
+    assert part["rows"] == 4 and part["ctc"][1, 2, 0] == pytest.approx(_mi([[2, 1], [0, 1]]))
+    assert mutual_information(np.array([0]), np.array([0]), np.array([0]), np.array([0])).tolist() == [0.0]
+
+
+def test_learned_ctc_averages_per_category_and_position(hand_data, tmp_path):
+    """An untrained model saved as a checkpoint: learned_ctc equals a per-row loop over the raw lists."""
+    import torch.distributed.checkpoint as dcp
+
+    from tinrec.config import load_config
+    from tinrec.features import resolve_rows
+    from tinrec.model import build_model
+
+    root, rows = hand_data
+    cfg = load_config(CONFIG, [f"data.path={root}", "data.generate=null", f"run_dir={tmp_path}", "data.max_len=2"])
+    torch.manual_seed(0)
+    model = build_model(cfg, resolve_rows(cfg, {"tables": TABLES}), sparse_device=torch.device("cpu"))
+    ckpt = str(tmp_path / "ckpt")
+    with warnings.catch_warnings():  # "torch.distributed is disabled ... single process": intended
+        warnings.simplefilter("ignore")
+        dcp.save({"model": model.state_dict()}, checkpoint_id=ckpt)
+    with open(os.path.join(ckpt, "train_state.json"), "w") as f:
+        json.dump({"step": 0}, f)
+    got = learned_ctc(cfg, ckpt, split="test", positions=3)
+    assert got["interest"] == "tin" and got["checkpoint"] == ckpt
+    # expected: the module's correlation on the padded batch, attributed from the raw lists (max_len 2)
+    from tinrec.analysis import _analysis_data
+
+    data = _analysis_data(cfg)
+    from tinrec.data.reader import ParquetStream
+
+    batch = next(iter(ParquetStream(units=data.units("test"), features=data.features, feature_rows=data.feature_rows,
+                                    batch_size=64, max_len=2, time_bin_edges=None)))
+    with torch.no_grad():
+        seqs, _ = model.sparse_arch(batch.sparse)
+        inp = model.dense_arch.sequences["tin"](model.dense_arch.merge(seqs), batch.dense)
+        cor = model.dense_arch.interests["tin"].learned_correlation(
+            **{k: inp[k] for k in ("seq_BLD", "mask_BL", "query_BD", "seq_time_BLD", "query_time_BD")})
+    acc = {}
+    for b, r in enumerate(rows):
+        kept = r["hist_category"][-2:]
+        for j, c in enumerate(kept):
+            acc.setdefault((r["target_category"], c, len(kept) - j), []).append(float(cor[b, j]))
+    assert int(got["count"].sum()) == sum(len(v) for v in acc.values())
+    for (ct, cb, p), v in acc.items():
+        assert got["ctc"][ct, cb, p - 1] == pytest.approx(np.mean(v), rel=1e-5), (ct, cb, p)
+        assert got["count"][ct, cb, p - 1] == len(v)
+    assert np.isnan(got["ctc"][1, 1, 0]) and np.isnan(got["ctc"][:, :, 2]).all()  # max_len 2: no p = 3
+
+
+def test_learned_ctc_needs_learned_correlation_and_category_features(hand_data, tmp_path):
+    from tinrec.config import load_config
+
+    root, _ = hand_data
+    over = [f"data.path={root}", "data.generate=null", f"run_dir={tmp_path}", "data.max_len=4"]
+    cfg = load_config(os.path.join(REPO, "configs", "avgpool_concat.yaml"), over)
+    with pytest.raises(ValueError, match=r"no module of model.interests \(AvgPooling\) has a learned_correlation"):
+        learned_ctc(cfg, str(tmp_path / "none"))
+    cfg = load_config(CONFIG, over + ["model.sequence.history=[hist_item]", "model.sequence.target=[target_item]",
+                                      "model.tables.category.features=[target_brand, hist_brand]",
+                                      "model.tables.position.dim=32"])
+    with pytest.raises(ValueError, match="needs the feature 'hist_category'"):
+        learned_ctc(cfg, str(tmp_path / "none"))
+    cfg = load_config(CONFIG, over)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        learned_ctc(cfg)
+
+
+# ---- generated data ------------------------------------------------------------------------------------------
+# strength 2 and tau_position 2 (defaults 1 and 8): with histories of mean length 8 the default decay is
+# mild (d(8) = 0.42) and a user's favourite categories recur at every position, so at this size the
+# default effect's decay is within noise; the stronger, faster one shows it on every seed tried (0-4).
+GEN = dict(num_users=3000, num_items=500, num_categories=10, train_rows=10000, valid_rows=50, test_rows=50,
+           seq_len_mean=8.0, seq_len_max=24, row_group_size=1000, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    from tinrec.data.generate import generate_dataset
+
+    out = {}
+    for name, effects in (("effect", {"semantic_temporal": {"strength": 2.0, "tau_position": 2.0}}),
+                          ("none", {"semantic_temporal": {"enabled": False}})):
+        out[name] = str(tmp_path_factory.mktemp(name))
+        generate_dataset(out[name], effects=effects, **GEN)
+    return out
+
+
+def test_planted_effect_decays_with_position_and_no_effect_is_near_zero(generated):
+    eff = ground_truth_ctc(generated["effect"], positions=10)
+    none = ground_truth_ctc(generated["none"], positions=10)
+    top = top_categories(eff, 5)
+    same = np.stack([eff["ctc"][c, c] for c in top])  # [5, P]
+    assert (same[:, 0] > same[:, 7]).all(), same
+    assert same[:, :2].mean() > 2 * same[:, 6:8].mean()
+    assert significant_cells(eff)["significant"] > 0
+    # "Near zero" without the effect: under independence 2 n MI ~ chi^2(1) (n = the cell's impressions), so
+    # (a) no cell is significant at family-wise error 0.01 (G-test, Bonferroni over the 1000 cells),
+    # (b) the mean of 2 n MI is about 1 (the chi^2(1) mean; 1.5 leaves room for users seen twice), and
+    # (c) the largest cell stays well below the planted effect's same-category MI at p = 1.
+    sig = significant_cells(none)
+    assert sig["cells"] == 1000 and sig["significant"] == 0, sig
+    g = 2 * none["samples"][1:, None, :] * none["ctc"][1:, 1:]
+    assert g.mean() < 1.5
+    assert none["ctc"].max() < 0.5 * same[:, 0].mean()
+
+
+def test_cli_ground_truth_only_on_data_without_effect(generated, tmp_path, capsys):
+    from tinrec.cli import build_parser
+
+    out = str(tmp_path / "stc")
+    args = build_parser().parse_args(["analyze", "stc", CONFIG, f"data.path={generated['none']}",
+                                      f"run_dir={tmp_path}", "--ground-truth-only", "--out", out, "--top-k", "4"])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "0 of 1000 (c_t, c_b, p) cells significantly > 0" in printed
+    rep = json.load(open(os.path.join(out, "stc.json")))
+    assert rep["significance"]["significant"] == 0 and len(rep["top_categories"]) == 4 and "pearson" not in rep
+    c = rep["target_category"]
+    assert os.path.exists(os.path.join(out, f"stc_heatmap_c{c}.png"))
+    hm = rep["heatmaps"][str(c)]
+    assert len(hm["behaviour_categories"]) == 5 and np.array(hm["ground_truth"]).shape == (5, 10)
+
+
+# ---- comparison --------------------------------------------------------------------------------------------
+
+
+def _with_pearson(x, r, rng):
+    """A series whose Pearson coefficient with x is exactly r."""
+    xc = x - x.mean()
+    z = rng.normal(size=x.size)
+    z -= z.mean()
+    z -= (z @ xc) / (xc @ xc) * xc
+    z *= np.linalg.norm(xc) / np.linalg.norm(z)
+    return 3.0 + 2.0 * (r * xc + math.sqrt(1 - r * r) * z)
+
+
+def test_compare_bins_known_pearson_coefficients(tmp_path):
+    from tinrec.analysis import plot_pearson_bins
+
+    rng = np.random.default_rng(0)
+    C, P = 8, 10
+    gt = {"ctc": rng.random((C, C, P)), "impressions": np.array([10**6, 90, 80, 70, 60, 50, 40, 30])}
+    learned = {"ctc": rng.random((C, C, P))}
+    wanted = {1: 1.0, 2: 0.95, 3: 0.5, 4: 0.15, 5: -0.7, 6: 0.81, 7: 0.9}
+    for c, r in wanted.items():
+        learned["ctc"][c, c] = _with_pearson(gt["ctc"][c, c], r, rng)
+    learned["ctc"][6, 6, 3] = np.nan  # a position without behaviours is skipped, not fatal
+    wanted[6] = pearson(gt["ctc"][6, 6], learned["ctc"][6, 6])
+    learned["ctc"][7, 7] = 0.4  # constant: undefined
+    cmp = compare(gt, learned, top_k=7)
+    assert cmp["categories"] == [1, 2, 3, 4, 5, 6, 7]  # category 0 (unknown) never counts
+    for c in range(1, 7):
+        assert cmp["pearson"][c] == pytest.approx(wanted[c], abs=1e-9)
+        ok = np.isfinite(learned["ctc"][c, c])
+        assert cmp["pearson"][c] == pytest.approx(np.corrcoef(gt["ctc"][c, c][ok], learned["ctc"][c, c][ok])[0, 1])
+    assert math.isnan(cmp["pearson"][7]) and cmp["undefined"] == [7]
+    # 0.15 and -0.7 poor; 0.5 medium; 1.0, 0.95 and the 6th (~0.8 +- a little) strong or medium
+    strong6 = wanted[6] > 0.8
+    assert cmp["bins"] == {"poor": 2, "medium": 2 - strong6, "strong": 2 + strong6}
+    assert sum(cmp["fractions"].values()) == pytest.approx(1.0)
+    assert compare(gt, learned, top_k=2)["categories"] == [1, 2]
+    assert os.path.getsize(plot_pearson_bins(cmp, str(tmp_path / "bins.png"))) > 1000
+
+
+# ---- end to end ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_analyze_stc_on_a_trained_checkpoint(tmp_path):
+    from tests.tinrec.test_train_cli import TINY, run
+
+    data, run_dir, out = str(tmp_path / "data"), str(tmp_path / "run"), str(tmp_path / "stc")
+    common = [CONFIG, f"run_dir={run_dir}", f"data.path={data}", *TINY]
+    run(["train", *common, "train.epochs=1"])
+    p = run(["analyze", "stc", *common, "--out", out, "--top-k", "5", "--target-category", "3"])
+    assert "learned (tin, test split) vs ground truth over the top-5 categories" in p.stdout, p.stdout
+    rep = json.load(open(os.path.join(out, "stc.json")))
+    assert rep["interest"] == "tin" and rep["checkpoint"].startswith(os.path.join(run_dir, "checkpoints"))
+    assert len(rep["top_categories"]) == 5 and rep["target_category"] == 3
+    for name in ("stc.json", "stc_heatmap_c3.png", "stc_pearson_bins.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 1000, name
+    assert sum(rep["bins"].values()) + len(rep["undefined"]) == 5
+    assert sum(rep["fractions"].values()) == pytest.approx(1.0)
+    for c in map(str, rep["top_categories"]):
+        assert rep["pearson"][c] is None or -1.0 <= rep["pearson"][c] <= 1.0
+        assert all(math.isfinite(v) and v >= 0 for v in rep["ground_truth_same_category"][c])
+        learned = [v for v in rep["learned_same_category"][c] if v is not None]
+        assert len(learned) >= 3 and all(math.isfinite(v) and v > 0 for v in learned)
+    assert sum(r is not None for r in rep["pearson"].values()) >= 4
+    hm = rep["heatmaps"]["3"]
+    assert np.array(hm["ground_truth"]).shape == (5, 10) and np.array(hm["learned"]).shape == (5, 10)
