@@ -1,0 +1,148 @@
+"""Tests for modules/sasrec.py (causal self-attention, last valid output) and the shared
+modules/transformer.py block and mask."""
+# Shape legend: B batch, L history length (padded), D embedding width.
+import pytest
+import torch
+
+from tinrec.modules.sasrec import SASRec
+from tinrec.modules.transformer import TransformerBlock, attention_mask
+
+D = 4
+
+
+def make_batch(lengths, L=5, seed=0, time=True):
+    """Random inputs with the given history lengths (right-padded to L)."""
+    g = torch.Generator().manual_seed(seed)
+    B = len(lengths)
+    batch = dict(
+        seq_BLD=torch.randn(B, L, D, generator=g),
+        mask_BL=torch.arange(L).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1),
+        query_BD=torch.randn(B, D, generator=g),
+    )
+    if time:
+        batch["seq_time_BLD"] = torch.randn(B, L, D, generator=g)
+    return batch
+
+
+def with_garbage_padding(batch, extra=3, seed=1):
+    """Same batch with large random values under padding and `extra` more padded positions."""
+    g = torch.Generator().manual_seed(seed)
+    out = dict(batch)
+    B, L = batch["mask_BL"].shape
+    out["mask_BL"] = torch.cat([batch["mask_BL"], torch.zeros(B, extra, dtype=torch.bool)], dim=1)
+    for key in ("seq_BLD", "seq_time_BLD"):
+        if key in batch:
+            garbage_BLD = torch.randn(B, L + extra, D, generator=g) * 1e4
+            padded_BLD = torch.cat([batch[key], garbage_BLD[:, L:]], dim=1)
+            out[key] = torch.where(out["mask_BL"].unsqueeze(-1), padded_BLD, garbage_BLD)
+    return out
+
+
+def make_sasrec(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return SASRec(dim=D, **kwargs)
+
+
+@pytest.mark.parametrize("time", [True, False])
+@pytest.mark.parametrize("num_heads", [1, 2])
+def test_shape_padding_invariance_and_empty_rows(time, num_heads):
+    model = make_sasrec(num_heads=num_heads).eval()
+    assert model.output_dim == 2 * D
+    batch = make_batch([5, 2, 0, 1], time=time)
+    out_BO = model(**batch)
+    assert out_BO.shape == (4, 2 * D)
+    assert torch.isfinite(out_BO).all()
+    assert torch.equal(out_BO[2], torch.zeros(2 * D))
+    torch.testing.assert_close(model(**with_garbage_padding(batch)), out_BO, rtol=0, atol=1e-5)
+    assert torch.equal(model(**make_batch([0, 0], L=0, time=time)), torch.zeros(2, 2 * D))
+
+
+def test_gradients_reach_every_parameter_and_only_valid_inputs():
+    model = make_sasrec()
+    batch = make_batch([5, 3, 0])
+    batch["seq_BLD"].requires_grad_()
+    model(**batch).pow(2).sum().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+    mask_BL, grad_BLD = batch["mask_BL"], batch["seq_BLD"].grad
+    assert torch.equal(grad_BLD[~mask_BL], torch.zeros(int((~mask_BL).sum()), D))
+    assert (grad_BLD[mask_BL].abs().sum(-1) > 0).all()
+
+
+def test_determinism_and_dropout_only_in_training():
+    batch = make_batch([4, 2])
+    assert torch.equal(make_sasrec(seed=3)(**batch), make_sasrec(seed=3)(**batch))
+    assert not torch.equal(make_sasrec(seed=3)(**batch), make_sasrec(seed=4)(**batch))
+    dropped = make_sasrec(seed=3, dropout=0.5)
+    torch.testing.assert_close(dropped.eval()(**batch), make_sasrec(seed=3).eval()(**batch))
+    torch.manual_seed(0)
+    assert not torch.equal(dropped.train()(**batch), dropped.eval()(**batch))
+
+
+def test_output_is_the_last_valid_position_and_later_behaviours_do_not_count():
+    model, batch = make_sasrec().eval(), make_batch([3, 5], L=5)
+    out_BO = model(**batch)
+    enc_BLD = model.encode(
+        seq_BLD=batch["seq_BLD"], mask_BL=batch["mask_BL"], seq_time_BLD=batch["seq_time_BLD"]
+    )
+    h_BD = torch.stack([enc_BLD[0, 2], enc_BLD[1, 4]])
+    torch.testing.assert_close(out_BO, torch.cat([h_BD, h_BD * batch["query_BD"]], -1))
+    # Real-looking behaviours appended after the last valid one but marked as padding: no change.
+    appended = make_batch([3, 5], L=8, seed=5)
+    appended["seq_BLD"][:, :5] = batch["seq_BLD"]
+    appended["seq_time_BLD"][:, :5] = batch["seq_time_BLD"]
+    padding_B3 = torch.zeros(2, 3, dtype=torch.bool)
+    appended.update(query_BD=batch["query_BD"], mask_BL=torch.cat([batch["mask_BL"], padding_B3], 1))
+    torch.testing.assert_close(model(**appended), out_BO, rtol=0, atol=1e-6)
+    # Changing an earlier behaviour changes h.
+    changed = dict(batch, seq_BLD=batch["seq_BLD"].clone())
+    changed["seq_BLD"][:, 0] += torch.randn(2, D)  # not a constant shift: LayerNorm ignores those
+    assert ((model(**changed) - out_BO).abs().sum(-1) > 1e-4).all()
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_causal_block_output_at_t_ignores_later_positions(norm_first):
+    torch.manual_seed(0)
+    block = TransformerBlock(dim=D, num_heads=2, ffn_dim=D, norm_first=norm_first).eval()
+    x_BLD, mask_BL = torch.randn(1, 5, D), torch.ones(1, 5, dtype=torch.bool)
+    out_BLD = block(x_BLD=x_BLD, mask_BL=mask_BL, causal=True)
+    for t in range(4):
+        later = x_BLD.clone()
+        later[:, t + 1 :] = torch.randn(1, 4 - t, D)
+        out2_BLD = block(x_BLD=later, mask_BL=mask_BL, causal=True)
+        torch.testing.assert_close(out2_BLD[:, : t + 1], out_BLD[:, : t + 1], rtol=0, atol=1e-6)
+        assert (out2_BLD[0, t + 1 :] - out_BLD[0, t + 1 :]).abs().sum() > 1e-4
+        earlier = x_BLD.clone()
+        earlier[:, t] += torch.randn(1, D)  # position t + 1 sees position t
+        out3_BLD = block(x_BLD=earlier, mask_BL=mask_BL, causal=True)
+        assert (out3_BLD[0, t + 1] - out_BLD[0, t + 1]).abs().sum() > 1e-4
+
+
+def test_attention_mask_masks_padded_keys_and_never_a_whole_row():
+    mask_BL = torch.tensor([[True, True, False], [False, False, False]])
+    causal = attention_mask(mask_BL, causal=True)
+    assert causal.shape == (2, 1, 3, 3)
+    expected_row0 = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    expected_row0[2, :2] = True  # padded query 2 sees the real keys and itself
+    assert torch.equal(causal[0, 0], expected_row0)
+    assert torch.equal(causal[1, 0], torch.eye(3, dtype=torch.bool))  # empty row: itself only
+    keys = attention_mask(mask_BL)
+    assert keys.shape == (2, 1, 1, 3)
+    assert torch.equal(keys[:, 0, 0], torch.tensor([[True, True, False], [True, False, False]]))
+
+
+def test_seq_time_is_added_and_query_time_ignored():
+    model, batch = make_sasrec().eval(), make_batch([4, 2])
+    summed = dict(batch, seq_BLD=batch["seq_BLD"] + batch.pop("seq_time_BLD"))
+    torch.testing.assert_close(model(**make_batch([4, 2])), model(**summed))
+    torch.testing.assert_close(model(**summed, query_time_BD=torch.randn(2, D)), model(**summed))
+
+
+def test_bad_arguments_raise_value_error():
+    with pytest.raises(ValueError, match="num_heads"):
+        SASRec(dim=D, num_heads=3)
+    with pytest.raises(ValueError, match="num_blocks"):
+        SASRec(dim=D, num_blocks=0)
+    with pytest.raises(ValueError, match="seq_BLD"):
+        make_sasrec()(**dict(make_batch([2, 1], time=False), seq_BLD=torch.zeros(2, 5, D + 1)))
