@@ -369,6 +369,10 @@ def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, float]]:
             _maybe_fail(run_dir, g)
             if max_steps is not None and g >= max_steps:
                 done = True
+                # the pipeline has already queued the next training batches: drop them so that the
+                # evaluation below sees only its own split
+                if hasattr(pipeline, "reset"):
+                    pipeline.reset()
                 break
         bar.close()
         if step < steps_per_epoch and not done:

@@ -125,7 +125,8 @@ def test_training_on_a_reviewed_plan(data_dir, tmp_path):
     p = run(["plan", *common, "--nodes", "1", "--gpus-per-node", "1", "--device", "cpu", "--out", str(tmp_path / "one.plan")])
     assert "item" in p.stdout and "row_wise" in p.stdout or "table_wise" in p.stdout
     run(train_args(data_dir, str(tmp_path / "planned"), f"plan={tmp_path / 'one.plan'}", "train.max_steps=5"))
-    assert os.path.exists(tmp_path / "planned" / "metrics.json")
+    m = json.load(open(tmp_path / "planned" / "metrics.json"))
+    assert m["valid"]["samples"] == 400 and m["test"]["samples"] == 400  # a max_steps stop queues no batch into eval
     run(["plan", *common, "--nodes", "1", "--gpus-per-node", "2", "--device", "cpu", "--out", str(tmp_path / "two.plan")])
     p = run(train_args(data_dir, str(tmp_path / "refused"), f"plan={tmp_path / 'two.plan'}"), check=False)
     assert p.returncode == 2 and "made for 2 ranks, this job has 1" in p.stderr
