@@ -65,6 +65,7 @@ class ModelConfig:
     user_features: List[str] = field(default_factory=lambda: ["user_id", "user_age", "user_gender"])
     tower: TowerConfig = field(default_factory=TowerConfig)
     tables: Dict[str, TableConfig] = field(default_factory=dict)
+    target_in_tower: bool = True  # False: the interest module hands the tower its own target view (SplitDIN)
 
 
 @dataclass
@@ -266,7 +267,7 @@ def resolve(dotted: str, where: str, src: str) -> Any:
 
 
 # Arguments the model builder supplies (input widths known only at run time): never in YAML.
-BUILDER_ARGS = ("dim",)
+BUILDER_ARGS = ("dim", "fields")
 # Keys of an interest entry that bind it to features rather than go to its constructor.
 BINDING_KEYS = ("_component_", "inputs")
 

@@ -163,9 +163,13 @@ class Model(nn.Module):
         return loss, (logits.detach(), batch.labels, batch.user_ids, batch.weights)
 
 
-def build_interest(spec: Mapping, dim: int, where: str) -> nn.Module:
+def build_interest(spec: Mapping, dim: int, where: str, fields: int = 1) -> nn.Module:
+    """Build one interest module; the builder supplies ``dim`` (behaviour width) and, to constructors that
+    take it, ``fields`` (how many features are concatenated into a behaviour)."""
     cls = resolve(str(spec["_component_"]), where, "config")
     kwargs = {k: v for k, v in spec.items() if k not in BINDING_KEYS}
+    if "fields" in inspect.signature(cls.__init__).parameters:
+        kwargs["fields"] = fields
     module = cls(dim=dim, **kwargs)
     if not isinstance(getattr(module, "output_dim", None), int):
         raise ValueError(f"{where}: {spec['_component_']} has no integer attribute 'output_dim'")
@@ -182,14 +186,14 @@ def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.de
     for name, inputs in interest_inputs(cfg).items():
         sequences[name] = SequenceArch(inputs=inputs)
         interests[name] = build_interest(cfg.model.interests[name], behaviour_width(cfg, inputs),
-                                         f"model.interests.{name}")
+                                         f"model.interests.{name}", fields=len(inputs.history))
         accepted = inspect.signature(interests[name].forward).parameters
         for extra in sequences[name].extra_inputs():
             if extra not in accepted:
                 raise ValueError(f"model.interests.{name}.inputs: supplies {extra}, which "
                                  f"{cfg.model.interests[name]['_component_']}.forward does not take")
         width += interests[name].output_dim
-    target = list(cfg.model.sequence.target)
+    target = list(cfg.model.sequence.target) if cfg.model.target_in_tower else []
     width += sum(dims[f] for f in target) + sum(dims[f] for f in cfg.model.user_features)
     tower = MLP(in_dim=width, hidden_dims=list(cfg.model.tower.hidden), activation=cfg.model.tower.activation,
                 dropout=cfg.model.tower.dropout, out_dim=1)
