@@ -61,7 +61,7 @@ def run_experiment(path: str, out_root: str = "runs") -> Dict[str, dict]:
     common = list(spec.get("overrides", []))
     results: Dict[str, dict] = {}
     for row in spec["rows"]:
-        per_seed = []
+        per_seed, resources = [], []
         for seed in seeds:
             run_dir = os.path.join(out_root, spec["name"], f"{_slug(row['name'])}-s{seed}")
             metrics_file = os.path.join(run_dir, "metrics.json")
@@ -71,7 +71,9 @@ def run_experiment(path: str, out_root: str = "runs") -> Dict[str, dict]:
                 exe = [sys.executable, "-m", "tinrec.cli"] + cmd[1:]
                 subprocess.run(exe, check=True)
             with open(metrics_file) as f:
-                per_seed.append(json.load(f)["test"])
+                m = json.load(f)
+            per_seed.append(m["test"])
+            resources.append({k: m[k] for k in ("train", "peak_memory_mib") if k in m})
         shown = command(row, seeds[0], f"runs/{spec['name']}/{_slug(row['name'])}-s<seed>", common)[:-1]
         results[row["name"]] = {
             "command": " ".join(shown).replace(f"seed={seeds[0]} ", "seed=<seed> "),
@@ -79,13 +81,25 @@ def run_experiment(path: str, out_root: str = "runs") -> Dict[str, dict]:
                for k in ("gauc", "auc", "logloss") for stat, fn in (("mean", np.mean), ("std", np.std))},
             "seeds": seeds,
         }
+        if all("peak_memory_mib" in r and "train" in r for r in resources):  # runs by tinrec >= session 3
+            results[row["name"]].update(
+                train_samples_per_s_mean=float(np.mean([r["train"]["samples_per_s"] for r in resources])),
+                peak_host_rss_mib_max=float(max(r["peak_memory_mib"]["host_rss"] for r in resources)))
+            cuda = [r["peak_memory_mib"].get("cuda_allocated") for r in resources]
+            cuda = [c for c in cuda if c is not None]
+            if cuda:
+                results[row["name"]]["peak_cuda_allocated_mib_max"] = float(max(cuda))
     base = results.get(spec.get("baseline") or "")
-    lines = ["| model | test GAUC | Δ% | test logloss | Δ% | test AUC | command |", "|---|---|---|---|---|---|---|"]
+    cost = all("peak_host_rss_mib_max" in r for r in results.values())  # cost columns when every row has them
+    head = "| model | test GAUC | Δ% | test logloss | Δ% | test AUC |" + (" train samples/s | peak RSS MiB |" * cost)
+    lines = [head + " command |", "|---|---|---|---|---|---|" + "---|---|" * cost + "---|"]
     for name, r in results.items():
         dg = f"{100 * (r['gauc_mean'] / base['gauc_mean'] - 1):+.2f}" if base and r is not base else "-"
         dl = f"{100 * (r['logloss_mean'] / base['logloss_mean'] - 1):+.2f}" if base and r is not base else "-"
         lines.append(f"| {name} | {r['gauc_mean']:.4f} ± {r['gauc_std']:.4f} | {dg} | {r['logloss_mean']:.4f} ± "
-                     f"{r['logloss_std']:.4f} | {dl} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} | `{r['command']}` |")
+                     f"{r['logloss_std']:.4f} | {dl} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} |"
+                     + (f" {r['train_samples_per_s_mean']:.0f} | {r['peak_host_rss_mib_max']:.0f} |" if cost else "")
+                     + f" `{r['command']}` |")
     table = "\n".join(lines)
     out_dir = os.path.join(out_root, spec["name"])
     os.makedirs(out_dir, exist_ok=True)

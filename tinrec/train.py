@@ -284,6 +284,17 @@ def _write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def peak_memory_mib(device: torch.device) -> Dict[str, float]:
+    """Peak memory of this process in MiB: resident host memory (``ru_maxrss``; the trainer only, not its data
+    loader workers) and, on CUDA, the peak of memory allocated by tensors on ``device``."""
+    import resource
+
+    peak = {"host_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}  # Linux: KiB
+    if device.type == "cuda":
+        peak["cuda_allocated"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return peak
+
+
 def _maybe_fail(run_dir: str, step: int) -> None:
     at = os.environ.get(FAIL_AT_STEP)
     marker = os.path.join(run_dir, ".fault-injected")
@@ -337,6 +348,7 @@ def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, float]]:
         ckpt.save(ckpt_root, state["global_step"], model, optimizer, state, keep=cfg.train.keep_checkpoints)
 
     model.train()
+    train_samples, train_seconds = 0, 0.0  # this process's training samples and time (evaluation excluded)
     valid = None  # the last evaluation of the current weights, reused for the final table
     while state["epoch"] < cfg.train.epochs and not done:
         epoch, start = state["epoch"], state["step_in_epoch"]
@@ -375,6 +387,7 @@ def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, float]]:
                     pipeline.reset()
                 break
         bar.close()
+        train_samples, train_seconds = train_samples + seen, train_seconds + time.perf_counter() - t0
         if step < steps_per_epoch and not done:
             raise RuntimeError(f"epoch {epoch + 1} ended after {step} of {steps_per_epoch} steps")
         finished_epoch = step >= steps_per_epoch
@@ -396,7 +409,10 @@ def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, float]]:
         writer.close()
     if env.is_main:
         _write_json(os.path.join(run_dir, "metrics.json"),
-                    dict(metrics, global_step=state["global_step"], world_size=env.world_size))
+                    dict(metrics, global_step=state["global_step"], world_size=env.world_size,
+                         train={"samples": train_samples, "seconds": train_seconds,
+                                "samples_per_s": train_samples / max(train_seconds, 1e-9)},
+                         peak_memory_mib=peak_memory_mib(env.device)))
         print(format_table(metrics), flush=True)
     barrier()
     return metrics

@@ -1,0 +1,63 @@
+"""``tinrec experiment``: configs x seeds through the real CLI, one table; finished runs are not repeated."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.tinrec.test_train_cli import TINY, run
+
+SLUG = {"Avg": "avg", "TIN w/o TTE": "tin-w-o-tte"}
+
+pytestmark = pytest.mark.integration
+
+
+def test_experiment_table_relative_change_cost_and_skip(tmp_path):
+    data = str(tmp_path / "data")
+    common = [f"data.path={data}", *TINY, "train.epochs=1", "train.max_steps=6", "train.checkpoint_every=0"]
+    spec = {"name": "exp", "seeds": [0, 1], "baseline": "Avg", "overrides": common,
+            "rows": [{"name": "Avg", "config": "configs/avgpool_concat.yaml"},
+                     {"name": "TIN w/o TTE", "config": "configs/default.yaml",
+                      "overrides": ["model.interests.tin.temporal=false"]}]}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "runs"
+    run(["experiment", str(path), "--out-root", str(out)])
+
+    results = json.loads((out / "exp" / "results.json").read_text())["results"]
+    files = {(row, s): out / "exp" / f"{SLUG[row]}-s{s}" / "metrics.json" for row in SLUG for s in (0, 1)}
+    per_run = {k: json.loads(f.read_text()) for k, f in files.items()}
+    for row in ("Avg", "TIN w/o TTE"):
+        gauc = [per_run[row, s]["test"]["gauc"] for s in (0, 1)]
+        assert results[row]["gauc_mean"] == pytest.approx(np.mean(gauc))
+        assert results[row]["gauc_std"] == pytest.approx(np.std(gauc))
+        m = per_run[row, 0]
+        assert m["train"]["samples"] == 6 * 64 and m["train"]["samples_per_s"] > 0
+        assert m["peak_memory_mib"]["host_rss"] > 50  # a torch process holds far more than 50 MiB
+        assert results[row]["peak_host_rss_mib_max"] == max(per_run[row, s]["peak_memory_mib"]["host_rss"]
+                                                            for s in (0, 1))
+    table = (out / "exp" / "results.md").read_text()
+    delta = 100 * (results["TIN w/o TTE"]["gauc_mean"] / results["Avg"]["gauc_mean"] - 1)
+    tin_line = next(line for line in table.splitlines() if line.startswith("| TIN w/o TTE |"))
+    assert f"| {delta:+.2f} |" in tin_line and "model.interests.tin.temporal=false" in tin_line
+    assert "peak RSS MiB" in table and "seed=<seed>" in tin_line
+
+    # a re-run reuses finished runs: nothing is trained again, the metrics files are untouched
+    stamps = {k: os.path.getmtime(f) for k, f in files.items()}
+    again = run(["experiment", str(path), "--out-root", str(out)])
+    assert "[experiment]" not in again.stdout
+    assert stamps == {k: os.path.getmtime(f) for k, f in files.items()}
+
+
+def test_spec_errors_name_the_key(tmp_path):
+    from tinrec.experiment import load_spec
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "x", "rows": [{"name": "A", "config": "c.yaml"}], "baseline": "B"}))
+    with pytest.raises(ValueError, match="baseline: 'B' is not the name of a row"):
+        load_spec(str(bad))
+    bad.write_text(yaml.safe_dump({"name": "x", "rows": [{"name": "A"}]}))
+    with pytest.raises(ValueError, match=r"rows\[0\]"):
+        load_spec(str(bad))
