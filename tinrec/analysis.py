@@ -229,12 +229,27 @@ def top_categories(gt: Dict[str, Any], top_k: int) -> List[int]:
     return [int(c) for c in order[:top_k] if imp[c] > 0]
 
 
+def decay_ratio(row: np.ndarray, span: int = 3) -> float:
+    """How much a correlation row over positions 1..P falls with time: the mean of its first ``span`` positions
+    over the mean of its last ``span`` (NaN-skipping; NaN without data at either end). 1 = no temporal decay
+    (what a model without temporal information learns), > 1 = the most recent behaviours correlate more."""
+    row = np.asarray(row, np.float64)
+    if row.size < 2 * span:
+        raise ValueError(f"decay ratio needs at least {2 * span} positions, got {row.size}")
+    head, tail = row[:span][np.isfinite(row[:span])], row[-span:][np.isfinite(row[-span:])]
+    if not head.size or not tail.size or tail.mean() <= 0:
+        return math.nan
+    return float(head.mean() / tail.mean())
+
+
 def compare(gt: Dict[str, Any], learned: Dict[str, Any], top_k: int = 20) -> Dict[str, Any]:
     """Pearson(ground truth, learned) over positions of the same-category row, for the top-K categories.
 
     ``gt`` needs ``ctc`` [C, C, P] and ``impressions`` [C]; ``learned`` needs ``ctc`` [C, C, P'] (the first
     min(P, P') positions are used). Categories whose coefficient is undefined (a constant row, or fewer
     than 3 positions with data) are listed in ``undefined`` and left out of the bin fractions.
+    ``decay`` / ``ground_truth_decay``: :func:`decay_ratio` of the learned / ground-truth same-category row
+    per category, and their medians over the categories (``decay_median``, ``ground_truth_decay_median``).
     """
     P = min(gt["ctc"].shape[-1], learned["ctc"].shape[-1])
     cats = top_categories(gt, top_k)
@@ -244,7 +259,15 @@ def compare(gt: Dict[str, Any], learned: Dict[str, Any], top_k: int = 20) -> Dic
         if bin_of(r) is not None:
             bins[bin_of(r)] += 1
     defined = sum(bins.values())
-    return {"categories": cats, "pearson": per, "bins": bins,
+    decay = {c: decay_ratio(learned["ctc"][c, c, :P]) if P >= 6 else math.nan for c in cats}
+    gt_decay = {c: decay_ratio(gt["ctc"][c, c, :P]) if P >= 6 else math.nan for c in cats}
+
+    def median(d: Dict[int, float]) -> float:
+        v = [x for x in d.values() if math.isfinite(x)]
+        return float(np.median(v)) if v else math.nan
+
+    return {"categories": cats, "pearson": per, "bins": bins, "decay": decay, "decay_median": median(decay),
+            "ground_truth_decay": gt_decay, "ground_truth_decay_median": median(gt_decay),
             "fractions": {k: (v / defined if defined else math.nan) for k, v in bins.items()},
             "undefined": [c for c, r in per.items() if not math.isfinite(r)], "positions": P}
 
@@ -366,7 +389,9 @@ def run_stc(cfg, *, split: str = "test", positions: int = 10, top_k: int = 20, t
         cmp = compare(gt, learned, top_k)
         report.update(checkpoint=learned["checkpoint"], interest=learned["interest"], split=split,
                       learned_same_category={c: learned["ctc"][c, c] for c in cats}, pearson=cmp["pearson"],
-                      bins=cmp["bins"], fractions=cmp["fractions"], undefined=cmp["undefined"])
+                      bins=cmp["bins"], fractions=cmp["fractions"], undefined=cmp["undefined"],
+                      **{k: cmp[k] for k in ("decay", "decay_median", "ground_truth_decay",
+                                             "ground_truth_decay_median")})
         report["files"]["pearson_bins"] = plot_pearson_bins(cmp, os.path.join(out, "stc_pearson_bins.png"),
                                                             label=learned["interest"])
     report["files"]["heatmap"] = plot_heatmaps(report["heatmaps"][target],
@@ -395,4 +420,8 @@ def summary(report: Dict[str, Any]) -> str:
                      f"{len(report['top_categories'])} categories: " + ", ".join(
                          f"{k} {'-' if v is None else f'{100 * v:.0f}%'}" for k, v in report["fractions"].items())
                      + (f" ({len(report['undefined'])} undefined)" if report["undefined"] else ""))
+        g, m = report["ground_truth_decay_median"], report["decay_median"]
+        lines.append("temporal decay of the same-category row (mean of p=1-3 / mean of the last 3 positions, median "
+                     f"over the categories): ground truth {'-' if g is None else f'{g:.2f}'}, learned "
+                     f"{'-' if m is None else f'{m:.2f}'} (1 = no decay)")
     return "\n".join(lines + ["wrote " + ", ".join(report["files"].values())])

@@ -230,6 +230,28 @@ def test_compare_bins_known_pearson_coefficients(tmp_path):
     assert os.path.getsize(plot_pearson_bins(cmp, str(tmp_path / "bins.png"))) > 1000
 
 
+def test_decay_ratio_separates_decaying_from_flat_rows():
+    from tinrec.analysis import decay_ratio
+
+    p = np.arange(1, 11)
+    assert decay_ratio(np.exp(-(p - 1) / 8.0)) == pytest.approx(np.exp(-np.arange(3) / 8).mean()
+                                                                 / np.exp(-np.arange(7, 10) / 8).mean())
+    assert decay_ratio(np.full(10, 0.3)) == pytest.approx(1.0)
+    row = np.full(10, 2.0)
+    row[:3], row[8] = [4.0, 4.0, np.nan], np.nan  # NaN (no behaviour there) is skipped at either end
+    assert decay_ratio(row) == pytest.approx(2.0)
+    assert math.isnan(decay_ratio(np.r_[np.full(7, 1.0), np.full(3, np.nan)]))
+    with pytest.raises(ValueError, match="at least 6 positions"):
+        decay_ratio(np.ones(5))
+    C, P = 4, 10
+    gt = {"ctc": np.ones((C, C, P)), "impressions": np.array([0, 30, 20, 10])}
+    learned = {"ctc": np.ones((C, C, P))}
+    learned["ctc"][1, 1] = np.exp(-(p - 1) / 4.0)
+    cmp = compare(gt, learned, top_k=3)
+    assert cmp["decay"][1] > 5 and cmp["decay"][2] == pytest.approx(1.0) and cmp["decay_median"] == pytest.approx(1.0)
+    assert cmp["ground_truth_decay_median"] == pytest.approx(1.0)
+
+
 # ---- end to end ----------------------------------------------------------------------------------------------
 
 
