@@ -30,7 +30,8 @@ import yaml
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    """Run-folder name of a row: lower case, "'" spelled "prime" (DIN' vs DIN), other symbols "-"."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower().replace("'", " prime")).strip("-")
 
 
 def load_spec(path: str) -> dict:
@@ -45,6 +46,12 @@ def load_spec(path: str) -> dict:
     for i, row in enumerate(spec["rows"]):
         if set(row) - {"name", "config", "overrides"} or "name" not in row or "config" not in row:
             raise ValueError(f"{path}: rows[{i}]: needs name and config (and optional overrides) only")
+    slugs: Dict[str, str] = {}
+    for row in spec["rows"]:
+        other = slugs.setdefault(_slug(row["name"]), row["name"])
+        if other != row["name"] or sum(r["name"] == row["name"] for r in spec["rows"]) > 1:
+            raise ValueError(f"{path}: rows: {other!r} and {row['name']!r} would share the run folder "
+                             f"{_slug(row['name'])}-s<seed>; rename one")
     if spec.get("baseline") and spec["baseline"] not in [r["name"] for r in spec["rows"]]:
         raise ValueError(f"{path}: baseline: {spec['baseline']!r} is not the name of a row")
     return spec

@@ -61,3 +61,11 @@ def test_spec_errors_name_the_key(tmp_path):
     bad.write_text(yaml.safe_dump({"name": "x", "rows": [{"name": "A"}]}))
     with pytest.raises(ValueError, match=r"rows\[0\]"):
         load_spec(str(bad))
+    # DIN' and DIN get their own run folders; names that would share one are refused, not silently merged
+    rows = [{"name": "DIN'", "config": "c.yaml"}, {"name": "DIN", "config": "c.yaml"}]
+    bad.write_text(yaml.safe_dump({"name": "x", "rows": rows}))
+    assert [r["name"] for r in load_spec(str(bad))["rows"]] == ["DIN'", "DIN"]
+    for clash in ("din", "DIN "):
+        bad.write_text(yaml.safe_dump({"name": "x", "rows": rows + [{"name": clash, "config": "c.yaml"}]}))
+        with pytest.raises(ValueError, match="would share the run folder din-s<seed>"):
+            load_spec(str(bad))
