@@ -130,25 +130,34 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.output_dim: int = width
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None, *, after_first_linear: bool = False) -> Tensor:
         """Apply the MLP.
 
         Args:
-            x: input of shape [..., in_dim].
+            x: input of shape [..., in_dim], or with ``after_first_linear`` the output of the first
+                Linear, shape [..., hidden_dims[0]], computed by the caller (DIN's factorised unit).
             mask: optional bool of shape [...] (the leading dims of x); only Dice uses it, to keep
                 padded rows out of its batch statistics.
 
         Returns:
             Tensor of shape [..., output_dim].
         """
-        if x.shape[-1] != self.in_dim:
-            raise ValueError(f"MLP expects last dim {self.in_dim}, got shape {tuple(x.shape)}")
+        layers = list(self.layers)
+        if after_first_linear:
+            if not layers or not isinstance(layers[0], nn.Linear):
+                raise ValueError("after_first_linear needs an MLP whose first layer is a Linear")
+            first, layers = layers[0], layers[1:]
+            width = first.out_features
+        else:
+            width = self.in_dim
+        if x.shape[-1] != width:
+            raise ValueError(f"MLP expects last dim {width}, got shape {tuple(x.shape)}")
         lead = x.shape[:-1]
         if mask is not None and tuple(mask.shape) != tuple(lead):
             raise ValueError(f"MLP mask must have shape {tuple(lead)}, got {tuple(mask.shape)}")
-        x_NH = x.reshape(-1, self.in_dim)
+        x_NH = x.reshape(-1, width)
         mask_N = None if mask is None else mask.reshape(-1)
-        for layer in self.layers:
+        for layer in layers:
             x_NH = layer(x_NH, mask_N) if isinstance(layer, Dice) else layer(x_NH)
         return x_NH.reshape(*lead, self.output_dim)
 

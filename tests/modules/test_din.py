@@ -101,6 +101,29 @@ def test_activation_unit_input_and_scaled_logits():
     torch.testing.assert_close(logit_BL[batch["mask_BL"]], expected_BL[batch["mask_BL"]])
 
 
+@pytest.mark.parametrize("activation", ["prelu", "dice"])
+def test_factorised_first_layer_equals_the_concatenated_input_values_and_gradients(activation):
+    """The unit never builds [v, e, v - e, v ⊙ e]; values and every gradient match the form that does."""
+    batch = make_batch([5, 2, 4], seed=2)
+
+    def run(factorised):
+        din = make_din(seed=7, activation=activation).train()
+        seq = batch["seq_BLD"].clone().requires_grad_(True)
+        query = batch["query_BD"].clone().requires_grad_(True)
+        if factorised:
+            logit = din.attention_logits(seq_BLD=seq, mask_BL=batch["mask_BL"], query_BD=query)
+        else:
+            e = seq * batch["mask_BL"].unsqueeze(-1)
+            v = query.unsqueeze(1).expand_as(e)
+            unit_in = torch.cat([v, e, v - e, v * e], dim=-1)
+            logit = din.activation_unit(unit_in, batch["mask_BL"]).squeeze(-1) / math.sqrt(D)
+        (logit[batch["mask_BL"]] ** 2).sum().backward()
+        return logit[batch["mask_BL"]], seq.grad, query.grad, din.activation_unit.layers[0].weight.grad
+
+    for got, want in zip(run(True), run(False)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_softmax_weights_sum_to_one_over_valid_positions():
     din, batch = make_din().eval(), make_batch([5, 2, 0])
     weight_BL = din.attention_weights(**batch)
