@@ -1,0 +1,38 @@
+"""The models the benchmark measures: adding one is one entry of :data:`MODELS`.
+
+Every entry is a config of ``configs/`` plus the overrides that give each behaviour field (item, category)
+the benchmark's embedding width (``{dim}``, 64 by default) and size what depends on it: the temporal tables
+(TIN's position table, BST's order table) to the behaviour width 2 * dim, DIEN's GRU to the behaviour width
+(as the peers do). ``peers`` lists the same model in the peer libraries (``benchmarks/peers.py``);
+``lookup_bound`` marks the models whose cost at long L is dominated by embedding traffic, for which the
+memory-bandwidth floor is reported; ``quadratic`` the ones whose cost grows with L^2 (self-attention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Tuple
+
+
+@dataclass(frozen=True)
+class Entry:
+    config: str
+    overrides: Tuple[str, ...] = ()
+    peers: Tuple[Tuple[str, str], ...] = ()  # (peer library, its model name)
+    lookup_bound: bool = False
+    quadratic: bool = False
+
+    def resolved(self, dim: int) -> List[str]:
+        fields = [f"model.tables.item.dim={dim}", f"model.tables.category.dim={dim}"]
+        return fields + [o.format(dim=dim, width=2 * dim) for o in self.overrides]
+
+
+MODELS = {
+    "tin": Entry("configs/default.yaml", ("model.tables.position.dim={width}",), lookup_bound=True),
+    "din": Entry("configs/din.yaml", peers=(("deepctr", "din"), ("rechub", "din")), lookup_bound=True),
+    "bst": Entry("configs/bst.yaml", ("model.tables.coe.dim={width}",), peers=(("rechub", "bst"),),
+                 quadratic=True),
+    "dien": Entry("configs/dien.yaml", ("model.interests.dien.hidden={width}",), peers=(("deepctr", "dien"),)),
+}
+
+LENGTHS = (50, 200, 1000, 2000)

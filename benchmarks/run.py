@@ -1,0 +1,225 @@
+"""The benchmark, one command: tinrec (TorchRec path and module alone) beside the peers, over sequence lengths.
+
+    python -m benchmarks.run                       # every model of benchmarks/models.py, L in 50 200 1000 2000
+    python -m benchmarks.run --models din --lengths 50 2000 --no-peers --out /tmp/bench
+
+For each model and length L (batch 256, embedding width 64 per field, CPU, ``--threads`` threads): training
+and inference samples/s and peak memory, through tinrec's real TorchRec path and for the interest module
+alone (``benchmarks/tinrec_bench.py``, one subprocess per point), and the same model in the peer libraries
+on the same synthetic batches (``benchmarks/peers.py``, in a separate virtual environment this script
+creates at ``.bench-peers``). The machine's memory bandwidth is measured here (a 256 MiB fp32 copy, best of
+10: 2 x bytes / time), and for the lookup-bound models the embedding bytes per sample over that bandwidth
+give a floor on the time per sample (``floor ratio`` = achieved time / floor).
+
+Writes ``<out>.json`` (machine, versions, command, every number), ``<out>.md`` (the table the README shows)
+and ``<out>.png`` (training samples/s against L, log-log). Points run one after the other; a point that
+fails (e.g. out of memory) is recorded with its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def measure_bandwidth(threads: int, mib: int = 256, repeats: int = 10) -> float:
+    """Memory bandwidth in bytes/s: a ``mib`` MiB fp32 tensor copied into another, best of ``repeats``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    src = torch.ones(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t)
+    return 2 * src.numel() * 4 / best
+
+
+def machine() -> Dict[str, object]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    mem = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem = int(next(line.split()[1] for line in f if line.startswith("MemTotal"))) // 1024
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_mib": mem, "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def versions() -> Dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "torchrec", "fbgemm-gpu-cpu", "fbgemm-gpu"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _last_json(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError("no JSON line in the output")
+
+
+def run_tinrec(model: str, seq_len: int, args) -> dict:
+    steps, warmup = (args.steps_long, 1) if seq_len >= 1000 else (args.steps, 2)
+    cmd = [sys.executable, "-m", "benchmarks.tinrec_bench", "--model", model, "--seq-len", str(seq_len),
+           "--batch", str(args.batch), "--dim", str(args.dim), "--threads", str(args.threads),
+           "--steps", str(steps), "--warmup", str(warmup)]
+    print(f"[bench] tinrec {model} L={seq_len}", file=sys.stderr, flush=True)
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=args.timeout)
+    if p.returncode != 0:
+        return {"model": model, "seq_len": seq_len, "error": f"exit {p.returncode}: {p.stderr.strip()[-800:]}"}
+    return _last_json(p.stdout)
+
+
+def run_peer(python: str, peer: str, peer_model: str, seq_len: int, args) -> dict:
+    from benchmarks.peers import measure
+
+    steps, warmup = (args.steps_long, 1) if seq_len >= 1000 else (args.steps, 2)
+    print(f"[bench] {peer} {peer_model} L={seq_len}", file=sys.stderr, flush=True)
+    try:
+        return measure(python, peer, peer_model, seq_len, batch=args.batch, dim=args.dim, steps=steps,
+                       warmup=warmup, threads=args.threads, timeout=args.timeout)
+    except Exception as e:  # recorded, the run goes on
+        return {"error": str(e)[-800:]}
+
+
+def table(report: dict) -> str:
+    """Markdown: one row per model and L (train / inference samples/s, memory, peer ratio, floor ratio)."""
+    from benchmarks.models import MODELS
+
+    bw = report["bandwidth_bytes_per_s"]
+    lines = ["| model | L | tinrec train (TorchRec) | module alone train | tinrec infer | peak RSS MiB | "
+             "best peer train | tinrec / peer | floor ratio (train) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        name = r["model"] + (" (quadratic in L)" if MODELS[r["model"]].quadratic else "")
+        if "error" in r:
+            lines.append(f"| {name} | {r['seq_len']} | failed: {r['error'][:80]} | | | | | | |")
+            continue
+        tr, mt = r["torchrec_train"]["samples_per_s"], r.get("module_train", {}).get("samples_per_s")
+        peers = {k: v["train_samples_per_s"] for k, v in r.get("peers", {}).items() if "train_samples_per_s" in v}
+        best = max(peers.items(), key=lambda kv: kv[1]) if peers else None
+        floor = ""
+        if MODELS[r["model"]].lookup_bound:
+            floor_s = r["lookup_bytes"]["train"] / bw  # seconds per sample
+            floor = f"{(1.0 / tr) / floor_s:.1f}x"
+        lines.append(
+            f"| {name} | {r['seq_len']} | {tr:.0f} | {'' if mt is None else f'{mt:.0f}'} | "
+            f"{r['torchrec_infer']['samples_per_s']:.0f} | {r['peak_rss_mib']:.0f} | "
+            + (f"{best[1]:.0f} ({best[0]}) | {tr / best[1]:.2f}x" if best else "- | -") + f" | {floor or '-'} |")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: Dict[str, Dict[int, float]] = {}
+    for r in report["results"]:
+        if "error" in r:
+            continue
+        series.setdefault(f"tinrec {r['model']}", {})[r["seq_len"]] = r["torchrec_train"]["samples_per_s"]
+        for peer, v in r.get("peers", {}).items():
+            if "train_samples_per_s" in v:
+                series.setdefault(f"{peer} {r['model']}", {})[r["seq_len"]] = v["train_samples_per_s"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, pts in sorted(series.items()):
+        xs = sorted(pts)
+        ax.plot(xs, [pts[x] for x in xs], marker="o", linestyle="-" if label.startswith("tinrec") else "--",
+                label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length L")
+    ax.set_ylabel("training samples/s")
+    ax.set_title(f"batch {report['settings']['batch']}, dim {report['settings']['dim']}, "
+                 f"{report['settings']['threads']} CPU threads")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    from benchmarks.models import LENGTHS, MODELS
+
+    ap = argparse.ArgumentParser(description="tinrec benchmark beside the peers (benchmarks/README in the module doc)")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--lengths", nargs="+", type=int, default=list(LENGTHS))
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=10, help="timed steps at L < 1000")
+    ap.add_argument("--steps-long", type=int, default=3, help="timed steps at L >= 1000")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per measured point")
+    ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--peers-env", default=os.path.join(REPO, ".bench-peers"))
+    ap.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "cpu"),
+                    help="output prefix: writes OUT.json, OUT.md, OUT.png")
+    args = ap.parse_args(argv)
+
+    report = {"command": "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "versions": versions(),
+              "settings": {k: getattr(args, k) for k in ("batch", "dim", "threads", "steps", "steps_long")},
+              "device": "cpu", "results": []}
+    report["bandwidth_bytes_per_s"] = measure_bandwidth(args.threads)
+    print(f"[bench] memory bandwidth {report['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s", file=sys.stderr)
+    python = None
+    if not args.no_peers and any(MODELS[m].peers for m in args.models):
+        from benchmarks.peers import ensure_env
+
+        python = ensure_env(args.peers_env)  # each peer result records its library's version
+    for model in args.models:
+        for L in args.lengths:
+            r = run_tinrec(model, L, args)
+            if python is not None:
+                r["peers"] = {peer: run_peer(python, peer, pm, L, args) for peer, pm in MODELS[model].peers}
+            report["results"].append(r)
+            _write(report, args.out, final=False)
+    _write(report, args.out, final=True)
+    print(table(report))
+    return report
+
+
+def _write(report: dict, out: str, final: bool) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".json.tmp", "w") as f:
+        json.dump(report, f, indent=1)
+    os.replace(out + ".json.tmp", out + ".json")
+    if final:
+        bw = report["bandwidth_bytes_per_s"] / 1e9
+        with open(out + ".md", "w") as f:
+            f.write(f"`{report['command']}` on {report['machine']['cpu']} ({report['machine']['cores']} cores), "
+                    f"{report['settings']['threads']} threads, memory bandwidth {bw:.1f} GB/s, {report['date']}. "
+                    f"Samples/s (median step); peak RSS of the TorchRec path; floor ratio = time per sample / "
+                    f"(embedding bytes per sample / bandwidth).\n\n{table(report)}\n")
+        plot(report, out + ".png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""One tinrec measurement: a model of ``benchmarks/models.py`` at one sequence length, in this process.
+
+Run by ``benchmarks/run.py`` in a subprocess per (model, L) so that peak memory is that run's own::
+
+    python -m benchmarks.tinrec_bench --model din --seq-len 2000 [--batch 256 --dim 64 --threads 2 ...]
+
+prints one JSON object. What it does:
+
+1. Writes the shared synthetic batch (``benchmarks/synthetic.py``, the same numbers the peers get) as a
+   dataset in tinrec's format (``docs/data.md``; every history full length L, one-minute gaps) and builds
+   the config with the benchmark's widths (``data.max_len = L``).
+2. **TorchRec path**: the model exactly as ``tinrec train`` builds it (planner, DistributedModelParallel with
+   the fused sparse optimizer, dense Adam, ``TrainPipelineSparseDist``), fed the loader's batch of that
+   dataset again and again. Training: the median time of a pipeline step; inference: the same pipeline in
+   eval mode under ``torch.no_grad``, as ``tinrec train`` evaluates (input distribution, lookup, dense part).
+   Peak memory: the process's peak RSS after the TorchRec path (``ru_maxrss``).
+3. **Module alone**: the interest module on the same batch's embedded inputs (its SequenceArch output,
+   leaves with ``requires_grad``): forward + backward of the module's output sum (plus its auxiliary loss),
+   and the no-grad forward. No lookup, no tower, no optimizer.
+4. For the lookup-bound models, the embedding bytes moved per sample (see :func:`lookup_bytes`).
+
+Samples/s = batch / median step time over ``--steps`` timed steps after ``--warmup``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List
+
+import numpy as np
+
+T0 = 1_700_000_000  # target timestamp of every synthetic impression (seconds)
+
+
+def write_dataset(path: str, batch: Dict[str, np.ndarray], num_items: int, num_categories: int) -> None:
+    """The synthetic batch as a tinrec dataset (train = valid = test = the batch; ids as given)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tinrec.data import format as fmt
+
+    B, L = batch["hist_item"].shape
+    ones, hist_ts = np.ones(B, np.int64), T0 - 60 * np.arange(L, 0, -1, dtype=np.int64)  # oldest first
+    lists = lambda a: pa.array(list(np.asarray(a, np.int64)), type=pa.list_(pa.int64()))  # noqa: E731
+    cols = {fmt.LABEL: pa.array(batch["label"].astype(np.int8)), "user_id": pa.array(np.arange(1, B + 1)),
+            "user_age": pa.array(ones), "user_gender": pa.array(ones),
+            "target_item": pa.array(batch["target_item"].astype(np.int64)),
+            "target_category": pa.array(batch["target_category"].astype(np.int64)),
+            "target_brand": pa.array(ones), "target_author": pa.array(ones),
+            fmt.TARGET_TIMESTAMP: pa.array(np.full(B, T0, np.int64)),
+            "hist_item": lists(batch["hist_item"]), "hist_category": lists(batch["hist_category"]),
+            "hist_brand": lists(np.ones((B, L))), "hist_author": lists(np.ones((B, L))),
+            fmt.HIST_TIMESTAMP: lists(np.broadcast_to(hist_ts, (B, L)))}
+    table = pa.table(cols)
+    for split in fmt.SPLITS:
+        os.makedirs(os.path.join(path, split), exist_ok=True)
+        pq.write_table(table, os.path.join(path, split, "part-00000.parquet"))
+    meta = {"format_version": fmt.FORMAT_VERSION, "generator": None,
+            "tables": {"user": B + 1, "item": num_items + 1, "category": num_categories + 1, "brand": 2,
+                       "author": 2, "age": 2, "gender": 2},
+            "splits": {s: {"rows": B, "files": [f"{s}/part-00000.parquet"]} for s in fmt.SPLITS}, "max_seq_len": L,
+            "mean_history_length": float(L)}
+    with open(os.path.join(path, "meta.json"), "w") as f:
+        json.dump(meta, f)
+
+
+def lookup_bytes(cfg, seq_len: int) -> Dict[str, int]:
+    """Embedding bytes per sample of the sequence lookups (fp32), the traffic no implementation avoids.
+
+    Per behaviour and per sequence feature of width d: inference reads the row and writes it into the
+    sequence tensor (2 * 4d bytes); training adds reading its gradient and reading + writing the row in the
+    fused optimizer update (5 * 4d). Scalar features (target, user) are left out (L times smaller).
+    """
+    from tinrec.features import is_sequence
+
+    width = sum(t.dim for t in cfg.model.tables.values() for f in t.features if is_sequence(f))
+    return {"per_behaviour_width": width, "train": 5 * 4 * width * seq_len, "infer": 2 * 4 * width * seq_len}
+
+
+def _median_rate(step: Callable[[], None], batch: int, warmup: int, steps: int) -> Dict[str, float]:
+    for _ in range(warmup):
+        step()
+    times: List[float] = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    return {"samples_per_s": batch / med, "step_s_median": med, "step_s_min": min(times), "steps": steps}
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main(argv=None) -> Dict[str, object]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--seq-len", type=int, required=True)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--num-items", type=int, default=100_000)
+    ap.add_argument("--num-categories", type=int, default=1_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-module", action="store_true", help="skip the module-alone measurement")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from benchmarks.models import MODELS
+    from benchmarks.synthetic import make_batch
+    from tinrec.config import load_config
+    from tinrec.model import build_model
+    from tinrec.train import Data, build_training, init_distributed, seed_everything
+    from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+    if args.model not in MODELS:
+        raise SystemExit(f"--model: {args.model!r} is not in benchmarks/models.py MODELS ({', '.join(MODELS)})")
+    entry, B, L = MODELS[args.model], args.batch, args.seq_len
+    out: Dict[str, object] = {"model": args.model, "seq_len": L, "batch": B, "dim": args.dim,
+                              "threads": torch.get_num_threads(), "config": entry.config,
+                              "overrides": entry.resolved(args.dim)}
+    with tempfile.TemporaryDirectory(prefix="tinrec-bench-") as tmp:
+        data_path = os.path.join(tmp, "data")
+        write_dataset(data_path, make_batch(B, L, num_items=args.num_items, num_categories=args.num_categories,
+                                            seed=args.seed), args.num_items, args.num_categories)
+        cfg = load_config(entry.config, [f"data.path={data_path}", f"data.max_len={L}", f"train.batch_size={B}",
+                                         "data.num_workers=0", f"run_dir={tmp}/run", f"seed={args.seed}",
+                                         *entry.resolved(args.dim)])
+        env = init_distributed()
+        data = Data(cfg, env)
+        batch = next(iter(data.loader(data.stream("train", train=True))))
+        out["lookup_bytes"] = lookup_bytes(cfg, L)
+
+        # ---- TorchRec path: DMP + fused optimizer + TrainPipelineSparseDist ----
+        model, optimizer, _ = build_training(cfg, data, env)
+        pipeline = TrainPipelineSparseDist(model, optimizer, env.device)
+        batches = itertools.repeat(batch)
+        model.train()
+        out["torchrec_train"] = _median_rate(lambda: pipeline.progress(batches), B, args.warmup, args.steps)
+        model.eval()
+        with torch.no_grad():
+            out["torchrec_infer"] = _median_rate(lambda: pipeline.progress(batches), B, args.warmup, args.steps)
+        out["peak_rss_mib"] = peak_rss_mib()
+        del pipeline, model, optimizer
+
+        # ---- the interest module alone, on the embedded inputs of the same batch ----
+        if not args.no_module:
+            seed_everything(args.seed)
+            plain = build_model(cfg, data.rows, sparse_device=torch.device("cpu"))
+            name = next(iter(plain.dense_arch.interests))
+            module = plain.dense_arch.interests[name]
+            with torch.no_grad():
+                seqs, _ = plain.sparse_arch(batch.sparse)
+                inputs = plain.dense_arch.sequences[name](plain.dense_arch.merge(seqs), batch.dense)
+            inputs = {k: (v.detach().requires_grad_(True) if torch.is_tensor(v) and v.is_floating_point() else v)
+                      for k, v in inputs.items()}
+
+            def train_step() -> None:
+                res = module(**inputs)
+                loss = res[0].sum() + res[1] if isinstance(res, tuple) else res.sum()
+                loss.backward()
+
+            module.train()
+            out["module_train"] = _median_rate(train_step, B, args.warmup, args.steps)
+            module.eval()
+            with torch.no_grad():
+                out["module_infer"] = _median_rate(lambda: module(**inputs), B, args.warmup, args.steps)
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return out
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    print(json.dumps(main()), flush=True)

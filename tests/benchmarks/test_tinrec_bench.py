@@ -1,0 +1,49 @@
+"""The tinrec side of the benchmark: one real (tiny) measurement, and the table's ratios from a report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.run import table
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.integration
+def test_one_point_through_torchrec_and_module_alone():
+    cmd = [sys.executable, "-m", "benchmarks.tinrec_bench", "--model", "din", "--seq-len", "12", "--batch", "8",
+           "--steps", "2", "--warmup", "1", "--threads", "1", "--num-items", "500", "--num-categories", "20"]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["model"] == "din" and r["seq_len"] == 12 and r["batch"] == 8 and r["threads"] == 1
+    assert "model.tables.item.dim=64" in r["overrides"]
+    # item 64 + category 64 per behaviour; training moves 5 x 4 bytes per value, inference 2 x 4
+    assert r["lookup_bytes"] == {"per_behaviour_width": 128, "train": 5 * 4 * 128 * 12, "infer": 2 * 4 * 128 * 12}
+    for key in ("torchrec_train", "torchrec_infer", "module_train", "module_infer"):
+        assert r[key]["steps"] == 2 and r[key]["samples_per_s"] == pytest.approx(8 / r[key]["step_s_median"])
+    assert r["peak_rss_mib"] > 100
+
+
+def _point(model, L, sps, peers=None):
+    rate = {"samples_per_s": sps, "step_s_median": 256 / sps, "step_s_min": 256 / sps, "steps": 3}
+    return {"model": model, "seq_len": L, "torchrec_train": rate, "torchrec_infer": rate, "module_train": rate,
+            "peak_rss_mib": 1000.0, "lookup_bytes": {"train": 10**6, "infer": 4 * 10**5},
+            "peers": peers or {}}
+
+
+def test_table_ratios_floor_and_flags():
+    report = {"bandwidth_bytes_per_s": 10**10, "results": [
+        _point("din", 2000, 120.0, {"deepctr": {"train_samples_per_s": 20.0}, "rechub": {"train_samples_per_s": 30.0}}),
+        _point("bst", 50, 50.0, {"rechub": {"error": "exit 1"}}),
+        {"model": "dien", "seq_len": 2000, "error": "exit -9: killed"}]}
+    rows = table(report).splitlines()[2:]
+    din = rows[0].split(" | ")
+    assert din[6] == "30 (rechub)" and din[7] == "4.00x"  # best peer, and tinrec / best peer
+    # floor: 1e6 bytes / 1e10 B/s = 0.1 ms per sample; achieved 1/120 s -> 83.3x the floor
+    assert din[8].startswith("83.3x")
+    assert "(quadratic in L)" in rows[1] and "| - | - | - |" in rows[1]  # a failed peer gives no ratio
+    assert "failed: exit -9: killed" in rows[2]
