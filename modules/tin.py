@@ -95,8 +95,9 @@ class TIN(nn.Module):
         else:
             count_B1 = mask_BL.sum(dim=1, keepdim=True).clamp_min(1).to(seq_tilde_BLD.dtype)
             weight_BL = mask_BL.to(seq_tilde_BLD.dtype) / count_B1
-        rep_BLD = self._representation(seq_tilde_BLD, query_tilde_BD)
-        return (weight_BL.unsqueeze(-1) * rep_BLD).sum(dim=1)
+        # sum_i w_i (e~_i ⊙ v~) = (sum_i w_i e~_i) ⊙ v~: one batched matmul, no [B, L, D] product
+        pooled_BD = torch.bmm(weight_BL.unsqueeze(1), seq_tilde_BLD).squeeze(1)
+        return pooled_BD * query_tilde_BD if self.representation else pooled_BD
 
     def learned_correlation(
         self,
@@ -157,7 +158,7 @@ class TIN(nn.Module):
 
     def _logits(self, seq_tilde_BLD: Tensor, query_tilde_BD: Tensor) -> Tensor:
         """Scaled dot products z_i = <e~_i, v~_t> / sqrt(D), shape [B, L]."""
-        return (seq_tilde_BLD * query_tilde_BD.unsqueeze(1)).sum(dim=-1) / math.sqrt(self.dim)
+        return torch.bmm(seq_tilde_BLD, query_tilde_BD.unsqueeze(-1)).squeeze(-1) / math.sqrt(self.dim)
 
     def _representation(self, seq_tilde_BLD: Tensor, query_tilde_BD: Tensor) -> Tensor:
         """r_i = e~_i ⊙ v~_t (TR) or e~_i (w/o TR), shape [B, L, D]."""
