@@ -101,9 +101,10 @@ class DIN(nn.Module):
             if seq_time_BLD is None or query_time_BD is None:
                 raise ValueError("DIN(temporal=True) needs seq_time_BLD and query_time_BD")
             seq_BLD, query_BD = seq_BLD + seq_time_BLD, query_BD + query_time_BD
-        weight_BL = self.attention_weights(seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
+        check_inputs(dim=self.dim, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
         seq_BLD = zero_padding(seq_BLD, mask_BL)
-        pooled_BD = (weight_BL.unsqueeze(-1) * seq_BLD).sum(dim=1)
+        weight_BL = self._weights(self._logits(seq_BLD, mask_BL, query_BD), mask_BL)
+        pooled_BD = torch.bmm(weight_BL.unsqueeze(1), seq_BLD).squeeze(1)  # sum_i w_i e_i
         if self.product:
             return torch.cat([pooled_BD, pooled_BD * query_BD], dim=-1)
         return pooled_BD
@@ -127,6 +128,9 @@ class DIN(nn.Module):
             (``softmax=True``; all zero for empty rows) or the raw activations a_i (DIN').
         """
         logit_BL = self.attention_logits(seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
+        return self._weights(logit_BL, mask_BL)
+
+    def _weights(self, logit_BL: Tensor, mask_BL: Tensor) -> Tensor:
         if self.softmax:
             return masked_softmax(logit_BL, mask_BL)
         return torch.where(mask_BL, logit_BL, torch.zeros_like(logit_BL))
@@ -143,7 +147,10 @@ class DIN(nn.Module):
             Logits of shape [B, L]; values at padding are meaningless (callers mask them).
         """
         check_inputs(dim=self.dim, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
-        seq_BLD = zero_padding(seq_BLD, mask_BL)
+        return self._logits(zero_padding(seq_BLD, mask_BL), mask_BL, query_BD)
+
+    def _logits(self, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor) -> Tensor:
+        """``attention_logits`` on a history already zero under padding."""
         hidden_BLH = self.first_layer(seq_BLD, query_BD)
         logit_BL = self.activation_unit(hidden_BLH, mask_BL, after_first_linear=True).squeeze(-1)
         if self.softmax:

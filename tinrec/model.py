@@ -47,16 +47,24 @@ class SparseArch(nn.Module):
         return seqs, pooled
 
 
-def _padded(values_Nd: torch.Tensor, mask_BL: torch.Tensor) -> torch.Tensor:
-    """[N, d] jagged values -> [B, L, d] zero-padded on the right.
+def _slots(lengths_B: torch.Tensor, L: int, N: int) -> torch.Tensor:
+    """Flat slot ``b * L + j`` in a right-padded [B, L] layout of each of the N jagged values (row b's j-th).
 
-    ``masked_scatter`` fills the True slots of the row-major mask in order, which is exactly the jagged
-    layout; it needs no host sync and no fbgemm kernel, so it runs wherever torch does (a CUDA torch beside
-    the CPU build of fbgemm included).
+    Built from the lengths alone (``output_size=N`` comes from the values' shape), so it needs no host sync.
     """
-    B, L = mask_BL.shape
+    B = lengths_B.numel()
+    lengths_B = lengths_B.long()
+    row_N = torch.repeat_interleave(torch.arange(B, device=lengths_B.device), lengths_B, output_size=N)
+    start_B = torch.cumsum(lengths_B, 0) - lengths_B
+    return row_N * L + torch.arange(N, device=lengths_B.device) - start_B[row_N]
+
+
+def _padded(values_Nd: torch.Tensor, slots_N: torch.Tensor, B: int, L: int) -> torch.Tensor:
+    """[N, d] jagged values -> [B, L, d] zero-padded on the right: a row copy into the slots of
+    :func:`_slots` (its gradient is a row gather). Pure torch, so it runs wherever torch does (a CUDA torch
+    beside the CPU build of fbgemm included)."""
     d = values_Nd.shape[-1]
-    return values_Nd.new_zeros(B, L, d).masked_scatter(mask_BL.unsqueeze(-1).expand(B, L, d), values_Nd)
+    return values_Nd.new_zeros(B * L, d).index_copy(0, slots_N, values_Nd).view(B, L, d)
 
 
 class SequenceArch(nn.Module):
@@ -83,24 +91,31 @@ class SequenceArch(nn.Module):
         B = lengths_B.numel()
         L = max(int(lengths_B.max()) if B else 0, 1)
         mask_BL = torch.arange(L, device=lengths_B.device)[None, :] < lengths_B[:, None]
-        seq_BLD = torch.cat([_padded(emb[f].values(), mask_BL) for f in self.history], dim=-1)
+        slots_N = _slots(lengths_B, L, first.values().shape[0])
+
+        def pad(values_Nd: torch.Tensor) -> torch.Tensor:
+            return _padded(values_Nd, slots_N, B, L)
+
+        # the history fields are concatenated while jagged ([N, D]), then padded once
+        hist = [emb[f].values() for f in self.history]
+        seq_BLD = pad(hist[0] if len(hist) == 1 else torch.cat(hist, dim=-1))
         query_BD = torch.cat([emb[f].values().view(B, -1) for f in self.target], dim=-1)
         out = {"seq_BLD": seq_BLD, "mask_BL": mask_BL, "query_BD": query_BD,
                "seq_time_BLD": None, "query_time_BD": None}
         if self.temporal is not None:
             hist_t, target_t = self.temporal  # several features (timestamp encoding) are summed
-            out["seq_time_BLD"] = _padded(sum(emb[f].values() for f in hist_t), mask_BL)
+            out["seq_time_BLD"] = pad(sum(emb[f].values() for f in hist_t))
             out["query_time_BD"] = sum(emb[f].values() for f in target_t).view(B, -1)
         if self.negatives == "in_batch":
             # one negative per behaviour: a behaviour drawn uniformly from the whole batch's histories
             # (DIEN's auxiliary loss; the global torch RNG is seeded and checkpointed)
-            flat_ND = torch.cat([emb[f].values() for f in self.history], dim=-1)
+            flat_ND = hist[0] if len(hist) == 1 else torch.cat(hist, dim=-1)
             pick_N = torch.randint(0, max(flat_ND.shape[0], 1), (flat_ND.shape[0],), device=flat_ND.device)
-            out["neg_seq_BLD"] = _padded(flat_ND[pick_N], mask_BL)
+            out["neg_seq_BLD"] = pad(flat_ND[pick_N])
         if self.timestamps:
-            out["seq_timestamp_BL"] = _padded(dense["hist_timestamp"].unsqueeze(-1), mask_BL).squeeze(-1)
+            out["seq_timestamp_BL"] = pad(dense["hist_timestamp"].unsqueeze(-1)).squeeze(-1)
         if self.sessions:
-            sess = _padded(dense["hist_session"].unsqueeze(-1) + 1, mask_BL).squeeze(-1) - 1  # -1 at padding
+            sess = pad(dense["hist_session"].unsqueeze(-1) + 1).squeeze(-1) - 1  # -1 at padding
             out["session_BL"] = sess
         return out
 

@@ -63,6 +63,26 @@ def test_sequence_arch_pads_right_with_mask(tmp_path):
     assert torch.equal(out["query_time_BD"], model.sparse_arch.ecs["dim64"].embeddings["position"].weight[0].expand(64, 64))
 
 
+def test_jagged_to_padded_matches_a_loop_and_routes_gradients():
+    from tinrec.model import _padded, _slots
+
+    lengths = torch.tensor([3, 0, 5, 1, 0, 2])
+    B, L, N, d = 6, 7, int(lengths.sum()), 4  # L above the longest row: trailing padding everywhere
+    values = torch.randn(N, d, requires_grad=True)
+    out = _padded(values, _slots(lengths, L, N), B, L)
+    want, n = torch.zeros(B, L, d), 0
+    for b, k in enumerate(lengths.tolist()):
+        want[b, :k] = values[n:n + k].detach()
+        n += k
+    assert torch.equal(out, want)
+    weight = torch.randn(B, L, d)
+    (out * weight).sum().backward()
+    mask = torch.arange(L)[None, :] < lengths[:, None]
+    assert torch.equal(values.grad, weight[mask])  # each value's gradient is its own slot's, padding drops
+    ints = _padded(torch.arange(N).unsqueeze(-1) + 10, _slots(lengths, L, N), B, L).squeeze(-1)
+    assert ints[mask].tolist() == list(range(10, 10 + N)) and not ints[~mask].any()
+
+
 def test_loss_ignores_zero_weight_samples(tmp_path):
     cfg, model, batch, rows = _setup(tmp_path)
     loss, (logits, labels, users, weights) = model(batch)
