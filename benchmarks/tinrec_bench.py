@@ -114,6 +114,8 @@ def main(argv=None) -> Dict[str, object]:
     ap.add_argument("--num-categories", type=int, default=1_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-module", action="store_true", help="skip the module-alone measurement")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extra config overrides (e.g. train.sparse_optimizer.name=sgd), recorded in the result")
     args = ap.parse_args(argv)
 
     import torch
@@ -131,14 +133,14 @@ def main(argv=None) -> Dict[str, object]:
     entry, B, L = MODELS[args.model], args.batch, args.seq_len
     out: Dict[str, object] = {"model": args.model, "seq_len": L, "batch": B, "dim": args.dim,
                               "threads": torch.get_num_threads(), "config": entry.config,
-                              "overrides": entry.resolved(args.dim)}
+                              "overrides": entry.resolved(args.dim) + list(args.set)}
     with tempfile.TemporaryDirectory(prefix="tinrec-bench-") as tmp:
         data_path = os.path.join(tmp, "data")
         write_dataset(data_path, make_batch(B, L, num_items=args.num_items, num_categories=args.num_categories,
                                             seed=args.seed), args.num_items, args.num_categories)
         cfg = load_config(entry.config, [f"data.path={data_path}", f"data.max_len={L}", f"train.batch_size={B}",
                                          "data.num_workers=0", f"run_dir={tmp}/run", f"seed={args.seed}",
-                                         *entry.resolved(args.dim)])
+                                         *entry.resolved(args.dim), *args.set])
         env = init_distributed()
         data = Data(cfg, env)
         batch = next(iter(data.loader(data.stream("train", train=True))))
