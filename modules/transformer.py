@@ -13,7 +13,9 @@ each wrapped in dropout, a residual connection and layer normalisation, either
 Attention is ``torch.nn.functional.scaled_dot_product_attention`` (scale 1/sqrt(D/heads)) with a
 boolean mask (True = may attend): padded positions are masked as keys, and ``causal=True`` adds the
 causal mask (query t sees keys <= t). Cost: time quadratic in L (O(B * L^2 * D)); memory is what
-SDPA needs plus the boolean mask, [B, 1, 1, L] without the causal mask and [B, 1, L, L] with it.
+SDPA needs plus the boolean mask, [B, 1, 1, L] without the causal mask. With it, right-padded
+histories (every row a prefix of real positions, as SequenceArch builds them) need no mask tensor:
+SDPA's own ``is_causal`` is exact for every real query; other layouts get a [B, 1, L, L] mask.
 SDPA's fused kernels keep memory linear in L (measured on CPU at B=4, L=2000, 8 heads, training: +66 MiB
 key-padding, +132 MiB causal); but in training with ``dropout > 0`` PyTorch's CPU SDPA falls back to its
 math kernel, which materialises the [B, H, L, L] weights and their dropout mask (+2 GiB at the same size, so
@@ -27,6 +29,8 @@ projection and an output projection W^O, both with biases (as ``nn.MultiheadAtte
 the attention weights, on both residual branches and after the FFN's hidden activation.
 """
 # Shape legend: B batch, L sequence length (padded), D width, H heads, F feed-forward hidden width.
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -56,6 +60,13 @@ def attention_mask(mask_BL: Tensor, *, causal: bool = False) -> Tensor:
         return (lower_LL & (mask_BL.unsqueeze(1) | eye_LL)).unsqueeze(1)
     empty_B1 = ~mask_BL.any(dim=1, keepdim=True)
     return (mask_BL | (empty_B1 & (idx_L == 0))).view(B, 1, 1, L)
+
+
+def is_right_padded(mask_BL: Tensor) -> bool:
+    """True when every row's real positions are a prefix (how SequenceArch pads). One host sync."""
+    L = mask_BL.shape[1]
+    prefix_BL = torch.arange(L, device=mask_BL.device)[None, :] < mask_BL.sum(dim=1, keepdim=True)
+    return bool(torch.equal(prefix_BL, mask_BL))
 
 
 class TransformerBlock(nn.Module):
@@ -104,8 +115,9 @@ class TransformerBlock(nn.Module):
         self.norm_ffn = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def attention(self, x_BLD: Tensor, attn_mask: Tensor) -> Tensor:
-        """Multi-head self-attention (SDPA) of ``x_BLD`` under the boolean ``attn_mask``."""
+    def attention(self, x_BLD: Tensor, attn_mask: Optional[Tensor], is_causal: bool = False) -> Tensor:
+        """Multi-head self-attention (SDPA) of ``x_BLD`` under the boolean ``attn_mask`` (None: under SDPA's
+        own causal mask when ``is_causal``)."""
         B, L, D = x_BLD.shape
         H = self.num_heads
         q_BHLd, k_BHLd, v_BHLd = (
@@ -117,6 +129,7 @@ class TransformerBlock(nn.Module):
             v_BHLd,
             attn_mask=attn_mask,
             dropout_p=self.dropout_p if self.training else 0.0,
+            is_causal=is_causal,
         )
         return self.out_proj(out_BHLd.transpose(1, 2).reshape(B, L, D))
 
@@ -131,12 +144,17 @@ class TransformerBlock(nn.Module):
         Returns:
             Shape [B, L, D], zero at padded positions.
         """
-        attn_mask = attention_mask(mask_BL, causal=causal)
+        if causal and is_right_padded(mask_BL):
+            # every key at or before a real query is real: SDPA's built-in causal mask is the whole mask,
+            # and no [B, 1, L, L] tensor is built (padded queries see padded keys; their outputs are zeroed)
+            attn_mask, is_causal = None, True
+        else:
+            attn_mask, is_causal = attention_mask(mask_BL, causal=causal), False
         x_BLD = zero_padding(x_BLD, mask_BL)
         if self.norm_first:
-            x_BLD = x_BLD + self.dropout(self.attention(self.norm_attn(x_BLD), attn_mask))
+            x_BLD = x_BLD + self.dropout(self.attention(self.norm_attn(x_BLD), attn_mask, is_causal))
             x_BLD = x_BLD + self.dropout(self.ffn(self.norm_ffn(x_BLD)))
         else:
-            x_BLD = self.norm_attn(x_BLD + self.dropout(self.attention(x_BLD, attn_mask)))
+            x_BLD = self.norm_attn(x_BLD + self.dropout(self.attention(x_BLD, attn_mask, is_causal)))
             x_BLD = self.norm_ffn(x_BLD + self.dropout(self.ffn(x_BLD)))
         return zero_padding(x_BLD, mask_BL)

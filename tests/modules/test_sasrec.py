@@ -146,3 +146,44 @@ def test_bad_arguments_raise_value_error():
         SASRec(dim=D, num_blocks=0)
     with pytest.raises(ValueError, match="seq_BLD"):
         make_sasrec()(**dict(make_batch([2, 1], time=False), seq_BLD=torch.zeros(2, 5, D + 1)))
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_right_padded_causal_uses_sdpa_is_causal_and_matches_the_explicit_mask(norm_first, monkeypatch):
+    """Right-padded rows take SDPA's built-in causal mask (no [B, 1, L, L] tensor); values and gradients at
+    real positions equal those of the explicit causal + key-padding mask."""
+    from tinrec.modules import transformer
+
+    torch.manual_seed(0)
+    block = TransformerBlock(dim=D, num_heads=2, ffn_dim=D, norm_first=norm_first).train()
+    lengths = torch.tensor([5, 3, 0, 1])
+    mask_BL = torch.arange(5)[None, :] < lengths[:, None]
+    assert transformer.is_right_padded(mask_BL)
+    assert not transformer.is_right_padded(torch.tensor([[False, True, True]]))
+    x_BLD = torch.randn(4, 5, D)
+
+    original = transformer.is_right_padded
+
+    def run(force_mask):
+        monkeypatch.setattr(transformer, "is_right_padded", (lambda m: False) if force_mask else original)
+        x = x_BLD.clone().requires_grad_(True)
+        out = block(x_BLD=x, mask_BL=mask_BL, causal=True)
+        (out * torch.arange(out.numel()).view_as(out).sin()).sum().backward()
+        return out, x.grad
+
+    calls = []
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        _recording(torch.nn.functional.scaled_dot_product_attention, calls))
+    out_fast, grad_fast = run(force_mask=False)
+    out_mask, grad_mask = run(force_mask=True)
+    assert calls == [(None, True), ("mask", False)]
+    torch.testing.assert_close(out_fast, out_mask, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_fast, grad_mask, rtol=1e-5, atol=1e-6)
+    assert not out_fast[~mask_BL].any()
+
+
+def _recording(fn, calls):
+    def wrapped(*args, attn_mask=None, is_causal=False, **kwargs):
+        calls.append((None if attn_mask is None else "mask", is_causal))
+        return fn(*args, attn_mask=attn_mask, is_causal=is_causal, **kwargs)
+    return wrapped
