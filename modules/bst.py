@@ -24,7 +24,7 @@ Choices (our choice unless a source is named):
 - FFN hidden width 4D (Vaswani et al.; the paper does not say), LeakyReLU slope 0.01; dropout on the
   attention weights, the residual branches and the FFN hidden layer.
 - Output width D; the model concatenates v itself.
-- Cost: quadratic in L (SDPA with a [B, 1, 1, L + 1] boolean key-padding mask).
+- Cost: time quadratic in L (SDPA with a [B, 1, 1, L + 1] boolean key-padding mask).
 """
 # Shape legend: B batch, L history length (padded), M = L + 1 (with the target token),
 # D embedding width.
@@ -42,7 +42,8 @@ POOLS = ("mean", "target")
 class BST(nn.Module):
     """One Transformer block over the behaviours plus the target token, then pooling.
 
-    Cost: quadratic in the history length L (time and attention memory).
+    Cost: time quadratic in the history length L (O(B L^2 D)); memory linear in L with SDPA's
+    fused kernels (modules/transformer.py; the L = 2000 runs: experiments/long_sequences.yaml).
 
     Args:
         dim: embedding width D of behaviours, positions and target.
