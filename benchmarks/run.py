@@ -133,6 +133,39 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def growth(report: dict, min_len: int = 200) -> Dict[str, Dict[str, float]]:
+    """Per model and path: k in time-per-sample ~ L^k, least squares on log-log over the lengths >= min_len
+    (below that, fixed per-step costs hide the growth). 1 = linear, 2 = quadratic."""
+    import numpy as np
+
+    pts: Dict[str, Dict[str, List[tuple]]] = {}
+    for r in report["results"]:
+        if "error" in r or r["seq_len"] < min_len:
+            continue
+        for key in ("torchrec_train", "module_train"):
+            if key in r:
+                pts.setdefault(r["model"], {}).setdefault(key, []).append((r["seq_len"], r[key]["samples_per_s"]))
+    out: Dict[str, Dict[str, float]] = {}
+    for model, by_key in pts.items():
+        for key, xy in by_key.items():
+            if len(xy) >= 2:
+                x, y = np.log([p[0] for p in xy]), np.log([1.0 / p[1] for p in xy])
+                out.setdefault(model, {})[key] = float(np.polyfit(x, y, 1)[0])
+    return out
+
+
+def growth_table(report: dict) -> str:
+    from benchmarks.models import MODELS
+
+    lines = ["| model | k, TorchRec path (time/sample ~ L^k, L >= 200) | k, module alone | expected |",
+             "|---|---|---|---|"]
+    for model, k in growth(report).items():
+        fmt = lambda key: f"{k[key]:.2f}" if key in k else "-"  # noqa: E731
+        lines.append(f"| {model} | {fmt('torchrec_train')} | {fmt('module_train')} | "
+                     f"{'quadratic (self-attention)' if MODELS[model].quadratic else 'linear'} |")
+    return "\n".join(lines)
+
+
 def plot(report: dict, path: str) -> None:
     import matplotlib
 
@@ -201,8 +234,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 r["peers"] = {peer: run_peer(python, peer, pm, L, args) for peer, pm in MODELS[model].peers}
             report["results"].append(r)
             _write(report, args.out, final=False)
+    report["growth"] = growth(report)
     _write(report, args.out, final=True)
     print(table(report))
+    print(growth_table(report))
     return report
 
 
@@ -217,7 +252,8 @@ def _write(report: dict, out: str, final: bool) -> None:
             f.write(f"`{report['command']}` on {report['machine']['cpu']} ({report['machine']['cores']} cores), "
                     f"{report['settings']['threads']} threads, memory bandwidth {bw:.1f} GB/s, {report['date']}. "
                     f"Samples/s (median step); peak RSS of the TorchRec path; floor ratio = time per sample / "
-                    f"(embedding bytes per sample / bandwidth).\n\n{table(report)}\n")
+                    f"(embedding bytes per sample / bandwidth).\n\n{table(report)}\n\nCost growth in L:\n\n"
+                    f"{growth_table(report)}\n")
         plot(report, out + ".png")
 
 

@@ -47,3 +47,19 @@ def test_table_ratios_floor_and_flags():
     assert din[8].startswith("83.3x")
     assert "(quadratic in L)" in rows[1] and "| - | - | - |" in rows[1]  # a failed peer gives no ratio
     assert "failed: exit -9: killed" in rows[2]
+
+
+def test_growth_exponent_linear_and_quadratic():
+    from benchmarks.run import growth, growth_table
+
+    def rate(sps):
+        return {"samples_per_s": sps}
+
+    results = [{"model": "din", "seq_len": L, "torchrec_train": rate(1e5 / L), "module_train": rate(2e5 / L)}
+               for L in (50, 200, 1000, 2000)]
+    results += [{"model": "bst", "seq_len": L, "torchrec_train": rate(1e9 / L**2)} for L in (200, 1000, 2000)]
+    results += [{"model": "dien", "seq_len": 2000, "error": "exit 1"}]
+    k = growth({"results": results})
+    assert k["din"]["torchrec_train"] == pytest.approx(1.0) and k["din"]["module_train"] == pytest.approx(1.0)
+    assert k["bst"] == {"torchrec_train": pytest.approx(2.0)} and "dien" not in k
+    assert "| bst | 2.00 | - | quadratic (self-attention) |" in growth_table({"results": results})
