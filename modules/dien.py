@@ -21,7 +21,7 @@ Choices the paper leaves open (our choice unless a source is named):
 
 - Output [h'_T, h'_T ⊙ v_h], v_h = v projected to the hidden width by a bias-free Linear when
   ``hidden != dim`` (v itself otherwise); the model concatenates v itself. Empty histories give 0.
-- Extractor: ``torch.nn.GRU`` (PyTorch's gate convention), one layer, over packed sequences.
+- Extractor: ``torch.nn.GRU`` (PyTorch's gate convention), one layer, over the right-padded batch.
 - Auxiliary net: MLP over [h_t, e_{t+1}] with hidden widths ``aux_hidden`` (100, 50) and sigmoid
   activations, as the released code; one logit, sigmoid output (the released code has a 2-way
   softmax, equivalent) and no batch norm. Its loss sums the positive and the negative term of a pair
@@ -34,7 +34,8 @@ Choices the paper leaves open (our choice unless a source is named):
   paper's Eq. 3 is the same up to where U's bias sits); input i_t = h_t, state width H.
 - Cost: the AUGRU is a Python loop of O(T) sequential steps on [B, H] tensors, T = the longest
   history in the batch (padded steps keep the state via ``torch.where``); the input projections of all
-  steps are one matmul before the loop. The extractor's packing copies the lengths to the host once.
+  steps are one matmul before the loop. The extractor runs over the right-padded batch (``run_gru``,
+  linear in L; see gru4rec.py for why not packed sequences); the lengths go to the host once.
 """
 # Shape legend: B batch, L history length (padded), T steps kept (max(1, longest history)),
 # D embedding width, H hidden width (extractor and AUGRU), O output width (2H).
@@ -43,7 +44,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .gru4rec import packed_gru, trim_padding
+from .gru4rec import run_gru, trim_padding
 from .masking import check_inputs, masked_softmax
 from .mlp import MLP
 
@@ -171,9 +172,9 @@ class DIEN(nn.Module):
             )
         with_aux = neg_seq_BLD is not None and self.training
         seqs = (seq_BLD, neg_seq_BLD) if with_aux else (seq_BLD,)
-        mask_BT, lengths_B, trimmed = trim_padding(mask_BL, *seqs)
+        mask_BT, _, trimmed = trim_padding(mask_BL, *seqs)
         seq_BTD = trimmed[0]
-        h_BTH, _ = packed_gru(self.extractor, seq_BTD, mask_BT, lengths_B)
+        h_BTH, _ = run_gru(self.extractor, seq_BTD, mask_BT)
         att_BT = masked_softmax((h_BTH * self.att_proj(query_BD).unsqueeze(1)).sum(-1), mask_BT)
         interest_BH = self.augru(h_BTH, att_BT, mask_BT)
         out_BO = torch.cat([interest_BH, interest_BH * self.query_proj(query_BD)], dim=-1)

@@ -112,3 +112,31 @@ def test_bad_arguments_raise_value_error():
         make_gru4rec()(**dict(batch, mask_BL=batch["mask_BL"].flip(1)))
     with pytest.raises(ValueError, match="seq_BLD"):
         make_gru4rec()(**dict(batch, seq_BLD=torch.zeros(2, 5, D + 1)))
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_run_gru_equals_the_gru_on_each_valid_prefix_values_and_gradients(num_layers):
+    """The padded run (linear in L, unlike CPU backward through packed sequences) gives, for every row, the
+    outputs and final state of the GRU run on that row's valid steps alone, and the same gradients."""
+    from tinrec.modules.gru4rec import run_gru
+
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(3, 4, num_layers=num_layers, batch_first=True)
+    lengths = [4, 1, 0, 2]
+    mask = torch.arange(4)[None, :] < torch.tensor(lengths)[:, None]
+    x = torch.randn(4, 4, 3)
+    x = torch.where(mask.unsqueeze(-1), x, torch.full_like(x, 1e3)).requires_grad_(True)  # garbage padding
+    out, last = run_gru(gru, x, mask)
+    (out.sin().sum() + last.cos().sum()).backward()
+    for b, n in enumerate(lengths):
+        xb = x.detach()[b:b + 1, :n].clone().requires_grad_(True)
+        if n == 0:
+            assert not out[b].any() and not last[b].any() and not x.grad[b].any()
+            continue
+        ref_out, ref_h = gru(xb)
+        torch.testing.assert_close(out[b, :n], ref_out[0])
+        torch.testing.assert_close(last[b], ref_h[-1, 0])
+        assert not out[b, n:].any()
+        (ref_out.sin().sum() + ref_h[-1].cos().sum()).backward()
+        torch.testing.assert_close(x.grad[b, :n], xb.grad[0])
+        assert not x.grad[b, n:].any()
