@@ -78,14 +78,17 @@ class AUGRU(nn.Module):
         H = self.hidden
         xproj_BT3H = self.input_proj(x_BTI)  # all steps at once
         h_BH = x_BTI.new_zeros(B, H)
-        for t in range(T):  # O(T) sequential steps: the recurrence cannot be parallelised
-            xr_BH, xu_BH, xn_BH = xproj_BT3H[:, t].split(H, dim=-1)
+        # per-step views by one unbind: its backward is one stack, where indexing [:, t] in the loop
+        # would give each step a full [B, T, .] gradient to add up (cost quadratic in T)
+        steps = zip(xproj_BT3H.unbind(1), att_BT.unsqueeze(-1).unbind(1), mask_BT.unsqueeze(-1).unbind(1))
+        for xproj_B3H, att_B1, valid_B1 in steps:  # O(T) sequential steps: the recurrence is sequential
+            xr_BH, xu_BH, xn_BH = xproj_B3H.split(H, dim=-1)
             hr_BH, hu_BH, hn_BH = self.hidden_proj(h_BH).split(H, dim=-1)
             r_BH = torch.sigmoid(xr_BH + hr_BH)
-            u_BH = att_BT[:, t : t + 1] * torch.sigmoid(xu_BH + hu_BH)
+            u_BH = att_B1 * torch.sigmoid(xu_BH + hu_BH)
             cand_BH = torch.tanh(xn_BH + r_BH * hn_BH)
             new_BH = (1 - u_BH) * h_BH + u_BH * cand_BH
-            h_BH = torch.where(mask_BT[:, t : t + 1], new_BH, h_BH)
+            h_BH = torch.where(valid_B1, new_BH, h_BH)
         return h_BH
 
 
