@@ -5,7 +5,7 @@
     tinrec validate CONFIG [key.sub=value ...]
     tinrec gen-data OUT_DIR [key=value ...]                 # generate_dataset keyword arguments (seed=3 ...)
     tinrec experiment SPEC                                  # configs x seeds -> one comparison table
-    tinrec plan CONFIG --nodes N [--gpus-per-node M] [--hbm-gb X] [--out PLAN]   # planner dry run
+    tinrec plan CONFIG --nodes N [--gpus-per-node M] [--hbm-gb X] [--out PLAN] [...]  # planner dry run
     tinrec analyze stc CONFIG [checkpoint=PATH] [--split test] [--out DIR] [...]  # semantic-temporal correlation
 """
 
@@ -85,9 +85,9 @@ def cmd_plan(args) -> int:
     cluster = Cluster(nodes=args.nodes, gpus_per_node=args.gpus_per_node, compute_device=args.device,
                       **{k: v for k, v in (("hbm_gb", args.hbm_gb), ("ddr_gb", args.ddr_gb)) if v is not None})
     sharding_plan, rep = plan(cfg, cluster, batch_size=args.batch_size)
-    print(format_report(rep))
+    print(format_report(rep), flush=True)
     if args.out:
-        save_plan(args.out, sharding_plan, cfg, cluster.world_size)
+        save_plan(args.out, sharding_plan, rep)
         with open(args.out + ".json", "w") as f:
             json.dump(rep, f, indent=1)
         print(f"plan written to {args.out} (report: {args.out}.json); train on it with: "
@@ -130,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl = with_config("plan", "embedding-sharding planner dry run for a GPU cluster (no GPU needed)")
     pl.add_argument("--nodes", type=int, required=True)
     pl.add_argument("--gpus-per-node", type=int, default=8)
-    pl.add_argument("--hbm-gb", type=float, default=None, help="HBM per GPU (default 80, H100)")
-    pl.add_argument("--ddr-gb", type=float, default=None, help="host memory per GPU (default 256)")
+    pl.add_argument("--hbm-gb", type=float, default=None, help="HBM per GPU in GB (default 80, H100)")
+    pl.add_argument("--ddr-gb", type=float, default=None,
+                    help="host memory per GPU in GB (default 2 TB per node split across its GPUs)")
     pl.add_argument("--batch-size", type=int, default=None, help="per-rank batch (default train.batch_size)")
     pl.add_argument("--out", default=None, help="write the plan here (tinrec train ... plan=FILE)")
     pl.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="plan for GPUs (default) or CPU ranks")

@@ -232,7 +232,7 @@ def build_training(cfg: Config, data: Data, env: DistEnv):
         from tinrec.planning import load_plan
 
         shapes = {n: [data.rows[n], t.dim] for n, t in cfg.model.tables.items()}
-        plan = load_plan(cfg.plan, world_size=env.world_size, tables=shapes)
+        plan = load_plan(cfg.plan, world_size=env.world_size, tables=shapes, compute_device=env.device.type)
     else:
         plan = make_plan(model, cfg, world_size=env.world_size, local_world_size=env.local_world_size,
                          device=env.device, batch_size=cfg.train.batch_size)

@@ -123,10 +123,10 @@ def test_training_on_a_reviewed_plan(data_dir, tmp_path):
     run(train_args(data_dir, str(tmp_path / "warm"), "train.max_steps=2"))  # makes sure the data exists
     common = [CONFIG, f"data.path={data_dir}", *TINY]
     p = run(["plan", *common, "--nodes", "1", "--gpus-per-node", "1", "--device", "cpu", "--out", str(tmp_path / "one.plan")])
-    assert "item" in p.stdout and "row_wise" in p.stdout or "table_wise" in p.stdout
+    assert "item" in p.stdout and ("row_wise" in p.stdout or "table_wise" in p.stdout)
     run(train_args(data_dir, str(tmp_path / "planned"), f"plan={tmp_path / 'one.plan'}", "train.max_steps=5"))
     m = json.load(open(tmp_path / "planned" / "metrics.json"))
     assert m["valid"]["samples"] == 400 and m["test"]["samples"] == 400  # a max_steps stop queues no batch into eval
     run(["plan", *common, "--nodes", "1", "--gpus-per-node", "2", "--device", "cpu", "--out", str(tmp_path / "two.plan")])
     p = run(train_args(data_dir, str(tmp_path / "refused"), f"plan={tmp_path / 'two.plan'}"), check=False)
-    assert p.returncode == 2 and "made for 2 ranks, this job has 1" in p.stderr
+    assert p.returncode == 2 and "was made for world size 2, this job has world size 1" in p.stderr
