@@ -6,6 +6,8 @@ the benchmark's embedding width (``{dim}``, 64 by default) and size what depends
 (as the peers do). ``peers`` lists the same model in the peer libraries (``benchmarks/peers.py``);
 ``lookup_bound`` marks the models whose cost at long L is dominated by embedding traffic, for which the
 memory-bandwidth floor is reported; ``quadratic`` the ones whose cost grows with L^2 (self-attention).
+``+compile`` entries are the same model with ``model.compile=true`` (torch.compile of the interest module;
+its compilation falls in the warm-up steps).
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ class Entry:
 
 MODELS = {
     "tin": Entry("configs/default.yaml", ("model.tables.position.dim={width}",), lookup_bound=True),
+    "tin+compile": Entry("configs/default.yaml", ("model.tables.position.dim={width}", "model.compile=true"),
+                         lookup_bound=True),
     "din": Entry("configs/din.yaml", peers=(("deepctr", "din"), ("rechub", "din")), lookup_bound=True),
+    "din+compile": Entry("configs/din.yaml", ("model.compile=true",), lookup_bound=True),
     "bst": Entry("configs/bst.yaml", ("model.tables.coe.dim={width}",), peers=(("rechub", "bst"),),
                  quadratic=True),
     "dien": Entry("configs/dien.yaml", ("model.interests.dien.hidden={width}",), peers=(("deepctr", "dien"),)),

@@ -66,6 +66,7 @@ class ModelConfig:
     tower: TowerConfig = field(default_factory=TowerConfig)
     tables: Dict[str, TableConfig] = field(default_factory=dict)
     target_in_tower: bool = True  # False: the interest module hands the tower its own target view (SplitDIN)
+    compile: bool = False  # torch.compile each interest module in place (dynamic shapes; same state dict)
 
 
 @dataclass

@@ -208,6 +208,8 @@ def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.de
                 raise ValueError(f"model.interests.{name}.inputs: supplies {extra}, which "
                                  f"{cfg.model.interests[name]['_component_']}.forward does not take")
         width += interests[name].output_dim
+        if cfg.model.compile:  # in place: the parameter names (and so checkpoints) do not change
+            interests[name].compile(dynamic=True)
     target = list(cfg.model.sequence.target) if cfg.model.target_in_tower else []
     width += sum(dims[f] for f in target) + sum(dims[f] for f in cfg.model.user_features)
     tower = MLP(in_dim=width, hidden_dims=list(cfg.model.tower.hidden), activation=cfg.model.tower.activation,

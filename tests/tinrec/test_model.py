@@ -130,3 +130,19 @@ def test_split_din_gets_fields_from_the_builder_and_the_tower_sees_only_v_tr(tmp
     inputs = model.dense_arch.sequences["din"](model.dense_arch.merge(seqs))
     out = mod(**inputs)
     assert out.shape == (64, 3 * 112)
+
+
+@pytest.mark.integration
+def test_model_compile_keeps_parameter_names_values_and_gradients(tmp_path):
+    """model.compile=true: torch.compile in place, so checkpoints are interchangeable with eager ones."""
+    _, eager, batch, _ = _setup(tmp_path)
+    cfg, compiled, _, _ = _setup(tmp_path, overrides=["model.compile=true"])
+    assert cfg.model.compile and list(compiled.state_dict()) == list(eager.state_dict())
+    compiled.load_state_dict(eager.state_dict())
+    results = []
+    for model in (eager, compiled):
+        loss, (logits, _, _, _) = model(batch)
+        loss.backward()
+        results.append((loss.detach(), logits, model.sparse_arch.ecs["dim32"].embeddings["item"].weight.grad))
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
