@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from benchmarks.run import table
 
@@ -63,3 +64,16 @@ def test_growth_exponent_linear_and_quadratic():
     assert k["din"]["torchrec_train"] == pytest.approx(1.0) and k["din"]["module_train"] == pytest.approx(1.0)
     assert k["bst"] == {"torchrec_train": pytest.approx(2.0)} and "dien" not in k
     assert "| bst | 2.00 | - | quadratic (self-attention) |" in growth_table({"results": results})
+
+
+def test_hotpath_before_and_after_compute_the_same_values(tmp_path):
+    """The "before" formulations kept in benchmarks/hotpaths.py are the same functions as today's code."""
+    from benchmarks.hotpaths import cases, main
+
+    for name, case in cases(B=3, L=12, Lq=9, D=8).items():
+        before, after = case["before"](), case["after"]()
+        torch.testing.assert_close(before, after, rtol=1e-4, atol=1e-4, msg=name)
+    report = main(["--batch", "2", "--seq-len", "8", "--quadratic-len", "6", "--repeats", "1", "--threads", "1",
+                   "--out", str(tmp_path / "hp")])
+    assert [r["case"] for r in report["rows"]] == list(cases(B=2, L=8, Lq=6, D=8))
+    assert (tmp_path / "hp.md").read_text().count("x |") == len(report["rows"])
