@@ -151,14 +151,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "hotpaths"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = []
+    rows, load_before = [], os.getloadavg()[0]
     for name, c in cases(args.batch, args.seq_len, args.quadratic_len).items():
         before, after = _time(c["before"], args.repeats), _time(c["after"], args.repeats)
         rows.append({"case": name, "L": c["L"], "before_s": before, "after_s": after, "speedup": before / after})
         print(f"[hotpaths] {name} L={c['L']}: {before:.3f} s -> {after:.3f} s ({before / after:.1f}x)",
               file=sys.stderr, flush=True)
     report = {"command": "python -m benchmarks.hotpaths " + " ".join(argv or sys.argv[1:]),
-              "batch": args.batch, "threads": args.threads, "torch": torch.__version__, "rows": rows}
+              "batch": args.batch, "threads": args.threads, "torch": torch.__version__, "rows": rows,
+              "load_average": [load_before, os.getloadavg()[0]], "cores": os.cpu_count()}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".json", "w") as f:
         json.dump(report, f, indent=1)
@@ -167,7 +168,9 @@ def main(argv=None) -> dict:
               for r in rows]
     with open(args.out + ".md", "w") as f:
         f.write(f"`{report['command']}`: batch {args.batch}, {args.threads} threads, forward + backward, median of "
-                f"{args.repeats}.\n\n" + "\n".join(lines) + "\n")
+                f"{args.repeats}; 1-minute load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on "
+                f"{os.cpu_count()} cores (other jobs running make both columns slower alike).\n\n"
+                + "\n".join(lines) + "\n")
     print("\n".join(lines))
     return report
 

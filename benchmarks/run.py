@@ -61,7 +61,7 @@ def machine() -> Dict[str, object]:
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_mib": mem, "platform": platform.platform(),
-            "python": platform.python_version()}
+            "python": platform.python_version(), "load_average_at_start": os.getloadavg()[0]}
 
 
 def versions() -> Dict[str, str]:
@@ -250,7 +250,8 @@ def _write(report: dict, out: str, final: bool) -> None:
         bw = report["bandwidth_bytes_per_s"] / 1e9
         with open(out + ".md", "w") as f:
             f.write(f"`{report['command']}` on {report['machine']['cpu']} ({report['machine']['cores']} cores), "
-                    f"{report['settings']['threads']} threads, memory bandwidth {bw:.1f} GB/s, {report['date']}. "
+                    f"{report['settings']['threads']} threads, memory bandwidth {bw:.1f} GB/s, {report['date']}, "
+                    f"1-minute load average at start {report['machine']['load_average_at_start']:.1f}. "
                     f"Samples/s (median step); peak RSS of the TorchRec path; floor ratio = time per sample / "
                     f"(embedding bytes per sample / bandwidth).\n\n{table(report)}\n\nCost growth in L:\n\n"
                     f"{growth_table(report)}\n")
