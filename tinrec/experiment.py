@@ -5,6 +5,8 @@ A spec (YAML)::
     name: tin_table                # runs go to runs/<name>/<row-slug>-s<seed>
     seeds: [0, 1, 2]
     baseline: Avg Pooling & Concat # the row the relative changes are computed against
+    overrides: []                  # applied to every row (before the row's own)
+    table: metrics                 # metrics (default) | cost: only training samples/s and peak memory
     rows:
       - {name: TIN, config: configs/default.yaml, overrides: []}
       - {name: TIN w/o TTE, config: configs/default.yaml, overrides: [model.interests.tin.temporal=false]}
@@ -12,7 +14,9 @@ A spec (YAML)::
 Each run is ``tinrec train CONFIG seed=S run_dir=... OVERRIDES --resume`` in a subprocess, so a killed
 experiment continues where it stopped and finished runs are not repeated. The table (Markdown) and the
 numbers (JSON) go to ``runs/<name>/results.{md,json}``: mean and standard deviation over seeds of test GAUC,
-AUC and logloss, and the relative change against the baseline as in the TIN paper's Table 1.
+AUC and logloss, and the relative change against the baseline as in the TIN paper's Table 1, plus training
+samples/s and peak memory (``tinrec train``'s metrics.json) when every run records them. Row names that would
+share a run folder are refused.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def load_spec(path: str) -> dict:
     for key in ("name", "rows"):
         if key not in spec:
             raise ValueError(f"{path}: {key}: required key is missing")
-    unknown = set(spec) - {"name", "seeds", "baseline", "rows", "overrides"}
+    unknown = set(spec) - {"name", "seeds", "baseline", "rows", "overrides", "table"}
     if unknown:
         raise ValueError(f"{path}: {sorted(unknown)[0]}: unknown key")
     for i, row in enumerate(spec["rows"]):
@@ -52,6 +56,9 @@ def load_spec(path: str) -> dict:
         if other != row["name"] or sum(r["name"] == row["name"] for r in spec["rows"]) > 1:
             raise ValueError(f"{path}: rows: {other!r} and {row['name']!r} would share the run folder "
                              f"{_slug(row['name'])}-s<seed>; rename one")
+    if spec.get("table", "metrics") not in ("metrics", "cost"):
+        raise ValueError(f"{path}: table: 'metrics' (GAUC, logloss, AUC) or 'cost' (samples/s, peak memory), "
+                         f"got {spec['table']!r}")
     if spec.get("baseline") and spec["baseline"] not in [r["name"] for r in spec["rows"]]:
         raise ValueError(f"{path}: baseline: {spec['baseline']!r} is not the name of a row")
     return spec
@@ -107,6 +114,13 @@ def run_experiment(path: str, out_root: str = "runs") -> Dict[str, dict]:
                      f"{r['logloss_std']:.4f} | {dl} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} |"
                      + (f" {r['train_samples_per_s_mean']:.0f} | {r['peak_host_rss_mib_max']:.0f} |" if cost else "")
                      + f" `{r['command']}` |")
+    if spec.get("table") == "cost":  # runs that record cost, not accuracy (e.g. a few steps at L = 2000)
+        lines = ["| model | train samples/s | peak RSS MiB | command |", "|---|---|---|---|"]
+        for name, r in results.items():
+            if "peak_host_rss_mib_max" not in r:
+                raise ValueError(f"{path}: table: cost, but the runs of {name!r} record no cost (rerun them)")
+            lines.append(f"| {name} | {r['train_samples_per_s_mean']:.1f} | {r['peak_host_rss_mib_max']:.0f} | "
+                         f"`{r['command']}` |")
     table = "\n".join(lines)
     out_dir = os.path.join(out_root, spec["name"])
     os.makedirs(out_dir, exist_ok=True)

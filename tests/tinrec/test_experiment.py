@@ -50,6 +50,14 @@ def test_experiment_table_relative_change_cost_and_skip(tmp_path):
     assert "[experiment]" not in again.stdout
     assert stamps == {k: os.path.getmtime(f) for k, f in files.items()}
 
+    # table: cost -> only samples/s and peak memory (for runs that record cost, not accuracy)
+    path.write_text(yaml.safe_dump(dict(spec, table="cost")))
+    run(["experiment", str(path), "--out-root", str(out)])
+    cost = (out / "exp" / "results.md").read_text()
+    assert "| model | train samples/s | peak RSS MiB | command |" in cost and "GAUC" not in cost
+    rss = max(per_run["Avg", s]["peak_memory_mib"]["host_rss"] for s in (0, 1))
+    assert f"| {rss:.0f} |" in next(line for line in cost.splitlines() if line.startswith("| Avg |"))
+
 
 def test_spec_errors_name_the_key(tmp_path):
     from tinrec.experiment import load_spec
@@ -60,6 +68,9 @@ def test_spec_errors_name_the_key(tmp_path):
         load_spec(str(bad))
     bad.write_text(yaml.safe_dump({"name": "x", "rows": [{"name": "A"}]}))
     with pytest.raises(ValueError, match=r"rows\[0\]"):
+        load_spec(str(bad))
+    bad.write_text(yaml.safe_dump({"name": "x", "rows": [{"name": "A", "config": "c.yaml"}], "table": "speed"}))
+    with pytest.raises(ValueError, match="table: 'metrics'"):
         load_spec(str(bad))
     # DIN' and DIN get their own run folders; names that would share one are refused, not silently merged
     rows = [{"name": "DIN'", "config": "c.yaml"}, {"name": "DIN", "config": "c.yaml"}]
