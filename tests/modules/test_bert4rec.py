@@ -1,80 +1,35 @@
 """Tests for modules/bert4rec.py: bidirectional blocks, [MASK] slot at index length_b, [h, h ⊙ v]."""
 # Shape legend: B batch, L history length (padded), M = L + 1, D embedding width.
+from functools import partial
+
 import pytest
 import torch
 
+from tests.modules import batches, checks
 from tinrec.modules.bert4rec import BERT4Rec
 
 D = 4
-
-
-def make_batch(lengths, L=5, seed=0, time=True):
-    """Random inputs with the given history lengths (right-padded to L)."""
-    g = torch.Generator().manual_seed(seed)
-    B = len(lengths)
-    batch = dict(
-        seq_BLD=torch.randn(B, L, D, generator=g),
-        mask_BL=torch.arange(L).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1),
-        query_BD=torch.randn(B, D, generator=g),
-    )
-    if time:
-        batch["seq_time_BLD"] = torch.randn(B, L, D, generator=g)
-        batch["query_time_BD"] = torch.randn(B, D, generator=g)
-    return batch
-
-
-def with_garbage_padding(batch, extra=3, seed=1):
-    """Same batch with large random values under padding and `extra` more padded positions."""
-    g = torch.Generator().manual_seed(seed)
-    out = dict(batch)
-    B, L = batch["mask_BL"].shape
-    out["mask_BL"] = torch.cat([batch["mask_BL"], torch.zeros(B, extra, dtype=torch.bool)], dim=1)
-    for key in ("seq_BLD", "seq_time_BLD"):
-        if key in batch:
-            garbage_BLD = torch.randn(B, L + extra, D, generator=g) * 1e4
-            padded_BLD = torch.cat([batch[key], garbage_BLD[:, L:]], dim=1)
-            out[key] = torch.where(out["mask_BL"].unsqueeze(-1), padded_BLD, garbage_BLD)
-    return out
-
-
-def make_bert4rec(seed=0, **kwargs):
-    torch.manual_seed(seed)
-    return BERT4Rec(dim=D, **kwargs)
+make_batch = partial(batches.make_batch, D=D, time=True)  # BERT4Rec reads both encodings
+make_bert4rec = checks.seeded(BERT4Rec, dim=D)
 
 
 @pytest.mark.parametrize("time", [True, False])
 def test_shape_padding_invariance_and_empty_rows(time):
     model = make_bert4rec().eval()
     assert model.output_dim == 2 * D
-    batch = make_batch([5, 2, 0, 1], time=time)
-    out_BO = model(**batch)
-    assert out_BO.shape == (4, 2 * D)
-    assert torch.isfinite(out_BO).all()  # the empty row reads its [MASK] slot: finite, learned
-    torch.testing.assert_close(model(**with_garbage_padding(batch)), out_BO, rtol=0, atol=1e-5)
+    # the empty row reads its [MASK] slot: finite, learned, not zero
+    checks.assert_padding_is_ignored(model, make_batch([5, 2, 0, 1], time=time))
     assert torch.isfinite(model(**make_batch([0, 0], L=0, time=time))).all()
 
 
 def test_gradients_reach_every_parameter_and_only_valid_inputs():
-    model = make_bert4rec()
-    batch = make_batch([5, 3, 0])
-    batch["seq_BLD"].requires_grad_()
-    model(**batch).pow(2).sum().backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None and torch.isfinite(param.grad).all(), name
-        assert param.grad.abs().sum() > 0, name
-    mask_BL, grad_BLD = batch["mask_BL"], batch["seq_BLD"].grad
-    assert torch.equal(grad_BLD[~mask_BL], torch.zeros(int((~mask_BL).sum()), D))
-    assert (grad_BLD[mask_BL].abs().sum(-1) > 0).all()
+    checks.assert_gradient_flow(make_bert4rec(), make_batch([5, 3, 0]))
 
 
 def test_determinism_and_dropout_only_in_training():
     batch = make_batch([4, 2])
-    assert torch.equal(make_bert4rec(seed=3)(**batch), make_bert4rec(seed=3)(**batch))
-    assert not torch.equal(make_bert4rec(seed=3)(**batch), make_bert4rec(seed=4)(**batch))
-    dropped = make_bert4rec(seed=3, dropout=0.5)
-    torch.testing.assert_close(dropped.eval()(**batch), make_bert4rec(seed=3).eval()(**batch))
-    torch.manual_seed(0)
-    assert not torch.equal(dropped.train()(**batch), dropped.eval()(**batch))
+    checks.assert_seed_determines_the_module(make_bert4rec, batch)
+    checks.assert_dropout_only_in_training(make_bert4rec, batch)
 
 
 def test_mask_slot_sits_at_index_length_and_is_what_forward_reads():

@@ -1,42 +1,17 @@
 """Tests for modules/dien.py: extractor GRU, auxiliary loss, attention and the AUGRU."""
 # Shape legend: B batch, L history length (padded), D embedding width, H hidden width.
+from functools import partial
+
 import pytest
 import torch
 
+from tests.modules import batches, checks
+from tests.modules.batches import with_garbage_padding
 from tinrec.modules.dien import DIEN
 
 D = 4
-
-
-def make_batch(lengths, L=5, seed=0):
-    """Random inputs with the given history lengths (right-padded to L), negatives included."""
-    g = torch.Generator().manual_seed(seed)
-    mask_BL = torch.arange(L).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
-    B = len(lengths)
-    return dict(
-        seq_BLD=torch.randn(B, L, D, generator=g),
-        mask_BL=mask_BL,
-        query_BD=torch.randn(B, D, generator=g),
-        neg_seq_BLD=torch.randn(B, L, D, generator=g),
-    )
-
-
-def with_garbage_padding(batch, extra=3, seed=1):
-    """Same batch with large random values under padding and `extra` more padded positions."""
-    g = torch.Generator().manual_seed(seed)
-    B, L = batch["mask_BL"].shape
-    mask_BL = torch.cat([batch["mask_BL"], torch.zeros(B, extra, dtype=torch.bool)], dim=1)
-    out = dict(batch, mask_BL=mask_BL)
-    for key in ("seq_BLD", "neg_seq_BLD"):
-        garbage_BLD = torch.randn(B, L + extra, D, generator=g) * 1e4
-        padded_BLD = torch.cat([batch[key], garbage_BLD[:, L:]], dim=1)
-        out[key] = torch.where(mask_BL.unsqueeze(-1), padded_BLD, garbage_BLD)
-    return out
-
-
-def make_dien(seed=0, **kwargs):
-    torch.manual_seed(seed)
-    return DIEN(dim=D, aux_hidden=(8, 4), **kwargs)
+make_batch = partial(batches.make_batch, D=D, negatives=True)  # neg_seq_BLD for the auxiliary loss
+make_dien = checks.seeded(DIEN, dim=D, aux_hidden=(8, 4))
 
 
 def without_negatives(batch):
@@ -80,14 +55,10 @@ def test_gradients_reach_every_parameter_and_only_valid_inputs(hidden):
         batch[key].requires_grad_()
     out_BO, aux = model(**batch)
     (out_BO.pow(2).sum() + aux).backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None and torch.isfinite(param.grad).all(), name
-        assert param.grad.abs().sum() > 0, name
+    checks.assert_every_parameter_gets_gradient(model)
     mask_BL = batch["mask_BL"]
-    for key in ("seq_BLD", "neg_seq_BLD"):
-        grad_BLD = batch[key].grad
-        assert torch.equal(grad_BLD[~mask_BL], torch.zeros(int((~mask_BL).sum()), D)), key
-    assert (batch["seq_BLD"].grad[mask_BL].abs().sum(-1) > 0).all()
+    checks.assert_gradient_only_at(batch["seq_BLD"].grad, mask_BL)
+    assert torch.equal(batch["neg_seq_BLD"].grad[~mask_BL], torch.zeros(int((~mask_BL).sum()), D))
     # a negative enters only as e~_{t+1} of a valid pair: never the first behaviour
     assert torch.equal(batch["neg_seq_BLD"].grad[:, 0], torch.zeros(3, D))
 

@@ -2,42 +2,19 @@
 # Shape legend: B batch, L history length (padded), D embedding width.
 import itertools
 import math
+from functools import partial
 
 import pytest
 import torch
 
+from tests.modules import batches, checks
+from tests.modules.batches import with_garbage_padding
 from tinrec.modules.din import DIN
 
 D = 4
+make_batch = partial(batches.make_batch, D=D)
 VARIANTS = list(itertools.product([True, False], [True, False]))  # (softmax, product)
-
-
-def make_batch(lengths, L=5, seed=0):
-    """Random inputs with the given history lengths (right-padded to L)."""
-    g = torch.Generator().manual_seed(seed)
-    mask_BL = torch.arange(L).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
-    B = len(lengths)
-    return dict(
-        seq_BLD=torch.randn(B, L, D, generator=g),
-        mask_BL=mask_BL,
-        query_BD=torch.randn(B, D, generator=g),
-    )
-
-
-def with_garbage_padding(batch, extra=3, seed=1):
-    """Same batch with large random values under padding and `extra` more padded positions."""
-    g = torch.Generator().manual_seed(seed)
-    B, L = batch["mask_BL"].shape
-    mask_BL = torch.cat([batch["mask_BL"], torch.zeros(B, extra, dtype=torch.bool)], dim=1)
-    garbage_BLD = torch.randn(B, L + extra, D, generator=g) * 1e4
-    seq_BLD = torch.cat([batch["seq_BLD"], garbage_BLD[:, L:]], dim=1)
-    seq_BLD = torch.where(mask_BL.unsqueeze(-1), seq_BLD, garbage_BLD)
-    return dict(batch, seq_BLD=seq_BLD, mask_BL=mask_BL)
-
-
-def make_din(seed=0, **kwargs):
-    torch.manual_seed(seed)
-    return DIN(dim=D, attention_hidden=(8, 4), **kwargs)
+make_din = checks.seeded(DIN, dim=D, attention_hidden=(8, 4))
 
 
 @pytest.mark.parametrize("softmax,product", VARIANTS)
@@ -47,12 +24,7 @@ def test_shape_padding_invariance_and_empty_rows(softmax, product, activation):
     assert din.output_dim == (2 * D if product else D)
     batch = make_batch([5, 2, 0, 1])
     for training in (True, False):  # Dice uses batch stats in train, running stats in eval
-        din.train(training)
-        out_BO = din(**batch)
-        assert out_BO.shape == (4, din.output_dim)
-        assert torch.isfinite(out_BO).all()
-        assert torch.equal(out_BO[2], torch.zeros(din.output_dim))
-        torch.testing.assert_close(din(**with_garbage_padding(batch)), out_BO, rtol=0, atol=1e-6)
+        checks.assert_padding_is_ignored(din.train(training), batch, zero_rows=[2], atol=1e-6)
 
 
 def test_time_inputs_are_accepted_and_ignored():
@@ -70,25 +42,17 @@ def test_gradients(softmax, activation):
     batch["query_BD"].requires_grad_()
     din(**batch).pow(2).sum().backward()
     last_bias = din.activation_unit.layers[-1].bias
-    for name, param in din.named_parameters():
-        assert torch.isfinite(param.grad).all(), name
-        if softmax and param is last_bias:
-            # softmax is shift invariant: the final bias gets no gradient (up to rounding)
-            assert param.grad.abs().max() < 1e-5, name
-        else:
-            assert param.grad.abs().sum() > 0, name
-    mask_BL = batch["mask_BL"]
-    seq_grad_BLD = batch["seq_BLD"].grad
-    assert torch.equal(seq_grad_BLD[~mask_BL], torch.zeros(int((~mask_BL).sum()), D))
-    assert (seq_grad_BLD[mask_BL].abs().sum(-1) > 0).all()
+    checks.assert_every_parameter_gets_gradient(din, except_for=[last_bias] if softmax else [])
+    if softmax:
+        # softmax is shift invariant: the final bias gets no gradient (up to rounding)
+        assert last_bias.grad.abs().max() < 1e-5
+    checks.assert_gradient_only_at(batch["seq_BLD"].grad, batch["mask_BL"])
     assert torch.isfinite(batch["query_BD"].grad).all()
     assert (batch["query_BD"].grad[:2].abs().sum(-1) > 0).all()
 
 
 def test_determinism_under_manual_seed():
-    batch = make_batch([4, 2])
-    assert torch.equal(make_din(seed=3)(**batch), make_din(seed=3)(**batch))
-    assert not torch.equal(make_din(seed=3)(**batch), make_din(seed=4)(**batch))
+    checks.assert_seed_determines_the_module(make_din, make_batch([4, 2]))
 
 
 def test_activation_unit_input_and_scaled_logits():

@@ -6,50 +6,22 @@ import math
 import pytest
 import torch
 
+from tests.modules import batches, checks
+from tests.modules.batches import MIN
 from tinrec.modules.dsin import DSIN
 
 D = 4
-MIN = 60
 
 
 def make_batch(lengths, L=8, seed=0, time=True):
-    """Random inputs; timestamps with 5-minute or 1-hour gaps, sessions from the 30-minute rule."""
-    g = torch.Generator().manual_seed(seed)
-    B = len(lengths)
-    mask_BL = torch.arange(L).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
-    gaps_BL = torch.where(torch.rand(B, L, generator=g) < 0.4, 60 * MIN, 5 * MIN)
-    batch = dict(
-        seq_BLD=torch.randn(B, L, D, generator=g),
-        mask_BL=mask_BL,
-        query_BD=torch.randn(B, D, generator=g),
-        session_BL=DSIN.sessions_from_timestamps(gaps_BL.cumsum(1), mask_BL),
-    )
-    if time:
-        batch["seq_time_BLD"] = torch.randn(B, L, D, generator=g)
+    """Shared random batch (no target position: no query_time_BD) with ``session_BL`` from its timestamps
+    by the 30-minute rule."""
+    batch = batches.make_batch(lengths, D=D, L=L, seed=seed, time=time, query_time=False, timestamps=True)
+    batch["session_BL"] = DSIN.sessions_from_timestamps(batch.pop("timestamp_BL"), batch["mask_BL"])
     return batch
 
 
-def with_garbage_padding(batch, extra=3, seed=1):
-    """Same batch with large values and random session ids under padding, `extra` more positions."""
-    g = torch.Generator().manual_seed(seed)
-    out = dict(batch)
-    B, L = batch["mask_BL"].shape
-    mask_BL = torch.cat([batch["mask_BL"], torch.zeros(B, extra, dtype=torch.bool)], 1)
-    out["mask_BL"] = mask_BL
-    for key in ("seq_BLD", "seq_time_BLD"):
-        if key in batch:
-            garbage_BLD = torch.randn(B, L + extra, D, generator=g) * 1e4
-            padded_BLD = torch.cat([batch[key], garbage_BLD[:, L:]], dim=1)
-            out[key] = torch.where(mask_BL.unsqueeze(-1), padded_BLD, garbage_BLD)
-    garbage_BL = torch.randint(-1, 4, (B, L + extra), generator=g)
-    padded_BL = torch.cat([batch["session_BL"], garbage_BL[:, L:]], dim=1)
-    out["session_BL"] = torch.where(mask_BL, padded_BL, garbage_BL)
-    return out
-
-
-def make_dsin(seed=0, **kwargs):
-    torch.manual_seed(seed)
-    return DSIN(dim=D, **kwargs)
+make_dsin = checks.seeded(DSIN, dim=D)
 
 
 def test_sessions_from_timestamps_hand_example():
@@ -112,12 +84,7 @@ def test_sessions_beyond_k_and_behaviours_beyond_t_do_not_affect_the_output():
 def test_shape_padding_invariance_and_empty_rows(time, kt):
     model = make_dsin(max_sessions=kt[0], session_len=kt[1]).eval()
     assert model.output_dim == 3 * D
-    batch = make_batch([8, 3, 0, 1], time=time)
-    out_BO = model(**batch)
-    assert out_BO.shape == (4, 3 * D)
-    assert torch.isfinite(out_BO).all()
-    assert torch.equal(out_BO[2], torch.zeros(3 * D))
-    torch.testing.assert_close(model(**with_garbage_padding(batch)), out_BO, rtol=0, atol=1e-5)
+    checks.assert_padding_is_ignored(model, make_batch([8, 3, 0, 1], time=time), zero_rows=[2])
     assert torch.equal(model(**make_batch([0, 0], L=0, time=time)), torch.zeros(2, 3 * D))
 
 
@@ -157,24 +124,16 @@ def test_gradients_reach_every_parameter_and_only_valid_inputs():
     batch = layout_batch()
     batch["seq_BLD"] = torch.randn(3, 7, D, requires_grad=True)
     model(**batch).pow(2).sum().backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None and torch.isfinite(param.grad).all(), name
-        assert param.grad.abs().sum() > 0, name
+    checks.assert_every_parameter_gets_gradient(model)
     assert (model.bias_K.grad != 0).all() and (model.bias_T.grad != 0).all()
-    grad_BLD = batch["seq_BLD"].grad
     kept_BL = torch.tensor([[0, 1, 1, 1, 1, 1, 0], [1, 0, 0, 0, 0, 0, 0], [0] * 7]).bool()
-    assert torch.equal(grad_BLD[~kept_BL], torch.zeros(int((~kept_BL).sum()), D))
-    assert (grad_BLD[kept_BL].abs().sum(-1) > 0).all()
+    checks.assert_gradient_only_at(batch["seq_BLD"].grad, kept_BL)
 
 
 def test_determinism_and_dropout_only_in_training():
     batch = make_batch([6, 2])
-    assert torch.equal(make_dsin(seed=3)(**batch), make_dsin(seed=3)(**batch))
-    assert not torch.equal(make_dsin(seed=3)(**batch), make_dsin(seed=4)(**batch))
-    dropped = make_dsin(seed=3, dropout=0.5)
-    torch.testing.assert_close(dropped.eval()(**batch), make_dsin(seed=3).eval()(**batch))
-    torch.manual_seed(0)
-    assert not torch.equal(dropped.train()(**batch), dropped.eval()(**batch))
+    checks.assert_seed_determines_the_module(make_dsin, batch)
+    checks.assert_dropout_only_in_training(make_dsin, batch)
 
 
 def test_bad_arguments_raise_value_error():

@@ -1,40 +1,17 @@
 """Tests for modules/gru4rec.py: GRU over the valid behaviours, last valid state, [h, h ⊙ v_h]."""
 # Shape legend: B batch, L history length (padded), D embedding width, H hidden width.
+from functools import partial
+
 import pytest
 import torch
 
+from tests.modules import batches, checks
 from tinrec.modules.gru4rec import GRU4Rec
 
 D = 4
+make_batch = partial(batches.make_batch, D=D)
 CONFIGS = [dict(), dict(hidden=6), dict(hidden=3, num_layers=2)]
-
-
-def make_batch(lengths, L=5, seed=0):
-    """Random inputs with the given history lengths (right-padded to L)."""
-    g = torch.Generator().manual_seed(seed)
-    mask_BL = torch.arange(L).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
-    B = len(lengths)
-    return dict(
-        seq_BLD=torch.randn(B, L, D, generator=g),
-        mask_BL=mask_BL,
-        query_BD=torch.randn(B, D, generator=g),
-    )
-
-
-def with_garbage_padding(batch, extra=3, seed=1):
-    """Same batch with large random values under padding and `extra` more padded positions."""
-    g = torch.Generator().manual_seed(seed)
-    B, L = batch["mask_BL"].shape
-    mask_BL = torch.cat([batch["mask_BL"], torch.zeros(B, extra, dtype=torch.bool)], dim=1)
-    garbage_BLD = torch.randn(B, L + extra, D, generator=g) * 1e4
-    seq_BLD = torch.cat([batch["seq_BLD"], garbage_BLD[:, L:]], dim=1)
-    seq_BLD = torch.where(mask_BL.unsqueeze(-1), seq_BLD, garbage_BLD)
-    return dict(batch, seq_BLD=seq_BLD, mask_BL=mask_BL)
-
-
-def make_gru4rec(seed=0, **kwargs):
-    torch.manual_seed(seed)
-    return GRU4Rec(dim=D, **kwargs)
+make_gru4rec = checks.seeded(GRU4Rec, dim=D)
 
 
 @pytest.mark.parametrize("kwargs", CONFIGS)
@@ -42,12 +19,7 @@ def test_shape_padding_invariance_and_empty_rows(kwargs):
     model = make_gru4rec(**kwargs).eval()
     H = kwargs.get("hidden", D)
     assert model.output_dim == 2 * H
-    batch = make_batch([5, 2, 0, 1])
-    out_BO = model(**batch)
-    assert out_BO.shape == (4, 2 * H)
-    assert torch.isfinite(out_BO).all()
-    assert torch.equal(out_BO[2], torch.zeros(2 * H))
-    torch.testing.assert_close(model(**with_garbage_padding(batch)), out_BO, rtol=0, atol=1e-5)
+    checks.assert_padding_is_ignored(model, make_batch([5, 2, 0, 1]), zero_rows=[2])
     # all-empty batches, also with no time step at all, give finite zeros
     for L in (3, 0):
         empty = make_batch([0, 0], L=L)
@@ -69,31 +41,15 @@ def test_hand_example_matches_nn_gru_on_each_unpadded_row(kwargs):
 
 @pytest.mark.parametrize("kwargs", CONFIGS)
 def test_gradients_reach_every_parameter_and_only_valid_inputs(kwargs):
-    model = make_gru4rec(**kwargs)
-    batch = make_batch([5, 3, 0])
-    batch["seq_BLD"].requires_grad_()
-    model(**batch).pow(2).sum().backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None and torch.isfinite(param.grad).all(), name
-        assert param.grad.abs().sum() > 0, name
-    mask_BL, grad_BLD = batch["mask_BL"], batch["seq_BLD"].grad
-    assert torch.equal(grad_BLD[~mask_BL], torch.zeros(int((~mask_BL).sum()), D))
-    assert (grad_BLD[mask_BL].abs().sum(-1) > 0).all()
+    checks.assert_gradient_flow(make_gru4rec(**kwargs), make_batch([5, 3, 0]))
 
 
 def test_determinism_under_manual_seed():
-    batch = make_batch([4, 2])
-    assert torch.equal(make_gru4rec(seed=3)(**batch), make_gru4rec(seed=3)(**batch))
-    assert not torch.equal(make_gru4rec(seed=3)(**batch), make_gru4rec(seed=4)(**batch))
+    checks.assert_seed_determines_the_module(make_gru4rec, make_batch([4, 2]))
 
 
 def test_dropout_only_in_training():
-    batch = make_batch([4, 2, 3])
-    plain = make_gru4rec(seed=2).eval()
-    dropped = make_gru4rec(seed=2, dropout=0.5)
-    torch.testing.assert_close(dropped.eval()(**batch), plain(**batch))
-    torch.manual_seed(0)
-    assert not torch.equal(dropped.train()(**batch), plain(**batch))
+    checks.assert_dropout_only_in_training(make_gru4rec, make_batch([4, 2, 3]), seed=2)
 
 
 def test_time_inputs_are_accepted_and_ignored():

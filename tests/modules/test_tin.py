@@ -2,41 +2,17 @@
 # Shape legend: B batch, L history length (padded), D embedding width.
 import itertools
 import math
+from functools import partial
 
 import pytest
 import torch
 
+from tests.modules import batches, checks
+from tests.modules.batches import with_garbage_padding
 from tinrec.modules.tin import TIN
 
 FLAGS = list(itertools.product([True, False], repeat=3))  # (temporal, attention, representation)
-
-
-def make_batch(lengths, L=5, D=4, seed=0):
-    """Random inputs with the given history lengths (right-padded to L)."""
-    g = torch.Generator().manual_seed(seed)
-    B = len(lengths)
-    mask_BL = torch.arange(L).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
-    return dict(
-        seq_BLD=torch.randn(B, L, D, generator=g),
-        mask_BL=mask_BL,
-        query_BD=torch.randn(B, D, generator=g),
-        seq_time_BLD=torch.randn(B, L, D, generator=g),
-        query_time_BD=torch.randn(B, D, generator=g),
-    )
-
-
-def with_garbage_padding(batch, extra=3, seed=1):
-    """Same batch with large random values under padding and `extra` more padded positions."""
-    g = torch.Generator().manual_seed(seed)
-    out = dict(batch)
-    mask_BL = batch["mask_BL"]
-    B, L = mask_BL.shape
-    out["mask_BL"] = torch.cat([mask_BL, torch.zeros(B, extra, dtype=torch.bool)], dim=1)
-    for key in ("seq_BLD", "seq_time_BLD"):
-        garbage_BLD = torch.randn(B, L + extra, batch[key].shape[-1], generator=g) * 1e4
-        padded_BLD = torch.cat([batch[key], garbage_BLD[:, L:]], dim=1)
-        out[key] = torch.where(out["mask_BL"].unsqueeze(-1), padded_BLD, garbage_BLD)
-    return out
+make_batch = partial(batches.make_batch, D=4, time=True)
 
 
 # Hand example: B=1, L=3 (last slot padded), D=2.
@@ -88,11 +64,7 @@ def test_shape_padding_invariance_and_empty_rows(temporal, attention, representa
     tin = TIN(dim=4, temporal=temporal, attention=attention, representation=representation)
     assert tin.output_dim == 4
     batch = make_batch([5, 2, 0, 1])
-    out_BD = tin(**batch)
-    assert out_BD.shape == (4, 4)
-    assert torch.isfinite(out_BD).all()
-    assert torch.equal(out_BD[2], torch.zeros(4))
-    torch.testing.assert_close(tin(**with_garbage_padding(batch)), out_BD, rtol=0, atol=1e-6)
+    checks.assert_padding_is_ignored(tin, batch, zero_rows=[2], atol=1e-6)
     cor_BL = tin.learned_correlation(**batch)
     torch.testing.assert_close(
         tin.learned_correlation(**with_garbage_padding(batch))[:, :5], cor_BL, rtol=0, atol=1e-6
