@@ -125,7 +125,10 @@ def run_experiment(path: str, out_root: str = "runs") -> Dict[str, dict]:
     out_dir = os.path.join(out_root, spec["name"])
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
-        f.write(f"Seeds {seeds}; mean ± std over seeds; Δ% against {spec.get('baseline') or 'nothing'}.\n\n{table}\n")
+        head = (f"Seeds {seeds}; training samples/s (mean over seeds, the whole run including its first steps) and "
+                f"peak RSS of the trainer process (max over seeds)." if spec.get("table") == "cost" else
+                f"Seeds {seeds}; mean ± std over seeds; Δ% against {spec.get('baseline') or 'nothing'}.")
+        f.write(f"{head}\n\n{table}\n")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"spec": spec, "results": results}, f, indent=1)
     print(table)
