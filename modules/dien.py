@@ -78,17 +78,16 @@ class AUGRU(nn.Module):
         H = self.hidden
         xproj_BT3H = self.input_proj(x_BTI)  # all steps at once
         h_BH = x_BTI.new_zeros(B, H)
+        # A padded step gets a_t = 0, so u'_t = 0 and h'_t = h'_{t-1} exactly (the candidate is a finite tanh):
+        # the state is kept without a per-step select.
+        att_BT = att_BT.masked_fill(~mask_BT, 0.0)
         # per-step views by one unbind: its backward is one stack, where indexing [:, t] in the loop
         # would give each step a full [B, T, .] gradient to add up (cost quadratic in T)
-        steps = zip(xproj_BT3H.unbind(1), att_BT.unsqueeze(-1).unbind(1), mask_BT.unsqueeze(-1).unbind(1))
-        for xproj_B3H, att_B1, valid_B1 in steps:  # O(T) sequential steps: the recurrence is sequential
-            xr_BH, xu_BH, xn_BH = xproj_B3H.split(H, dim=-1)
-            hr_BH, hu_BH, hn_BH = self.hidden_proj(h_BH).split(H, dim=-1)
-            r_BH = torch.sigmoid(xr_BH + hr_BH)
-            u_BH = att_B1 * torch.sigmoid(xu_BH + hu_BH)
-            cand_BH = torch.tanh(xn_BH + r_BH * hn_BH)
-            new_BH = (1 - u_BH) * h_BH + u_BH * cand_BH
-            h_BH = torch.where(valid_B1, new_BH, h_BH)
+        for xproj_B3H, att_B1 in zip(xproj_BT3H.unbind(1), att_BT.unsqueeze(-1).unbind(1)):  # O(T) sequential
+            hproj_B3H = self.hidden_proj(h_BH)
+            r_BH, u_BH = torch.sigmoid(xproj_B3H[:, : 2 * H] + hproj_B3H[:, : 2 * H]).split(H, dim=-1)
+            cand_BH = torch.tanh(xproj_B3H[:, 2 * H :] + r_BH * hproj_B3H[:, 2 * H :])
+            h_BH = h_BH + (att_B1 * u_BH) * (cand_BH - h_BH)  # (1 - u') h + u' cand
         return h_BH
 
 

@@ -125,6 +125,11 @@ def test_augru_zero_attention_keeps_the_state():
     torch.testing.assert_close(last_zero_BH, augru(x_BTI[:, :2], torch.tensor([[0.7, 0.2]]), full_BT[:, :2]))
     # a_t = 0 everywhere: the state never leaves h'_0 = 0
     assert torch.equal(augru(x_BTI, torch.zeros(1, 3), full_BT), torch.zeros(1, 3))
+    # padded steps keep the state whatever their attention and inputs hold
+    first_two_BT = torch.tensor([[True, True, False]])
+    garbage_BTI = torch.cat([x_BTI[:, :2], torch.full((1, 1, 3), 1e4)], dim=1)
+    torch.testing.assert_close(augru(garbage_BTI, torch.tensor([[0.7, 0.2, 5.0]]), first_two_BT),
+                               augru(x_BTI[:, :2], torch.tensor([[0.7, 0.2]]), full_BT[:, :2]))
 
 
 def test_forward_composes_extractor_attention_and_augru():
