@@ -98,7 +98,7 @@ def cmd_plan(args) -> int:
 def cmd_experiment(args) -> int:
     from tinrec.experiment import run_experiment
 
-    run_experiment(args.spec, out_root=args.out_root)
+    run_experiment(args.spec, out_root=args.out_root, report_only=args.report_only)
     return 0
 
 
@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("experiment", help="train a list of configs over seeds, write a comparison table")
     x.add_argument("spec", help="experiment YAML (experiments/*.yaml)")
     x.add_argument("--out-root", default="runs")
+    x.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the table from the finished runs (partial rows say which seeds)")
     x.set_defaults(func=cmd_experiment)
     an = sub.add_parser("analyze", help="analyses of a dataset and a trained model (docs/analysis.md)")
     st = an.add_subparsers(dest="analysis", required=True).add_parser(

@@ -69,11 +69,15 @@ def command(row: dict, seed: int, run_dir: str, common: List[str]) -> List[str]:
             *row.get("overrides", []), "--resume"]
 
 
-def run_experiment(path: str, out_root: str = "runs") -> Dict[str, dict]:
+def run_experiment(path: str, out_root: str = "runs", report_only: bool = False) -> Dict[str, dict]:
+    """Train what is missing (unless ``report_only``) and write the table. With ``report_only``, rows are
+    built from the finished runs only; a row lists the seeds it has (``seeds``) and one without any is left
+    out (``missing``)."""
     spec = load_spec(path)
     seeds = spec.get("seeds", [0])
     common = list(spec.get("overrides", []))
     results: Dict[str, dict] = {}
+    missing: List[str] = []
     for row in spec["rows"]:
         per_seed, resources = [], []
         for seed in seeds:
@@ -81,19 +85,24 @@ def run_experiment(path: str, out_root: str = "runs") -> Dict[str, dict]:
             metrics_file = os.path.join(run_dir, "metrics.json")
             cmd = command(row, seed, run_dir, common)
             if not os.path.exists(metrics_file):
+                if report_only:
+                    continue
                 print(f"[experiment] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
                 exe = [sys.executable, "-m", "tinrec.cli"] + cmd[1:]
                 subprocess.run(exe, check=True)
             with open(metrics_file) as f:
                 m = json.load(f)
-            per_seed.append(m["test"])
+            per_seed.append(dict(m["test"], seed=seed))
             resources.append({k: m[k] for k in ("train", "peak_memory_mib") if k in m})
+        if not per_seed:
+            missing.append(row["name"])
+            continue
         shown = command(row, seeds[0], f"runs/{spec['name']}/{_slug(row['name'])}-s<seed>", common)[:-1]
         results[row["name"]] = {
             "command": " ".join(shown).replace(f"seed={seeds[0]} ", "seed=<seed> "),
             **{f"{k}_{stat}": float(fn([m[k] for m in per_seed]))
                for k in ("gauc", "auc", "logloss") for stat, fn in (("mean", np.mean), ("std", np.std))},
-            "seeds": seeds,
+            "seeds": [m["seed"] for m in per_seed],
         }
         if all("peak_memory_mib" in r and "train" in r for r in resources):  # runs by tinrec >= session 3
             results[row["name"]].update(
@@ -107,10 +116,14 @@ def run_experiment(path: str, out_root: str = "runs") -> Dict[str, dict]:
     cost = all("peak_host_rss_mib_max" in r for r in results.values())  # cost columns when every row has them
     head = "| model | test GAUC | Δ% | test logloss | Δ% | test AUC |" + (" train samples/s | peak RSS MiB |" * cost)
     lines = [head + " command |", "|---|---|---|---|---|---|" + "---|---|" * cost + "---|"]
+    def label(name: str) -> str:
+        got = results[name]["seeds"]
+        return name if len(got) == len(seeds) else f"{name} (seeds {', '.join(map(str, got))} only)"
+
     for name, r in results.items():
         dg = f"{100 * (r['gauc_mean'] / base['gauc_mean'] - 1):+.2f}" if base and r is not base else "-"
         dl = f"{100 * (r['logloss_mean'] / base['logloss_mean'] - 1):+.2f}" if base and r is not base else "-"
-        lines.append(f"| {name} | {r['gauc_mean']:.4f} ± {r['gauc_std']:.4f} | {dg} | {r['logloss_mean']:.4f} ± "
+        lines.append(f"| {label(name)} | {r['gauc_mean']:.4f} ± {r['gauc_std']:.4f} | {dg} | {r['logloss_mean']:.4f} ± "
                      f"{r['logloss_std']:.4f} | {dl} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} |"
                      + (f" {r['train_samples_per_s_mean']:.0f} | {r['peak_host_rss_mib_max']:.0f} |" if cost else "")
                      + f" `{r['command']}` |")
@@ -119,7 +132,7 @@ def run_experiment(path: str, out_root: str = "runs") -> Dict[str, dict]:
         for name, r in results.items():
             if "peak_host_rss_mib_max" not in r:
                 raise ValueError(f"{path}: table: cost, but the runs of {name!r} record no cost (rerun them)")
-            lines.append(f"| {name} | {r['train_samples_per_s_mean']:.1f} | {r['peak_host_rss_mib_max']:.0f} | "
+            lines.append(f"| {label(name)} | {r['train_samples_per_s_mean']:.1f} | {r['peak_host_rss_mib_max']:.0f} | "
                          f"`{r['command']}` |")
     table = "\n".join(lines)
     out_dir = os.path.join(out_root, spec["name"])
@@ -128,8 +141,10 @@ def run_experiment(path: str, out_root: str = "runs") -> Dict[str, dict]:
         head = (f"Seeds {seeds}; training samples/s (mean over seeds, the whole run including its first steps) and "
                 f"peak RSS of the trainer process (max over seeds)." if spec.get("table") == "cost" else
                 f"Seeds {seeds}; mean ± std over seeds; Δ% against {spec.get('baseline') or 'nothing'}.")
+        if missing:
+            head += f" Not run yet: {', '.join(missing)}."
         f.write(f"{head}\n\n{table}\n")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"spec": spec, "results": results}, f, indent=1)
+        json.dump({"spec": spec, "results": results, "missing": missing}, f, indent=1)
     print(table)
     return results

@@ -50,6 +50,21 @@ def test_experiment_table_relative_change_cost_and_skip(tmp_path):
     assert "[experiment]" not in again.stdout
     assert stamps == {k: os.path.getmtime(f) for k, f in files.items()}
 
+    # --report-only trains nothing: partial rows say which seeds they have, rows without runs are listed
+    os.remove(files["TIN w/o TTE", 1])
+    spec_more = dict(spec, rows=spec["rows"] + [{"name": "Never", "config": "configs/din.yaml"}])
+    path.write_text(yaml.safe_dump(spec_more))
+    partial = run(["experiment", str(path), "--out-root", str(out), "--report-only"])
+    assert "[experiment]" not in partial.stdout and not files["TIN w/o TTE", 1].exists()
+    report = json.loads((out / "exp" / "results.json").read_text())
+    assert report["missing"] == ["Never"] and report["results"]["TIN w/o TTE"]["seeds"] == [0]
+    assert report["results"]["TIN w/o TTE"]["gauc_mean"] == pytest.approx(per_run["TIN w/o TTE", 0]["test"]["gauc"])
+    md = (out / "exp" / "results.md").read_text()
+    assert "| TIN w/o TTE (seeds 0 only) |" in md and "Not run yet: Never." in md
+    path.write_text(yaml.safe_dump(spec))
+    run(["experiment", str(path), "--out-root", str(out)])  # trains the missing seed again
+    assert files["TIN w/o TTE", 1].exists()
+
     # table: cost -> only samples/s and peak memory (for runs that record cost, not accuracy)
     path.write_text(yaml.safe_dump(dict(spec, table="cost")))
     run(["experiment", str(path), "--out-root", str(out)])
