@@ -118,13 +118,16 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False)
     lines = [head + " command |", "|---|---|---|---|---|---|" + "---|---|" * cost + "---|"]
     def label(name: str) -> str:
         got = results[name]["seeds"]
-        return name if len(got) == len(seeds) else f"{name} (seeds {', '.join(map(str, got))} only)"
+        if len(got) == len(seeds):
+            return name
+        return f"{name} (seed{'s' * (len(got) > 1)} {', '.join(map(str, got))} only)"
 
     for name, r in results.items():
         dg = f"{100 * (r['gauc_mean'] / base['gauc_mean'] - 1):+.2f}" if base and r is not base else "-"
         dl = f"{100 * (r['logloss_mean'] / base['logloss_mean'] - 1):+.2f}" if base and r is not base else "-"
-        lines.append(f"| {label(name)} | {r['gauc_mean']:.4f} ± {r['gauc_std']:.4f} | {dg} | {r['logloss_mean']:.4f} ± "
-                     f"{r['logloss_std']:.4f} | {dl} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} |"
+        lines.append(f"| {label(name)} | {r['gauc_mean']:.4f} ± {r['gauc_std']:.4f} | {dg} | "
+                     f"{r['logloss_mean']:.4f} ± {r['logloss_std']:.4f} | {dl} | "
+                     f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f} |"
                      + (f" {r['train_samples_per_s_mean']:.0f} | {r['peak_host_rss_mib_max']:.0f} |" if cost else "")
                      + f" `{r['command']}` |")
     if spec.get("table") == "cost":  # runs that record cost, not accuracy (e.g. a few steps at L = 2000)

@@ -60,7 +60,7 @@ def test_experiment_table_relative_change_cost_and_skip(tmp_path):
     assert report["missing"] == ["Never"] and report["results"]["TIN w/o TTE"]["seeds"] == [0]
     assert report["results"]["TIN w/o TTE"]["gauc_mean"] == pytest.approx(per_run["TIN w/o TTE", 0]["test"]["gauc"])
     md = (out / "exp" / "results.md").read_text()
-    assert "| TIN w/o TTE (seeds 0 only) |" in md and "Not run yet: Never." in md
+    assert "| TIN w/o TTE (seed 0 only) |" in md and "Not run yet: Never." in md
     path.write_text(yaml.safe_dump(spec))
     run(["experiment", str(path), "--out-root", str(out)])  # trains the missing seed again
     assert files["TIN w/o TTE", 1].exists()
