@@ -28,7 +28,6 @@ import argparse
 import itertools
 import json
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -97,10 +96,6 @@ def _median_rate(step: Callable[[], None], batch: int, warmup: int, steps: int) 
     return {"samples_per_s": batch / med, "step_s_median": med, "step_s_min": min(times), "steps": steps}
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def main(argv=None) -> Dict[str, object]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
@@ -125,7 +120,7 @@ def main(argv=None) -> Dict[str, object]:
     from benchmarks.synthetic import make_batch
     from tinrec.config import load_config
     from tinrec.model import build_model
-    from tinrec.train import Data, build_training, init_distributed, seed_everything
+    from tinrec.train import Data, build_training, init_distributed, peak_memory_mib, seed_everything
     from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
     if args.model not in MODELS:
@@ -155,7 +150,7 @@ def main(argv=None) -> Dict[str, object]:
         model.eval()
         with torch.no_grad():
             out["torchrec_infer"] = _median_rate(lambda: pipeline.progress(batches), B, args.warmup, args.steps)
-        out["peak_rss_mib"] = peak_rss_mib()
+        out["peak_rss_mib"] = peak_memory_mib(env.device)["host_rss"]
         del pipeline, model, optimizer
 
         # ---- the interest module alone, on the embedded inputs of the same batch ----
