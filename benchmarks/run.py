@@ -214,12 +214,15 @@ def main(argv: Optional[List[str]] = None) -> dict:
     ap.add_argument("--peers-env", default=os.path.join(REPO, ".bench-peers"))
     ap.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "cpu"),
                     help="output prefix: writes OUT.json, OUT.md, OUT.png")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the points OUT.json already has (without error) and measure only the rest")
     args = ap.parse_args(argv)
 
     report = {"command": "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "versions": versions(),
               "settings": {k: getattr(args, k) for k in ("batch", "dim", "threads", "steps", "steps_long")},
               "device": "cpu", "results": []}
+    done = _done_points(args.out) if args.resume else {}
     report["bandwidth_bytes_per_s"] = measure_bandwidth(args.threads)
     print(f"[bench] memory bandwidth {report['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s", file=sys.stderr)
     python = None
@@ -229,6 +232,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
         python = ensure_env(args.peers_env)  # each peer result records its library's version
     for model in args.models:
         for L in args.lengths:
+            if (model, L) in done:
+                report["results"].append(done[(model, L)])
+                continue
             r = run_tinrec(model, L, args)
             if python is not None:
                 r["peers"] = {peer: run_peer(python, peer, pm, L, args) for peer, pm in MODELS[model].peers}
@@ -239,6 +245,15 @@ def main(argv: Optional[List[str]] = None) -> dict:
     print(table(report))
     print(growth_table(report))
     return report
+
+
+def _done_points(out: str) -> Dict[tuple, dict]:
+    """The points a previous (interrupted) run of the same OUT finished: (model, L) -> its result."""
+    if not os.path.exists(out + ".json"):
+        return {}
+    with open(out + ".json") as f:
+        previous = json.load(f)
+    return {(r["model"], r["seq_len"]): r for r in previous.get("results", []) if "error" not in r}
 
 
 def _write(report: dict, out: str, final: bool) -> None:

@@ -77,3 +77,24 @@ def test_hotpath_before_and_after_compute_the_same_values(tmp_path):
                    "--out", str(tmp_path / "hp")])
     assert [r["case"] for r in report["rows"]] == list(cases(B=2, L=8, Lq=6, D=8))
     assert (tmp_path / "hp.md").read_text().count("x |") == len(report["rows"])
+
+
+def test_resume_keeps_finished_points_and_remeasures_failed_ones(tmp_path, monkeypatch):
+    import benchmarks.run as run
+
+    out = tmp_path / "cpu"
+    previous = {"results": [_point("din", 50, 100.0), {"model": "din", "seq_len": 200, "error": "exit -9"}]}
+    (tmp_path / "cpu.json").write_text(json.dumps(previous))
+    measured = []
+
+    def fake_point(model, L, args):  # stands in for the subprocess measurement, recording what was asked
+        measured.append((model, L))
+        return _point(model, L, 50.0)
+
+    monkeypatch.setattr(run, "run_tinrec", fake_point)
+    monkeypatch.setattr(run, "measure_bandwidth", lambda threads: 10**10)
+    monkeypatch.setattr(run, "plot", lambda report, path: None)
+    report = run.main(["--models", "din", "--lengths", "50", "200", "--no-peers", "--resume", "--out", str(out)])
+    assert measured == [("din", 200)]  # the finished point is kept, the failed one measured again
+    assert [r["torchrec_train"]["samples_per_s"] for r in report["results"]] == [100.0, 50.0]
+    assert json.loads((tmp_path / "cpu.json").read_text())["results"][0]["torchrec_train"]["samples_per_s"] == 100.0
