@@ -182,11 +182,13 @@ def ensure_env(path: str = ".bench-peers", *, python: str = "python3") -> str:
 
 
 def measure(python: str, peer: str, model: str, seq_len: int, *, batch: int = 256, dim: int = 64, steps: int,
-            warmup: int, threads: int = 2, timeout: float, seed: int = 0) -> dict:
+            warmup: int, threads: int = 2, timeout: float, seed: int = 0, host_memory: str = "system") -> dict:
     """Run this file as a script under ``python`` (the peer venv's) and return its JSON result.
 
     The subprocess gets ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = ``threads`` as well (the script also calls
-    ``torch.set_num_threads``). See the module docstring for what is measured.
+    ``torch.set_num_threads``). See the module docstring for what is measured. ``host_memory="cached"`` gives
+    the peer's process the glibc settings tinrec's ``train.host_memory: cached`` applies (``tinrec/hostmem.py``),
+    through glibc's environment variables, so that a ratio can be read without tinrec's allocator setting.
 
     Raises:
         ValueError: unknown peer or model.
@@ -199,6 +201,10 @@ def measure(python: str, peer: str, model: str, seq_len: int, *, batch: int = 25
            "--threads", str(threads), "--seed", str(seed)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     env.pop("PYTHONPATH", None)  # nothing of the main venv may leak into the peer venv
+    if host_memory == "cached":
+        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**62))
+    elif host_memory != "system":
+        raise ValueError(f"host_memory: expected 'system' or 'cached', got {host_memory!r}")
     what = f"{peer} {model} L={seq_len} B={batch} D={dim}"
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
@@ -209,7 +215,7 @@ def measure(python: str, peer: str, model: str, seq_len: int, *, batch: int = 25
         raise RuntimeError(f"peer benchmark {what} failed (exit {proc.returncode}); stderr tail:\n"
                            f"{_tail(proc.stderr)}")
     try:
-        return json.loads(proc.stdout)
+        return dict(json.loads(proc.stdout), host_memory=host_memory)
     except ValueError as e:
         raise RuntimeError(f"peer benchmark {what} printed no JSON object: stdout {proc.stdout[-500:]!r}; "
                            f"stderr tail:\n{_tail(proc.stderr)}") from e

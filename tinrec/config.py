@@ -99,6 +99,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 50
     max_steps: Optional[int] = None  # stop after this many steps in total (smoke tests)
+    host_memory: str = "cached"  # cached: glibc keeps freed host memory for reuse (tinrec/hostmem.py) | system
 
 
 @dataclass
@@ -310,6 +311,11 @@ def validate(cfg: Config, src: str) -> None:
                        ("data.time_bins", cfg.data.time_bins)):
         if value < 1:
             raise ValueError(f"{src}: {key}: must be >= 1, got {value}")
+    from tinrec.hostmem import CHOICES as HOST_MEMORY  # local: keeps config import light
+
+    if cfg.train.host_memory not in HOST_MEMORY:
+        raise ValueError(f"{src}: train.host_memory: expected one of {', '.join(HOST_MEMORY)}, "
+                         f"got {cfg.train.host_memory!r}")
     if cfg.data.num_workers < 0:
         raise ValueError(f"{src}: data.num_workers: must be >= 0")
     if not cfg.model.tables:

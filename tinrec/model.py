@@ -19,7 +19,9 @@ Legend: B batch, L padded history length (the batch's longest kept history), D b
 
 from __future__ import annotations
 
+import functools
 import inspect
+import operator
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -64,7 +66,14 @@ def _padded(values_Nd: torch.Tensor, slots_N: torch.Tensor, B: int, L: int) -> t
     :func:`_slots` (its gradient is a row gather). Pure torch, so it runs wherever torch does (a CUDA torch
     beside the CPU build of fbgemm included)."""
     d = values_Nd.shape[-1]
+    if values_Nd.shape[0] == B * L:  # every row is full (N = B * L): the values already are that layout, no copy
+        return values_Nd.reshape(B, L, d)
     return values_Nd.new_zeros(B * L, d).index_copy(0, slots_N, values_Nd).view(B, L, d)
+
+
+def _sum(tensors: List[torch.Tensor]) -> torch.Tensor:
+    """Sum without Python's ``sum`` start value 0 (``0 + t`` would copy the first tensor)."""
+    return functools.reduce(operator.add, tensors)
 
 
 class SequenceArch(nn.Module):
@@ -104,8 +113,8 @@ class SequenceArch(nn.Module):
                "seq_time_BLD": None, "query_time_BD": None}
         if self.temporal is not None:
             hist_t, target_t = self.temporal  # several features (timestamp encoding) are summed
-            out["seq_time_BLD"] = pad(sum(emb[f].values() for f in hist_t))
-            out["query_time_BD"] = sum(emb[f].values() for f in target_t).view(B, -1)
+            out["seq_time_BLD"] = pad(_sum([emb[f].values() for f in hist_t]))
+            out["query_time_BD"] = _sum([emb[f].values() for f in target_t]).view(B, -1)
         if self.negatives == "in_batch":
             # one negative per behaviour: a behaviour drawn uniformly from the whole batch's histories
             # (DIEN's auxiliary loss; the global torch RNG is seeded and checkpointed)

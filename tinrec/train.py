@@ -35,6 +35,7 @@ from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 from tqdm import tqdm
 
 from tinrec import checkpoint as ckpt
+from tinrec import hostmem
 from tinrec.config import Config, OptimizerConfig, to_dict
 from tinrec.data.batch import Batch
 from tinrec.data.reader import ParquetStream, consumed_per_worker, list_units, read_meta, required_columns, split_files
@@ -219,7 +220,8 @@ def _pick(table: Dict[str, type], oc: OptimizerConfig, key: str) -> type:
 
 
 def build_training(cfg: Config, data: Data, env: DistEnv):
-    """Model on meta -> fused sparse optimizer -> plan -> DMP -> combined optimizer."""
+    """Host memory setting -> model on meta -> fused sparse optimizer -> plan -> DMP -> combined optimizer."""
+    hostmem.configure(cfg.train.host_memory)
     seed_everything(cfg.seed)
     model = build_model(cfg, data.rows)
     sparse_cls = _pick(SPARSE_OPTIMIZERS, cfg.train.sparse_optimizer, "train.sparse_optimizer")

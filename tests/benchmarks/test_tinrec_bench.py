@@ -38,15 +38,17 @@ def _point(model, L, sps, peers=None):
 
 def test_table_ratios_floor_and_flags():
     report = {"bandwidth_bytes_per_s": 10**10, "results": [
-        _point("din", 2000, 120.0, {"deepctr": {"train_samples_per_s": 20.0}, "rechub": {"train_samples_per_s": 30.0}}),
+        _point("din", 2000, 120.0, {"deepctr": {"train_samples_per_s": 20.0}, "rechub": {"train_samples_per_s": 30.0},
+                                    "deepctr+cached": {"train_samples_per_s": 40.0}}),
         _point("bst", 50, 50.0, {"rechub": {"error": "exit 1"}}),
         {"model": "dien", "seq_len": 2000, "error": "exit -9: killed"}]}
     rows = table(report).splitlines()[2:]
     din = rows[0].split(" | ")
-    assert din[6] == "30 (rechub)" and din[7] == "4.00x"  # best peer, and tinrec / best peer
+    assert din[6] == "30 (rechub)" and din[7] == "4.00x"  # best peer as shipped, and tinrec / best peer
+    assert din[8] == "40 (deepctr+cached)" and din[9] == "3.00x"  # best peer with tinrec's host-memory setting
     # floor: 1e6 bytes / 1e10 B/s = 0.1 ms per sample; achieved 1/120 s -> 83.3x the floor
-    assert din[8].startswith("83.3x")
-    assert "(quadratic in L)" in rows[1] and "| - | - | - |" in rows[1]  # a failed peer gives no ratio
+    assert din[10].startswith("83.3x")
+    assert "(quadratic in L)" in rows[1] and "| - | - | - | - | - |" in rows[1]  # a failed peer gives no ratio
     assert "failed: exit -9: killed" in rows[2]
 
 

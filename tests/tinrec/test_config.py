@@ -65,6 +65,12 @@ def test_bad_type_names_key(tmp_path):
         load_config(path, ["train.batch_size=big"])
 
 
+def test_unknown_host_memory_mode_names_key_and_file(tmp_path):
+    path = _write(tmp_path, yaml.safe_dump(_default_dict()))
+    with pytest.raises(ValueError, match=r"c\.yaml: train\.host_memory: expected one of cached, system, got 'pool'"):
+        load_config(path, ["train.host_memory=pool"])
+
+
 def test_overrides_apply(tmp_path):
     path = _write(tmp_path, yaml.safe_dump(_default_dict()))
     cfg = load_config(path, ["train.epochs=3", "seed=7", "data.max_len=50", "model.tower.hidden=[8,4]",

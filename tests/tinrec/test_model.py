@@ -83,6 +83,17 @@ def test_jagged_to_padded_matches_a_loop_and_routes_gradients():
     assert ints[mask].tolist() == list(range(10, 10 + N)) and not ints[~mask].any()
 
 
+def test_jagged_to_padded_of_full_rows_is_the_values_viewed():
+    from tinrec.model import _padded, _slots
+
+    B, L, d = 3, 4, 2
+    values = torch.randn(B * L, d, requires_grad=True)
+    out = _padded(values, _slots(torch.full((B,), L), L, B * L), B, L)
+    assert torch.equal(out, values.detach().view(B, L, d)) and out.data_ptr() == values.data_ptr()  # no copy
+    out.sum().backward()
+    assert torch.equal(values.grad, torch.ones(B * L, d))
+
+
 def test_loss_ignores_zero_weight_samples(tmp_path):
     cfg, model, batch, rows = _setup(tmp_path)
     loss, (logits, labels, users, weights) = model(batch)
