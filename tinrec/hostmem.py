@@ -9,8 +9,10 @@ training step on that machine ran 2.1x faster with reuse (``benchmarks/``, READM
 
 ``cached`` (the default of ``train.host_memory``) tells glibc (``mallopt``) to serve large blocks from its
 heap too (M_MMAP_MAX = 0) and never to trim the heap (M_TRIM_THRESHOLD = -1), so freed blocks are reused by
-the next step. The cost is the same as the CUDA caching allocator's: the process keeps its high-water mark
-of host memory until it exits (its peak RSS is unchanged). ``system`` leaves ``malloc`` as configured by
+the next step. The cost is the CUDA caching allocator's: the process keeps host memory it freed, and since
+PyTorch allocates 64-byte aligned blocks (``posix_memalign``), a freed block is not always reused by the next
+request of the same size, so the heap settles above the working set: TIN at L = 2000, batch 256 held a steady
+3.8 GiB over 15 steps against a 2.6 GiB peak without the setting. ``system`` leaves ``malloc`` as configured by
 the environment (e.g. ``MALLOC_*`` variables, or jemalloc / tcmalloc through ``LD_PRELOAD``). Elsewhere
 than glibc, ``cached`` does nothing and says so once in the log.
 """
