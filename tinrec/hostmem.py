@@ -11,10 +11,10 @@ training step on that machine ran 2.1x faster with reuse (``benchmarks/``, READM
 heap too (M_MMAP_MAX = 0) and never to trim the heap (M_TRIM_THRESHOLD = -1), so freed blocks are reused by
 the next step. The cost is the CUDA caching allocator's: the process keeps host memory it freed, and since
 PyTorch allocates 64-byte aligned blocks (``posix_memalign``), a freed block is not always reused by the next
-request of the same size, so the heap settles above the working set: TIN at L = 2000, batch 256 held a steady
-3.8 GiB over 15 steps against a 2.6 GiB peak without the setting. ``system`` leaves ``malloc`` as configured by
-the environment (e.g. ``MALLOC_*`` variables, or jemalloc / tcmalloc through ``LD_PRELOAD``). Elsewhere
-than glibc, ``cached`` does nothing and says so once in the log.
+request of the same size and the heap can settle above the working set (in the benchmark, TIN at L = 2000 and
+batch 256 peaked at 2.6 GiB of host memory with and without the setting). ``system`` leaves ``malloc`` as
+configured by the environment (e.g. ``MALLOC_*`` variables, or jemalloc / tcmalloc through ``LD_PRELOAD``).
+Elsewhere than glibc, ``cached`` does nothing and says so once in the log.
 """
 
 from __future__ import annotations
