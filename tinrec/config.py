@@ -326,8 +326,9 @@ def validate(cfg: Config, src: str) -> None:
             raise ValueError(f"{src}: model.tables.{tname}.rows: expected an integer or 'auto', got {t.rows!r}")
         if isinstance(t.rows, int) and t.rows < 1:
             raise ValueError(f"{src}: model.tables.{tname}.rows: must be >= 1")
-        if t.dim < 1:
-            raise ValueError(f"{src}: model.tables.{tname}.dim: must be >= 1")
+        if t.dim < 1 or t.dim % 4:
+            raise ValueError(f"{src}: model.tables.{tname}.dim: must be a positive multiple of 4 (fbgemm's fused "
+                             f"embedding kernels), got {t.dim}")
         for f in t.features:
             if f in owner:
                 raise ValueError(f"{src}: model.tables.{tname}.features: {f!r} is already read by table {owner[f]!r}")

@@ -65,6 +65,12 @@ def test_bad_type_names_key(tmp_path):
         load_config(path, ["train.batch_size=big"])
 
 
+def test_table_width_not_a_multiple_of_4_is_refused_before_fbgemm(tmp_path):
+    path = _write(tmp_path, yaml.safe_dump(_default_dict()))
+    with pytest.raises(ValueError, match=r"c\.yaml: model\.tables\.item\.dim: must be a positive multiple of 4 .*got 33"):
+        load_config(path, ["model.tables.item.dim=33"])
+
+
 def test_unknown_host_memory_mode_names_key_and_file(tmp_path):
     path = _write(tmp_path, yaml.safe_dump(_default_dict()))
     with pytest.raises(ValueError, match=r"c\.yaml: train\.host_memory: expected one of cached, system, got 'pool'"):
