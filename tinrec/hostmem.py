@@ -5,16 +5,16 @@ PyTorch's CPU allocator is the C library's ``malloc``. glibc serves every block 
 tensor of a training step starts as untouched pages that the kernel faults in and zeroes on first write,
 every step again. At L = 2000, batch 256 and 128 columns one activation is 262 MB, and an out-of-place add
 of two of them took 124 ms, against 19 ms once the memory is reused (2 cores, glibc 2.36); a TIN or DIN
-training step on that machine ran 2.1x faster with reuse (``benchmarks/``, README "Performance").
+training step at L = 2000 on that machine ran 2-3.5x faster with reuse (``benchmarks/``, README "Performance").
 
 ``cached`` (the default of ``train.host_memory``) tells glibc (``mallopt``) to serve large blocks from its
 heap too (M_MMAP_MAX = 0) and never to trim the heap (M_TRIM_THRESHOLD = -1), so freed blocks are reused by
 the next step. The cost is the CUDA caching allocator's: the process keeps host memory it freed, and since
 PyTorch allocates 64-byte aligned blocks (``posix_memalign``), a freed block is not always reused by the next
-request of the same size and the heap can settle above the working set (in the benchmark, TIN at L = 2000 and
-batch 256 peaked at 2.6 GiB of host memory with and without the setting). ``system`` leaves ``malloc`` as
-configured by the environment (e.g. ``MALLOC_*`` variables, or jemalloc / tcmalloc through ``LD_PRELOAD``).
-Elsewhere than glibc, ``cached`` does nothing and says so once in the log.
+request of the same size and the heap settles above the working set: whole training runs at L = 2000, batch
+256 peaked up to 48% higher (DIN 2.3 GiB instead of 1.5; README "Every model at L = 2000"). ``system``
+leaves ``malloc`` as configured by the environment (e.g. ``MALLOC_*`` variables, or jemalloc / tcmalloc
+through ``LD_PRELOAD``). Elsewhere than glibc, ``cached`` does nothing and says so once in the log.
 """
 
 from __future__ import annotations
