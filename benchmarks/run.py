@@ -127,7 +127,8 @@ def table(report: dict) -> str:
         def best(cached: bool) -> str:  # the fastest peer of one kind, and tinrec's ratio to it
             kind = {k: v for k, v in peers.items() if k.endswith("+cached") == cached}
             if not kind:
-                return "- | -"
+                failed = [k for k, v in r.get("peers", {}).items() if "error" in v and k.endswith("+cached") == cached]
+                return f"failed ({', '.join(failed)}) | -" if failed else "- | -"
             peer, sps = max(kind.items(), key=lambda kv: kv[1])
             return f"{sps:.0f} ({peer}) | {tr / sps:.2f}x"
 

@@ -48,7 +48,7 @@ def test_table_ratios_floor_and_flags():
     assert din[8] == "40 (deepctr+cached)" and din[9] == "3.00x"  # best peer with tinrec's host-memory setting
     # floor: 1e6 bytes / 1e10 B/s = 0.1 ms per sample; achieved 1/120 s -> 83.3x the floor
     assert din[10].startswith("83.3x")
-    assert "(quadratic in L)" in rows[1] and "| - | - | - | - | - |" in rows[1]  # a failed peer gives no ratio
+    assert "(quadratic in L)" in rows[1] and "| failed (rechub) | - | - | - | - |" in rows[1]  # no ratio
     assert "failed: exit -9: killed" in rows[2]
 
 
