@@ -100,6 +100,7 @@ class TrainConfig:
     log_every: int = 50
     max_steps: Optional[int] = None  # stop after this many steps in total (smoke tests)
     host_memory: str = "cached"  # cached: glibc keeps freed host memory for reuse (tinrec/hostmem.py) | system
+    index_dedup: bool = True  # sequence lookups: each distinct row once per batch (tinrec/dedup.py)
 
 
 @dataclass

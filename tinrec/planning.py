@@ -35,13 +35,13 @@ from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
 from torchrec.distributed.planner.proposers import GreedyProposer, UniformProposer
 from torchrec.distributed.planner.storage_reservations import HeuristicalStorageReservation
 from torchrec.distributed.planner.types import PlannerError
-from torchrec.distributed.sharding_plan import get_default_sharders
 from torchrec.distributed.types import ShardingPlan
 
 from tinrec.config import Config
 from tinrec.features import is_sequence, resolve_rows
 from tinrec.model import build_model
 from tinrec.sharding import constraints
+from tinrec.sharding import sharders as make_sharders
 
 log = logging.getLogger(__name__)
 GB = 1024**3
@@ -172,7 +172,7 @@ def plan(cfg: Config, cluster: Cluster, *, batch_size: Optional[int] = None) -> 
     planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch, constraints=cons,
                                        storage_reservation=reservation,
                                        proposer=[GreedyProposer(threshold=GREEDY_PATIENCE), UniformProposer()])
-    sharders = get_default_sharders()
+    sharders = make_sharders(cfg)
     try:
         sharding_plan = planner.plan(model, sharders)
     except PlannerError as e:

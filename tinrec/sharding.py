@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
-from torchrec.distributed.types import ShardingPlan
+from torchrec.distributed.embedding import EmbeddingCollectionSharder
+from torchrec.distributed.sharding_plan import get_default_sharders
+from torchrec.distributed.types import ModuleSharder, ShardingPlan
 
 from tinrec.config import Config
+from tinrec.dedup import register_cpu_kernel
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +41,22 @@ def constraints(cfg: Config, compute_device: str, pooling_factors: Optional[Dict
     return out
 
 
+def sharders(cfg: Config) -> List[ModuleSharder[nn.Module]]:
+    """TorchRec's default sharders, the sequence one with ``train.index_dedup`` (tinrec/dedup.py)."""
+    out: List[ModuleSharder[nn.Module]] = []
+    for s in get_default_sharders():
+        if isinstance(s, EmbeddingCollectionSharder) and type(s) is EmbeddingCollectionSharder:
+            if cfg.train.index_dedup:
+                register_cpu_kernel()
+            s = EmbeddingCollectionSharder(use_index_dedup=cfg.train.index_dedup)
+        out.append(s)
+    return out
+
+
 def make_plan(model: nn.Module, cfg: Config, *, world_size: int, local_world_size: int, device: torch.device,
               batch_size: int, pooling_factors: Optional[Dict[str, float]] = None) -> ShardingPlan:
     """Plan with TorchRec's planner (collectively when distributed, so every rank gets the same plan)."""
     topology = Topology(world_size=world_size, local_world_size=local_world_size, compute_device=device.type)
     planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size,
                                        constraints=constraints(cfg, device.type, pooling_factors))
-    return planner.collective_plan(model, pg=dist.GroupMember.WORLD)
+    return planner.collective_plan(model, sharders(cfg), pg=dist.GroupMember.WORLD)

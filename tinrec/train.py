@@ -43,7 +43,7 @@ from tinrec.data.timebins import load_or_compute_edges
 from tinrec.features import dense_sequence, feature_rows, resolve_rows, used_features
 from tinrec.metrics import EvalAccumulator
 from tinrec.model import build_model
-from tinrec.sharding import make_plan
+from tinrec.sharding import make_plan, sharders
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def build_training(cfg: Config, data: Data, env: DistEnv):
     else:
         plan = make_plan(model, cfg, world_size=env.world_size, local_world_size=env.local_world_size,
                          device=env.device, batch_size=cfg.train.batch_size)
-    dmp = DistributedModelParallel(model, device=env.device, plan=plan)
+    dmp = DistributedModelParallel(model, device=env.device, plan=plan, sharders=sharders(cfg))
     dense_cls = _pick(DENSE_OPTIMIZERS, cfg.train.dense_optimizer, "train.dense_optimizer")
     dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
                                   lambda params: dense_cls(params, **_opt_kwargs(dense_cls, cfg.train.dense_optimizer)))

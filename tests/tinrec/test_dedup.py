@@ -1,0 +1,148 @@
+"""Index dedup of sequence lookups: the CPU kernel's contract, and training equal with and without it."""
+
+import itertools
+import os
+
+import pytest
+import torch
+
+from tinrec import dedup
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _kjt_inputs(seed, batch=5, tables=((30, 2), (7, 1), (1000, 1)), max_len=6):
+    """A feature-major KJT's offsets / indices over ``tables`` ((rows, features sharing it), ...), and the
+    hash-size buffers TorchRec builds for them (only a table's last feature carries its size; its first
+    feature carries its feature count)."""
+    g = torch.Generator().manual_seed(seed)
+    sizes, counts, feature_rows = [], [], []
+    for rows, nf in tables:
+        sizes += [0] * (nf - 1) + [rows]
+        counts += [nf] + [0] * (nf - 1)
+        feature_rows += [rows] * nf
+    lengths = torch.randint(0, max_len + 1, (len(feature_rows) * batch,), generator=g)
+    lengths[1] = 0  # an empty bag
+    values = torch.cat([torch.randint(0, feature_rows[i // batch], (int(n),), generator=g)
+                        for i, n in enumerate(lengths)])
+    cumsum = torch.tensor([0] + list(itertools.accumulate(sizes)), dtype=torch.int64)
+    hso = torch.tensor([0] + list(itertools.accumulate(counts)), dtype=torch.int64)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(lengths, 0)])
+    return cumsum, hso, offsets, values, tables, batch
+
+
+def _check_contract(out, cumsum, hso, offsets, values, tables, batch):
+    lengths, out_offsets, unique, reverse = out
+    assert torch.equal(unique[reverse], values)
+    assert torch.equal(out_offsets, torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(lengths, 0)]))
+    f = 0
+    for rows, nf in tables:
+        b0, b1 = f * batch, (f + nf) * batch
+        ids = values[offsets[b0]:offsets[b1]]
+        expect = sorted(set(ids.tolist()))
+        got = unique[out_offsets[b0]:out_offsets[b1]]
+        assert got.tolist() == expect  # the table's distinct ids, ascending, routed to the table's bags
+        per_bag = lengths[b0:b1]
+        assert per_bag.max() - per_bag.min() <= 1 and per_bag.tolist() == sorted(per_bag.tolist(), reverse=True)
+        # the table's lookups point into the table's run of distinct ids
+        r = reverse[offsets[b0]:offsets[b1]]
+        assert (r >= out_offsets[b0]).all() and (r < out_offsets[b1]).all()
+        f += nf
+    assert unique.numel() == sum(len(set(values[offsets[f0 * batch]:offsets[(f0 + nf) * batch]].tolist()))
+                                 for f0, (_, nf) in zip(itertools.accumulate([0] + [t[1] for t in tables]), tables))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kernel_meets_the_contract_on_both_paths(seed, monkeypatch):
+    args = _kjt_inputs(seed)
+    dense = dedup.jagged_unique_indices(*args[:4])
+    _check_contract(dense, *args)
+    monkeypatch.setattr(dedup, "DENSE_FACTOR", 0)  # force the sort path
+    sort = dedup.jagged_unique_indices(*args[:4])
+    for a, b in zip(dense, sort):
+        assert torch.equal(a, b)
+
+
+def test_features_of_one_table_share_their_distinct_ids():
+    # two features of one table, the same id in both: one row looked up, not two
+    cumsum = torch.tensor([0, 0, 10])
+    hso = torch.tensor([0, 2, 2])
+    offsets = torch.tensor([0, 2, 3, 4, 6])  # batch 2: feature 0 bags [3, 3], [5]; feature 1 bags [3], [5, 9]
+    values = torch.tensor([3, 3, 5, 3, 5, 9])
+    lengths, out_offsets, unique, reverse = dedup.jagged_unique_indices(cumsum, hso, offsets, values)
+    assert unique.tolist() == [3, 5, 9]
+    assert reverse.tolist() == [0, 0, 1, 0, 1, 2]
+    assert lengths.tolist() == [1, 1, 1, 0]
+
+
+def test_an_id_outside_its_table_is_named():
+    cumsum, hso, offsets, values, tables, batch = _kjt_inputs(0)
+    values = values.clone()
+    i = int(offsets[2 * batch])  # first lookup of feature 2 (the 7-row table)
+    values[i] = 7
+    with pytest.raises(ValueError, match=r"feature 2 \(of 4\).*id 7 outside its table of 7 rows"):
+        dedup.jagged_unique_indices(cumsum, hso, offsets, values)
+
+
+def test_registered_as_the_fbgemm_op_on_cpu():
+    assert dedup.register_cpu_kernel()
+    args = _kjt_inputs(3)
+    out = torch.ops.fbgemm.jagged_unique_indices(*args[:4])
+    for a, b in zip(out, dedup.jagged_unique_indices(*args[:4])):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cpu_kernel_matches_fbgemms_cuda_kernel():
+    import fbgemm_gpu  # noqa: F401
+
+    if not torch._C._dispatch_has_kernel_for_dispatch_key(dedup.OP, "CUDA"):
+        pytest.skip("fbgemm-gpu build without CUDA kernels")
+    for seed in range(3):
+        args = _kjt_inputs(seed)
+        cpu = dedup.jagged_unique_indices(*args[:4])
+        gpu = torch.ops.fbgemm.jagged_unique_indices(*(a.cuda() for a in args[:4]))
+        for a, b in zip(cpu, gpu):
+            assert torch.equal(a, b.cpu())
+
+
+def _train(tmp_path, index_dedup, steps=6):
+    """Logits of ``steps`` training steps (TorchRec pipeline, fused rowwise Adagrad) then one eval step."""
+    from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+    from tinrec.config import load_config
+    from tinrec.train import Data, build_training, init_distributed
+
+    cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), [
+        f"data.path={tmp_path / 'data'}", f"run_dir={tmp_path / 'run'}", "data.num_workers=0",
+        "data.generate.num_users=60", "data.generate.num_items=40", "data.generate.num_categories=5",
+        "data.generate.train_rows=512", "data.generate.valid_rows=64", "data.generate.test_rows=64",
+        "data.generate.seq_len_mean=10.0", "data.generate.seq_len_max=20", "data.generate.show_progress=false",
+        "data.max_len=16", "train.batch_size=64", "train.sparse_optimizer.lr=0.5", f"train.index_dedup={index_dedup}"])
+    env = init_distributed()
+    data = Data(cfg, env)
+    batches = list(itertools.islice(data.loader(data.stream("train", train=True)), steps))
+    model, optimizer, _ = build_training(cfg, data, env)
+    flags = [m._use_index_dedup for m in model.modules() if hasattr(m, "_use_index_dedup")]
+    pipeline = TrainPipelineSparseDist(model, optimizer, env.device)
+    logits = []
+    for mode, source in (("train", batches), ("eval", batches[:1])):  # as tinrec.train runs them: to the end
+        getattr(model, mode)()
+        it = iter(source)
+        with torch.set_grad_enabled(mode == "train"):
+            while True:
+                try:
+                    logits.append(pipeline.progress(it)[0].detach())
+                except StopIteration:
+                    break
+    return flags, logits
+
+
+def test_training_with_dedup_equals_training_without(tmp_path):
+    flags_on, on = _train(tmp_path, True)
+    flags_off, off = _train(tmp_path, False)
+    assert flags_on and all(flags_on) and not any(flags_off)  # the dedup path really ran
+    assert not torch.allclose(on[0], on[-1])  # the sparse updates moved the logits
+    for a, b in zip(on, off):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

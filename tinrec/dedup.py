@@ -1,0 +1,111 @@
+"""Index deduplication of sequence lookups: TorchRec's own ``use_index_dedup``, given the CPU kernel it lacks.
+
+A behaviour sequence looks the same rows up many times in one batch: 256 histories of 2000 items drawn
+from 100k items hit each row about five times, and 512k category lookups hit only 1k rows. TorchRec's
+``EmbeddingCollectionSharder(use_index_dedup=True)`` looks every distinct row up once per batch and expands
+the result with ``index_select`` (whose backward sums the duplicates' gradients in dense torch); the fused
+sparse optimizer's backward then sees each row once instead of once per occurrence. fbgemm's own
+rowwise-Adagrad backward sums duplicates before its update too, so the update is the same up to the order
+of the float sums; what changes is the cost: on CPU the fused backward walks every occurrence, sorted, which
+made it 0.5 s of a 0.78 s TIN step at L = 2000 (README, "Performance").
+
+TorchRec computes the distinct ids with ``torch.ops.fbgemm.jagged_unique_indices``, which fbgemm-gpu
+implements for CUDA only. :func:`register_cpu_kernel` registers a CPU implementation of the same contract
+(through ``torch.library``; if a future fbgemm brings its own CPU kernel, that one is kept):
+
+inputs (one sharding's features, F features, total_B = F * B bags):
+
+- ``hash_size_cumsum`` [F + 1] int64: the features' id-space offsets. Features of one table share the
+  table's offset (only a table's last feature carries its size), so ids are deduplicated per table, across
+  the table's features.
+- ``hash_size_offsets`` [F + 1] int64: cumulative count of features per table, credited to a table's first
+  feature (the table of features [f, f + n) has ``hash_size_offsets[f + 1] - hash_size_offsets[f] = n``).
+- ``offsets`` [total_B + 1] int64 and ``indices`` [N] int64: the KJT's bags, feature-major.
+
+outputs:
+
+- ``unique_indices`` [U]: each table's distinct ids, ascending, tables in feature order.
+- ``reverse_indices`` [N]: ``unique_indices[reverse_indices] == indices``.
+- ``lengths`` [total_B], ``offsets`` [total_B + 1]: a jagged layout of ``unique_indices`` over the same
+  bags (the ids are no longer the bags' own: a table's U_t distinct ids are spread over its bags, the first
+  ``U_t % n`` bags taking one more than the others, as fbgemm's CUDA kernel does), so that TorchRec's
+  sequence lookup routes each distinct id to its table.
+
+Choice where fbgemm's contract is silent: ids outside their table (negative or >= the table's rows) raise a
+``ValueError`` naming the feature, instead of being merged with the next table's ids. The distinct ids come
+from a presence mask over the id space when that space is at most :data:`DENSE_FACTOR` times the number of
+lookups (one linear pass; sequence features of catalogue-sized tables), else from a sort (``torch.unique``).
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+OP = "fbgemm::jagged_unique_indices"
+DENSE_FACTOR = 4  # id space <= 4 x lookups: presence mask + cumsum instead of sorting
+
+_registered = []  # keeps the torch.library handle alive
+
+
+def jagged_unique_indices(hash_size_cumsum: Tensor, hash_size_offsets: Tensor, offsets: Tensor,
+                          indices: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Distinct ids per table of a feature-major KJT; see the module docstring for the contract."""
+    num_features = hash_size_cumsum.numel() - 1
+    total_b = offsets.numel() - 1
+    if num_features < 1 or total_b % num_features:
+        raise ValueError(f"jagged_unique_indices: {total_b} bags do not split evenly over {num_features} features")
+    batch = total_b // num_features
+    n = indices.numel()
+    bag_lengths = offsets[1:] - offsets[:-1]
+    # Per lookup: its table's offset in the joint id space, and its table's size.
+    starts = hash_size_cumsum[:-1]
+    ends = hash_size_cumsum[torch.searchsorted(hash_size_cumsum, starts, right=True).clamp_max(num_features)]
+    per_bag = torch.stack([starts, ends - starts], 1).repeat_interleave(batch, dim=0)
+    start_n, size_n = torch.repeat_interleave(per_bag, bag_lengths, dim=0, output_size=n).unbind(1)
+    bad = (indices < 0) | (indices >= size_n)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        f = int(torch.searchsorted(offsets, torch.tensor(i, dtype=offsets.dtype), right=True)) - 1
+        raise ValueError(f"jagged_unique_indices: feature {f // batch} (of {num_features}), bag {f % batch}: id "
+                         f"{int(indices[i])} outside its table of {int(size_n[i])} rows")
+    linear = indices + start_n
+    space = int(hash_size_cumsum[-1])
+    if space <= DENSE_FACTOR * max(n, 1):
+        present = torch.zeros(space, dtype=torch.bool)
+        present[linear] = True
+        rank = torch.cumsum(present, 0, dtype=torch.int64) - 1
+        reverse = rank[linear]
+        linear_unique = present.nonzero().squeeze(1)
+    else:
+        linear_unique, reverse = torch.unique(linear, sorted=True, return_inverse=True)
+    unique = torch.empty_like(linear_unique)
+    unique[reverse] = indices
+    # Each table's distinct ids occupy one contiguous run of the ascending linear ids.
+    lengths = torch.zeros(total_b, dtype=offsets.dtype)
+    first = [f for f in range(num_features) if hash_size_offsets[f + 1] > hash_size_offsets[f]]
+    bounds = torch.searchsorted(linear_unique, hash_size_cumsum).tolist()
+    for f in first:
+        last = int(hash_size_offsets[f + 1]) - int(hash_size_offsets[f]) + f  # one past the table's last feature
+        count = bounds[last] - bounds[f]
+        b0, b1 = f * batch, last * batch
+        if count:
+            nb = b1 - b0
+            lengths[b0:b1] = count // nb + (torch.arange(nb) < count % nb).to(lengths.dtype)
+    out_offsets = torch.zeros(total_b + 1, dtype=offsets.dtype)
+    torch.cumsum(lengths, 0, out=out_offsets[1:])
+    return lengths, out_offsets, unique, reverse
+
+
+def register_cpu_kernel() -> bool:
+    """Give ``fbgemm::jagged_unique_indices`` a CPU kernel if it has none; True if it has one afterwards."""
+    import fbgemm_gpu  # noqa: F401  (defines the op's schema)
+
+    if _registered or torch._C._dispatch_has_kernel_for_dispatch_key(OP, "CPU"):
+        return True
+    lib = torch.library.Library("fbgemm", "IMPL")
+    lib.impl("jagged_unique_indices", jagged_unique_indices, "CPU")
+    _registered.append(lib)
+    return True
