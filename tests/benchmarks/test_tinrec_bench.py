@@ -23,7 +23,8 @@ def test_one_point_through_torchrec_and_module_alone():
     assert r["model"] == "din" and r["seq_len"] == 12 and r["batch"] == 8 and r["threads"] == 1
     assert "model.tables.item.dim=64" in r["overrides"]
     # item 64 + category 64 per behaviour; training moves 5 x 4 bytes per value, inference 2 x 4
-    assert r["lookup_bytes"] == {"per_behaviour_width": 128, "train": 5 * 4 * 128 * 12, "infer": 2 * 4 * 128 * 12}
+    assert r["lookup_bytes"] == {"per_behaviour_width": 128, "train": 5 * 4 * 128 * 12, "infer": 2 * 4 * 128 * 12,
+                                 "train_sequence_tensor": 2 * 4 * 128 * 12}
     for key in ("torchrec_train", "torchrec_infer", "module_train", "module_infer"):
         assert r[key]["steps"] == 2 and r[key]["samples_per_s"] == pytest.approx(8 / r[key]["step_s_median"])
     assert r["peak_rss_mib"] > 100
@@ -32,7 +33,7 @@ def test_one_point_through_torchrec_and_module_alone():
 def _point(model, L, sps, peers=None):
     rate = {"samples_per_s": sps, "step_s_median": 256 / sps, "step_s_min": 256 / sps, "steps": 3}
     return {"model": model, "seq_len": L, "torchrec_train": rate, "torchrec_infer": rate, "module_train": rate,
-            "peak_rss_mib": 1000.0, "lookup_bytes": {"train": 10**6, "infer": 4 * 10**5},
+            "peak_rss_mib": 1000.0, "lookup_bytes": {"train": 10**6, "infer": 4 * 10**5, "train_sequence_tensor": 4 * 10**5},
             "peers": peers or {}}
 
 
@@ -47,8 +48,9 @@ def test_table_ratios_floor_and_flags():
     assert din[6] == "30 (rechub)" and din[7] == "4.00x"  # best peer as shipped, and tinrec / best peer
     assert din[8] == "40 (deepctr+cached)" and din[9] == "3.00x"  # best peer with tinrec's host-memory setting
     # floor: 1e6 bytes / 1e10 B/s = 0.1 ms per sample; achieved 1/120 s -> 83.3x the floor
-    assert din[10].startswith("83.3x")
-    assert "(quadratic in L)" in rows[1] and "| failed (rechub) | - | - | - | - |" in rows[1]  # no ratio
+    assert din[10] == "83.3x"
+    assert din[11].startswith("208.3x")  # the sequence-tensor floor: 4e5 bytes -> 0.04 ms per sample
+    assert "(quadratic in L)" in rows[1] and "| failed (rechub) | - | - | - | - | - |" in rows[1]  # no ratio
     assert "failed: exit -9: killed" in rows[2]
 
 
