@@ -171,7 +171,14 @@ def main(argv=None) -> Dict[str, object]:
             inputs = {k: (v.detach().requires_grad_(True) if torch.is_tensor(v) and v.is_floating_point() else v)
                       for k, v in inputs.items()}
 
+            leaves = [v for v in inputs.values() if torch.is_tensor(v) and v.requires_grad]
+
             def train_step() -> None:
+                # fresh gradients each step, as a training step has them (accumulating into .grad would add a
+                # read + write of every [B, L, D] input gradient that the TorchRec path never does)
+                module.zero_grad(set_to_none=True)
+                for v in leaves:
+                    v.grad = None
                 res = module(**inputs)
                 loss = res[0].sum() + res[1] if isinstance(res, tuple) else res.sum()
                 loss.backward()
