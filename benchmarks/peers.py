@@ -12,7 +12,7 @@ The peers need package versions our venv must not get, so they run in a separate
 **Script** (run inside the peer venv)::
 
     python benchmarks/peers.py --peer deepctr|rechub --model din|dien|bst --seq-len L \\
-        [--batch 256] [--dim 64] --steps N --warmup W [--threads 2] [--seed 0]
+        [--batch 256] [--dim 64] --steps N --warmup W [--threads 2] [--seed 0] [--device cpu|cuda]
 
 What is built: the peer's own model class on target item + target category and the history item + history
 category sequences (one embedding table per id kind, width ``dim`` each, shared by target and history; table
@@ -182,7 +182,8 @@ def ensure_env(path: str = ".bench-peers", *, python: str = "python3") -> str:
 
 
 def measure(python: str, peer: str, model: str, seq_len: int, *, batch: int = 256, dim: int = 64, steps: int,
-            warmup: int, threads: int = 2, timeout: float, seed: int = 0, host_memory: str = "system") -> dict:
+            warmup: int, threads: int = 2, timeout: float, seed: int = 0, host_memory: str = "system",
+            device: str = "cpu") -> dict:
     """Run this file as a script under ``python`` (the peer venv's) and return its JSON result.
 
     The subprocess gets ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = ``threads`` as well (the script also calls
@@ -198,7 +199,7 @@ def measure(python: str, peer: str, model: str, seq_len: int, *, batch: int = 25
         raise ValueError(f"unknown peer/model {peer}/{model}; known: {PEER_MODELS}")
     cmd = [python, os.path.abspath(__file__), "--peer", peer, "--model", model, "--seq-len", str(seq_len),
            "--batch", str(batch), "--dim", str(dim), "--steps", str(steps), "--warmup", str(warmup),
-           "--threads", str(threads), "--seed", str(seed)]
+           "--threads", str(threads), "--seed", str(seed), "--device", device]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     env.pop("PYTHONPATH", None)  # nothing of the main venv may leak into the peer venv
     if host_memory == "cached":
@@ -266,7 +267,8 @@ def _negatives(data: dict, seed: int):
     return items[pick].reshape(shape), cats[pick].reshape(shape)
 
 
-def _build_deepctr(model_name: str, data: dict, vocab: Dict[str, int], dim: int, seq_len: int, seed: int):
+def _build_deepctr(model_name: str, data: dict, vocab: Dict[str, int], dim: int, seq_len: int, seed: int,
+                   device: str = "cpu"):
     """DeepCTR-Torch's DIN / DIEN and its input: one float32 matrix with the columns of ``model.feature_index``
     (ids as floats, as its ``fit`` feeds them; exact below 2**24)."""
     import numpy as np
@@ -286,7 +288,7 @@ def _build_deepctr(model_name: str, data: dict, vocab: Dict[str, int], dim: int,
               "hist_category": data["hist_category"], "hist_len": data["hist_len"]}
     common = dict(dnn_hidden_units=TOWER_HIDDEN, dnn_activation="relu", att_activation="prelu",
                   att_weight_normalization=True, l2_reg_embedding=0.0, dnn_dropout=0, seed=seed, task="binary",
-                  device="cpu")
+                  device=device)
     if model_name == "din":
         model = DIN(columns, ["item", "category"], att_hidden_size=ATTENTION_HIDDEN, **common)
     else:
@@ -300,7 +302,7 @@ def _build_deepctr(model_name: str, data: dict, vocab: Dict[str, int], dim: int,
         if block.shape[1] != end - start:
             raise RuntimeError(f"DeepCTR input column {name}: width {block.shape[1]}, expected {end - start}")
         blocks.append(block)
-    x = torch.from_numpy(np.concatenate(blocks, axis=1))
+    x = torch.from_numpy(np.concatenate(blocks, axis=1)).to(device)
 
     def predict(inputs):
         return model(inputs).squeeze(-1)  # PredictionLayer: sigmoid probabilities [B, 1]
@@ -322,7 +324,8 @@ def _build_deepctr(model_name: str, data: dict, vocab: Dict[str, int], dim: int,
     return model, x, predict, extra_loss, eval_mode, config
 
 
-def _build_rechub(model_name: str, data: dict, vocab: Dict[str, int], dim: int, seq_len: int, seed: int):
+def _build_rechub(model_name: str, data: dict, vocab: Dict[str, int], dim: int, seq_len: int, seed: int,
+                  device: str = "cpu"):
     """torch-rechub's DIN / BST and its input: a dict of int64 tensors keyed by feature name."""
     import numpy as np
     import torch
@@ -355,8 +358,9 @@ def _build_rechub(model_name: str, data: dict, vocab: Dict[str, int], dim: int, 
         config.update(num_layers=1, num_heads=heads, width=width, ffn_hidden=2048, dropout=0.0,
                       tower_activation="relu")
     names = ["target_item", "target_category", "hist_item", "hist_category"]
-    x = {n: torch.from_numpy(np.ascontiguousarray(data[n])) for n in names}
-    x["constant"] = torch.zeros(len(data["label"]), dtype=torch.int64)
+    x = {n: torch.from_numpy(np.ascontiguousarray(data[n])).to(device) for n in names}
+    x["constant"] = torch.zeros(len(data["label"]), dtype=torch.int64, device=device)
+    model.to(device)
 
     def predict(inputs):
         return model(inputs)  # sigmoid probabilities [B]
@@ -399,13 +403,15 @@ def run_peer(args: argparse.Namespace) -> dict:
     vocab = synthetic.vocab_sizes()
     if args.peer == "deepctr":
         model, x, predict, extra_loss, eval_mode, config = _build_deepctr(
-            args.model, data, vocab, args.dim, args.seq_len, args.seed)
+            args.model, data, vocab, args.dim, args.seq_len, args.seed, args.device)
         deviations = []
     else:
         model, x, predict, extra_loss, eval_mode, config, deviations = _build_rechub(
-            args.model, data, vocab, args.dim, args.seq_len, args.seed)
+            args.model, data, vocab, args.dim, args.seq_len, args.seed, args.device)
     deviations = NOTES[(args.peer, args.model)] + deviations + notes
-    label = torch.from_numpy(data["label"])
+    label = torch.from_numpy(data["label"]).to(args.device)
+    # on a GPU a step is timed to its end, not to its last kernel launch
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
 
     def train_step() -> float:
@@ -421,8 +427,10 @@ def run_peer(args: argparse.Namespace) -> dict:
     model.train()
     losses, train_times = [], []
     for i in range(args.warmup + args.steps):
+        sync()
         start = time.perf_counter()
         losses.append(train_step())
+        sync()
         if i >= args.warmup:
             train_times.append(time.perf_counter() - start)
     rss_train = _peak_rss_mib()
@@ -431,8 +439,10 @@ def run_peer(args: argparse.Namespace) -> dict:
     infer_times = []
     with torch.no_grad():
         for i in range(args.warmup + args.steps):
+            sync()
             start = time.perf_counter()
             predict(x)
+            sync()
             if i >= args.warmup:
                 infer_times.append(time.perf_counter() - start)
 
@@ -461,6 +471,9 @@ def run_peer(args: argparse.Namespace) -> dict:
         "infer_step_s": infer_times,
         "peak_rss_mib_after_train": rss_train,
         "peak_rss_mib": _peak_rss_mib(),
+        **({"peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20,
+            "gpu": torch.cuda.get_device_name()} if args.device == "cuda" else {}),
+        "device": args.device,
         "num_params": sum(p.numel() for p in model.parameters()),
         "loss_first": losses[0],
         "loss_last": losses[-1],
@@ -482,6 +495,7 @@ def _parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, required=True)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = p.parse_args(argv)
     if args.model not in PEER_MODELS[args.peer]:
         p.error(f"--peer {args.peer} has models {', '.join(PEER_MODELS[args.peer])}, not {args.model}")

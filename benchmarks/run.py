@@ -12,6 +12,13 @@ creates at ``.bench-peers``). The machine's memory bandwidth is measured here (a
 give a floor on the time per sample (``floor ratio`` = achieved time / floor), two ways: every lookup's own
 traffic, and the sequence tensor alone (``benchmarks/tinrec_bench.py:lookup_bytes``).
 
+``--device cuda`` runs the same on GPU 0 (tinrec's TorchRec path needs the CUDA build of fbgemm-gpu; each
+result's ``path`` records the device, the fbgemm build and whether its fused kernels exist there; the peers
+run with ``device="cuda"`` in the python given by ``--peers-python``, since a GPU machine may have no
+internet for the venv; bandwidth is then the GPU's)::
+
+    python -m benchmarks.run --device cuda --peers-python /usr/bin/python3   # -> benchmarks/results/cuda.*
+
 Writes ``<out>.json`` (machine, versions, command, every number), ``<out>.md`` (the table the README shows)
 and ``<out>.png`` (training samples/s against L, log-log). Points run one after the other; a point that
 fails (e.g. out of memory) is recorded with its error and the run goes on.
@@ -32,18 +39,22 @@ from typing import Dict, List, Optional
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def measure_bandwidth(threads: int, mib: int = 256, repeats: int = 10) -> float:
-    """Memory bandwidth in bytes/s: a ``mib`` MiB fp32 tensor copied into another, best of ``repeats``."""
+def measure_bandwidth(threads: int, mib: int = 256, repeats: int = 10, device: str = "cpu") -> float:
+    """Memory bandwidth in bytes/s: a ``mib`` MiB fp32 tensor copied into another on ``device``, best of
+    ``repeats`` (on a GPU each copy is timed to its end with ``torch.cuda.synchronize``)."""
     import torch
 
     torch.set_num_threads(threads)
-    src = torch.ones(mib * 2**20 // 4)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    src = torch.ones(mib * 2**20 // 4, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         dst.copy_(src)
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * src.numel() * 4 / best
 
@@ -88,7 +99,9 @@ def run_tinrec(model: str, seq_len: int, args) -> dict:
     steps, warmup = (args.steps_long, 1) if seq_len >= 1000 else (args.steps, 2)
     cmd = [sys.executable, "-m", "benchmarks.tinrec_bench", "--model", model, "--seq-len", str(seq_len),
            "--batch", str(args.batch), "--dim", str(args.dim), "--threads", str(args.threads),
-           "--steps", str(steps), "--warmup", str(warmup)]
+           "--steps", str(steps), "--warmup", str(warmup), "--device", args.device]
+    if args.set:
+        cmd += ["--set", *args.set]
     print(f"[bench] tinrec {model} L={seq_len}", file=sys.stderr, flush=True)
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=args.timeout)
     if p.returncode != 0:
@@ -104,7 +117,7 @@ def run_peer(python: str, peer: str, peer_model: str, seq_len: int, args, host_m
     try:
         return measure(python, peer, peer_model, seq_len, batch=args.batch, dim=args.dim, steps=steps,
                        warmup=warmup, threads=args.threads, timeout=args.peer_timeout or args.timeout,
-                       host_memory=host_memory)
+                       host_memory=host_memory, device=args.device)
     except Exception as e:  # recorded, the run goes on
         return {"error": str(e)[-800:]}
 
@@ -139,9 +152,10 @@ def table(report: dict) -> str:
             for i, key in enumerate(("train", "train_sequence_tensor")):
                 if key in r["lookup_bytes"]:  # runs before the second floor have the first only
                     floors[i] = f"{(1.0 / tr) / (r['lookup_bytes'][key] / bw):.1f}x"
+        gpu_mem = f" (GPU {r['peak_cuda_mib']:.0f})" if "peak_cuda_mib" in r else ""
         lines.append(
             f"| {name} | {r['seq_len']} | {tr:.0f} | {'' if mt is None else f'{mt:.0f}'} | "
-            f"{r['torchrec_infer']['samples_per_s']:.0f} | {r['peak_rss_mib']:.0f} | "
+            f"{r['torchrec_infer']['samples_per_s']:.0f} | {r['peak_rss_mib']:.0f}{gpu_mem} | "
             f"{best(False)} | {best(True)} | {floors[0]} | {floors[1]} |")
     return "\n".join(lines)
 
@@ -203,7 +217,8 @@ def plot(report: dict, path: str) -> None:
     ax.set_xlabel("sequence length L")
     ax.set_ylabel("training samples/s")
     ax.set_title(f"batch {report['settings']['batch']}, dim {report['settings']['dim']}, "
-                 f"{report['settings']['threads']} CPU threads")
+                 + (f"{report['machine'].get('gpu', 'GPU')}" if report.get("device") == "cuda"
+                    else f"{report['settings']['threads']} CPU threads"))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -229,24 +244,41 @@ def main(argv: Optional[List[str]] = None) -> dict:
                          "blocks, tinrec/hostmem.py), recorded as '<peer>+cached'")
     ap.add_argument("--peer-timeout", type=float, default=None, help="seconds per peer point (default: --timeout)")
     ap.add_argument("--peers-env", default=os.path.join(REPO, ".bench-peers"))
-    ap.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "cpu"),
-                    help="output prefix: writes OUT.json, OUT.md, OUT.png")
+    ap.add_argument("--peers-python", default=None,
+                    help="a python that already has the peers' pinned libraries (e.g. on a GPU machine without "
+                         "internet: its own CUDA torch plus deepctr-torch and torch-rechub); no venv is created")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where tinrec and the peers run (cuda: GPU 0; tinrec's TorchRec path then needs the CUDA "
+                         "build of fbgemm-gpu, and each result records the path that ran)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides for tinrec's side (e.g. train.index_dedup=false for a before / after)")
+    ap.add_argument("--out", default=None,
+                    help="output prefix: writes OUT.json, OUT.md, OUT.png (default benchmarks/results/<device>)")
     ap.add_argument("--resume", action="store_true",
                     help="keep the points OUT.json already has (without error) and measure only the rest")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = os.path.join(REPO, "benchmarks", "results", args.device)
 
     report = {"command": "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "versions": versions(),
-              "settings": {k: getattr(args, k) for k in ("batch", "dim", "threads", "steps", "steps_long")},
-              "device": "cpu", "results": []}
+              "settings": {k: getattr(args, k) for k in ("batch", "dim", "threads", "steps", "steps_long", "set")},
+              "device": args.device, "results": []}
     done = _done_points(args.out) if args.resume else {}
-    report["bandwidth_bytes_per_s"] = measure_bandwidth(args.threads)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: torch sees no CUDA device")
+        report["machine"]["gpu"] = torch.cuda.get_device_name(0)
+    report["bandwidth_bytes_per_s"] = measure_bandwidth(args.threads, device=args.device)
     print(f"[bench] memory bandwidth {report['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s", file=sys.stderr)
     python = None
     if not args.no_peers and any(MODELS[m].peers for m in args.models):
         from benchmarks.peers import ensure_env
 
-        python = ensure_env(args.peers_env)  # each peer result records its library's version
+        # each peer result records its library's version
+        python = args.peers_python or ensure_env(args.peers_env)
     for model in args.models:
         for L in args.lengths:
             if (model, L) in done:
@@ -284,7 +316,10 @@ def _write(report: dict, out: str, final: bool) -> None:
     if final:
         bw = report["bandwidth_bytes_per_s"] / 1e9
         with open(out + ".md", "w") as f:
-            f.write(f"`{report['command']}` on {report['machine']['cpu']} ({report['machine']['cores']} cores), "
+            where = f"{report['machine']['cpu']} ({report['machine']['cores']} cores)"
+            if report.get("device") == "cuda":
+                where = f"{report['machine']['gpu']} (host {where})"
+            f.write(f"`{report['command']}` on {where}, "
                     f"{report['settings']['threads']} threads, memory bandwidth {bw:.1f} GB/s, {report['date']}, "
                     f"1-minute load average at start {report['machine']['load_average_at_start']:.1f}. "
                     f"Samples/s (median step); peak RSS of the TorchRec path; floor ratio = time per sample / "

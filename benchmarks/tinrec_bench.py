@@ -19,7 +19,9 @@ prints one JSON object. What it does:
    and the no-grad forward. No lookup, no tower, no optimizer.
 4. For the lookup-bound models, the embedding bytes moved per sample, two floors (:func:`lookup_bytes`).
 
-Samples/s = batch / median step time over ``--steps`` timed steps after ``--warmup``.
+Samples/s = batch / median step time over ``--steps`` timed steps after ``--warmup``. ``--device cuda`` runs
+both halves on GPU 0 (steps timed to their end with ``torch.cuda.synchronize``, peak GPU memory recorded too);
+``path`` in the result records the device, the fbgemm-gpu build and whether its fused kernels exist there.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
+#: fbgemm's fused (TBE) embedding forward per device: its kernel exists where TorchRec's fused path can run
+#: (the CPU build of fbgemm-gpu does not even define the CUDA op)
+FUSED_LOOKUP_OP = {"cpu": ("fbgemm::split_embedding_codegen_forward_cpu", "CPU"),
+                   "cuda": ("fbgemm::split_embedding_codegen_forward_unweighted_cuda", "CUDA")}
 T0 = 1_700_000_000  # target timestamp of every synthetic impression (seconds)
 
 
@@ -90,13 +96,42 @@ def lookup_bytes(cfg, seq_len: int) -> Dict[str, int]:
             "train_sequence_tensor": 2 * 4 * width * seq_len}
 
 
-def _median_rate(step: Callable[[], None], batch: int, warmup: int, steps: int) -> Dict[str, float]:
+def sparse_path(device) -> Dict[str, str]:
+    """Which embedding path a run takes: the device, the fbgemm-gpu build installed (``fbgemm-gpu`` is the CUDA
+    build, ``fbgemm-gpu-cpu`` the CPU one) and whether its fused embedding kernels exist for that device."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    builds = []
+    for dist in ("fbgemm-gpu", "fbgemm-gpu-cpu"):
+        try:
+            builds.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            pass
+    import fbgemm_gpu  # noqa: F401  (defines the ops)
+
+    op, key = FUSED_LOOKUP_OP[device.type]
+    try:
+        fused = torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
+    except RuntimeError:  # the op is not defined by this build
+        fused = False
+    return {"device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+            "fbgemm": ", ".join(builds) or "none", "fused_kernels_on_device": "yes" if fused else "no"}
+
+
+def _median_rate(step: Callable[[], None], batch: int, warmup: int, steps: int,
+                 sync: Callable[[], None] = lambda: None) -> Dict[str, float]:
+    """Median step rate; ``sync`` waits for queued device work (``torch.cuda.synchronize`` on a GPU), before
+    the clock starts and before it stops, so a step is timed to its end and not to its last kernel launch."""
     for _ in range(warmup):
         step()
     times: List[float] = []
     for _ in range(steps):
+        sync()
         t = time.perf_counter()
         step()
+        sync()
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
     return {"samples_per_s": batch / med, "step_s_median": med, "step_s_min": min(times), "steps": steps}
@@ -115,12 +150,19 @@ def main(argv=None) -> Dict[str, object]:
     ap.add_argument("--num-categories", type=int, default=1_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-module", action="store_true", help="skip the module-alone measurement")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cpu: CUDA hidden from this process even on a GPU machine; cuda: GPU 0 (needs the CUDA "
+                         "build of fbgemm-gpu for the TorchRec path's fused kernels)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="extra config overrides (e.g. train.sparse_optimizer.name=sgd), recorded in the result")
     args = ap.parse_args(argv)
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch initialises CUDA: tinrec would pick the GPU
 
     import torch
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device (torch.cuda.is_available() is False)")
     torch.set_num_threads(args.threads)
     from benchmarks.models import MODELS
     from benchmarks.synthetic import make_batch
@@ -143,6 +185,8 @@ def main(argv=None) -> Dict[str, object]:
                                          "data.num_workers=0", f"run_dir={tmp}/run", f"seed={args.seed}",
                                          *entry.resolved(args.dim), *args.set])
         env = init_distributed()
+        sync = (lambda: torch.cuda.synchronize(env.device)) if env.device.type == "cuda" else (lambda: None)
+        out["path"] = sparse_path(env.device)
         data = Data(cfg, env)
         batch = next(iter(data.loader(data.stream("train", train=True))))
         out["lookup_bytes"] = lookup_bytes(cfg, L)
@@ -152,22 +196,27 @@ def main(argv=None) -> Dict[str, object]:
         pipeline = TrainPipelineSparseDist(model, optimizer, env.device)
         batches = itertools.repeat(batch)
         model.train()
-        out["torchrec_train"] = _median_rate(lambda: pipeline.progress(batches), B, args.warmup, args.steps)
+        out["torchrec_train"] = _median_rate(lambda: pipeline.progress(batches), B, args.warmup, args.steps, sync)
         model.eval()
         with torch.no_grad():
-            out["torchrec_infer"] = _median_rate(lambda: pipeline.progress(batches), B, args.warmup, args.steps)
-        out["peak_rss_mib"] = peak_memory_mib(env.device)["host_rss"]
+            out["torchrec_infer"] = _median_rate(lambda: pipeline.progress(batches), B, args.warmup, args.steps,
+                                                 sync)
+        peak = peak_memory_mib(env.device)
+        out["peak_rss_mib"] = peak["host_rss"]
+        if "cuda_allocated" in peak:
+            out["peak_cuda_mib"] = peak["cuda_allocated"]
         del pipeline, model, optimizer
 
         # ---- the interest module alone, on the embedded inputs of the same batch ----
         if not args.no_module:
             seed_everything(args.seed)
-            plain = build_model(cfg, data.rows, sparse_device=torch.device("cpu"))
+            plain = build_model(cfg, data.rows, sparse_device=env.device).to(env.device)
             name = next(iter(plain.dense_arch.interests))
             module = plain.dense_arch.interests[name]
+            on_device = batch.to(env.device)
             with torch.no_grad():
-                seqs, _ = plain.sparse_arch(batch.sparse)
-                inputs = plain.dense_arch.sequences[name](plain.dense_arch.merge(seqs), batch.dense)
+                seqs, _ = plain.sparse_arch(on_device.sparse)
+                inputs = plain.dense_arch.sequences[name](plain.dense_arch.merge(seqs), on_device.dense)
             inputs = {k: (v.detach().requires_grad_(True) if torch.is_tensor(v) and v.is_floating_point() else v)
                       for k, v in inputs.items()}
 
@@ -184,10 +233,10 @@ def main(argv=None) -> Dict[str, object]:
                 loss.backward()
 
             module.train()
-            out["module_train"] = _median_rate(train_step, B, args.warmup, args.steps)
+            out["module_train"] = _median_rate(train_step, B, args.warmup, args.steps, sync)
             module.eval()
             with torch.no_grad():
-                out["module_infer"] = _median_rate(lambda: module(**inputs), B, args.warmup, args.steps)
+                out["module_infer"] = _median_rate(lambda: module(**inputs), B, args.warmup, args.steps, sync)
     import torch.distributed as dist
 
     if dist.is_initialized():

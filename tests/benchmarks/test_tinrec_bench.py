@@ -28,6 +28,46 @@ def test_one_point_through_torchrec_and_module_alone():
     for key in ("torchrec_train", "torchrec_infer", "module_train", "module_infer"):
         assert r[key]["steps"] == 2 and r[key]["samples_per_s"] == pytest.approx(8 / r[key]["step_s_median"])
     assert r["peak_rss_mib"] > 100
+    # the path that ran: CPU (CUDA hidden even on a GPU machine), fbgemm's fused CPU kernels
+    assert r["path"]["device"] == "cpu" and r["path"]["fused_kernels_on_device"] == "yes"
+    assert "fbgemm-gpu" in r["path"]["fbgemm"]
+
+
+def test_steps_are_timed_between_two_device_syncs():
+    from benchmarks.tinrec_bench import _median_rate
+
+    events = []
+    r = _median_rate(lambda: events.append("step"), 8, warmup=1, steps=2, sync=lambda: events.append("sync"))
+    assert events == ["step", "sync", "step", "sync", "sync", "step", "sync"] and r["steps"] == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_says_so():
+    cmd = [sys.executable, "-m", "benchmarks.tinrec_bench", "--model", "din", "--seq-len", "12", "--device", "cuda"]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert p.returncode != 0 and "--device cuda: torch sees no CUDA device" in p.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_one_point_on_the_gpu():
+    from benchmarks.tinrec_bench import FUSED_LOOKUP_OP
+
+    import fbgemm_gpu  # noqa: F401
+
+    try:
+        fused = torch._C._dispatch_has_kernel_for_dispatch_key(*FUSED_LOOKUP_OP["cuda"])
+    except RuntimeError:
+        fused = False
+    if not fused:
+        pytest.skip("fbgemm-gpu without CUDA kernels (the CPU build): TorchRec's fused path cannot run on the GPU")
+    cmd = [sys.executable, "-m", "benchmarks.tinrec_bench", "--model", "din", "--seq-len", "12", "--batch", "8",
+           "--steps", "2", "--warmup", "1", "--num-items", "500", "--num-categories", "20", "--device", "cuda"]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["path"]["device"].startswith("cuda") and r["path"]["fused_kernels_on_device"] == "yes"
+    assert r["peak_cuda_mib"] > 0 and r["module_train"]["samples_per_s"] > 0
 
 
 def _point(model, L, sps, peers=None):
@@ -96,9 +136,10 @@ def test_resume_keeps_finished_points_and_remeasures_failed_ones(tmp_path, monke
         return _point(model, L, 50.0)
 
     monkeypatch.setattr(run, "run_tinrec", fake_point)
-    monkeypatch.setattr(run, "measure_bandwidth", lambda threads: 10**10)
+    monkeypatch.setattr(run, "measure_bandwidth", lambda threads, device: 10**10)
     monkeypatch.setattr(run, "plot", lambda report, path: None)
     report = run.main(["--models", "din", "--lengths", "50", "200", "--no-peers", "--resume", "--out", str(out)])
     assert measured == [("din", 200)]  # the finished point is kept, the failed one measured again
+    assert report["device"] == "cpu"
     assert [r["torchrec_train"]["samples_per_s"] for r in report["results"]] == [100.0, 50.0]
     assert json.loads((tmp_path / "cpu.json").read_text())["results"][0]["torchrec_train"]["samples_per_s"] == 100.0
