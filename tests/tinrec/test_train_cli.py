@@ -102,6 +102,20 @@ def test_two_process_gloo_training(data_dir, tmp_path):
     assert set(m["test"]) >= {"auc", "gauc", "logloss"}
 
 
+def test_two_ranks_row_wise_with_and_without_index_dedup_agree(data_dir, tmp_path):
+    """Index dedup across ranks: row-wise (ids bucketed to their rank after dedup) and column-wise tables."""
+    shard = ["train.epochs=1", "model.tables.item.sharding_types=[row_wise]",
+             "model.tables.category.sharding_types=[column_wise]"]
+    metrics = {}
+    for dedup in ("true", "false"):
+        run_dir = str(tmp_path / dedup)
+        run(train_args(data_dir, run_dir, *shard, f"train.index_dedup={dedup}"), torchrun=2)
+        metrics[dedup] = json.load(open(os.path.join(run_dir, "metrics.json")))
+    for split in ("valid", "test"):
+        for key in ("auc", "gauc", "logloss"):
+            assert metrics["true"][split][key] == pytest.approx(metrics["false"][split][key], abs=1e-4), (split, key)
+
+
 def test_bad_input_stops_with_file_row_and_field(tmp_path):
     from tests.tinrec.datasets import random_rows, write_dataset
 
