@@ -325,8 +325,8 @@ def _write(report: dict, out: str, final: bool) -> None:
                     f"Samples/s (median step); peak RSS of the TorchRec path; floor ratio = time per sample / "
                     f"(embedding bytes per sample / bandwidth); the per-lookup floor counts 5 passes of each "
                     f"looked-up value (lookup read + write, gradient read, optimizer read + write), the "
-                    f"sequence-tensor floor 2 (writing the sequence tensor, reading its gradient).\n\n{table(report)}\n\nCost growth in L:\n\n"
-                    f"{growth_table(report)}\n")
+                    f"sequence-tensor floor 2 (writing the sequence tensor, reading its gradient).\n\n"
+                    f"{table(report)}\n\nCost growth in L:\n\n{growth_table(report)}\n")
         plot(report, out + ".png")
 
 

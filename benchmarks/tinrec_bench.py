@@ -96,26 +96,26 @@ def lookup_bytes(cfg, seq_len: int) -> Dict[str, int]:
             "train_sequence_tensor": 2 * 4 * width * seq_len}
 
 
+def has_fused_kernels(device_type: str) -> bool:
+    """Whether the installed fbgemm-gpu has its fused embedding kernel for ``device_type`` ("cpu" / "cuda")."""
+    import fbgemm_gpu  # noqa: F401  (defines the ops)
+    import torch
+
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(*FUSED_LOOKUP_OP[device_type])
+    except RuntimeError:  # the op is not defined by this build
+        return False
+
+
 def sparse_path(device) -> Dict[str, str]:
     """Which embedding path a run takes: the device, the fbgemm-gpu build installed (``fbgemm-gpu`` is the CUDA
     build, ``fbgemm-gpu-cpu`` the CPU one) and whether its fused embedding kernels exist for that device."""
-    from importlib.metadata import PackageNotFoundError, version
-
     import torch
 
-    builds = []
-    for dist in ("fbgemm-gpu", "fbgemm-gpu-cpu"):
-        try:
-            builds.append(f"{dist} {version(dist)}")
-        except PackageNotFoundError:
-            pass
-    import fbgemm_gpu  # noqa: F401  (defines the ops)
+    from benchmarks.run import versions
 
-    op, key = FUSED_LOOKUP_OP[device.type]
-    try:
-        fused = torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
-    except RuntimeError:  # the op is not defined by this build
-        fused = False
+    builds = [f"{dist} {v}" for dist, v in versions().items() if dist.startswith("fbgemm")]
+    fused = has_fused_kernels(device.type)
     return {"device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
             "fbgemm": ", ".join(builds) or "none", "fused_kernels_on_device": "yes" if fused else "no"}
 

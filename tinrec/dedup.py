@@ -85,10 +85,12 @@ def jagged_unique_indices(hash_size_cumsum: Tensor, hash_size_offsets: Tensor, o
     unique[reverse] = indices
     # Each table's distinct ids occupy one contiguous run of the ascending linear ids.
     lengths = torch.zeros(total_b, dtype=offsets.dtype)
-    first = [f for f in range(num_features) if hash_size_offsets[f + 1] > hash_size_offsets[f]]
+    features_per_table = torch.diff(hash_size_offsets).tolist()  # n at a table's first feature, else 0
     bounds = torch.searchsorted(linear_unique, hash_size_cumsum).tolist()
-    for f in first:
-        last = int(hash_size_offsets[f + 1]) - int(hash_size_offsets[f]) + f  # one past the table's last feature
+    for f, n_features in enumerate(features_per_table):
+        if not n_features:
+            continue
+        last = f + n_features  # one past the table's last feature
         count = bounds[last] - bounds[f]
         b0, b1 = f * batch, last * batch
         if count:

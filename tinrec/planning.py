@@ -40,8 +40,7 @@ from torchrec.distributed.types import ShardingPlan
 from tinrec.config import Config
 from tinrec.features import is_sequence, resolve_rows
 from tinrec.model import build_model
-from tinrec.sharding import constraints
-from tinrec.sharding import sharders as make_sharders
+from tinrec.sharding import constraints, sharders as make_sharders
 
 log = logging.getLogger(__name__)
 GB = 1024**3

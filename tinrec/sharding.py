@@ -45,7 +45,7 @@ def sharders(cfg: Config) -> List[ModuleSharder[nn.Module]]:
     """TorchRec's default sharders, the sequence one with ``train.index_dedup`` (tinrec/dedup.py)."""
     out: List[ModuleSharder[nn.Module]] = []
     for s in get_default_sharders():
-        if isinstance(s, EmbeddingCollectionSharder) and type(s) is EmbeddingCollectionSharder:
+        if type(s) is EmbeddingCollectionSharder:  # exactly TorchRec's default one, not a subclass
             if cfg.train.index_dedup:
                 register_cpu_kernel()
             s = EmbeddingCollectionSharder(use_index_dedup=cfg.train.index_dedup)

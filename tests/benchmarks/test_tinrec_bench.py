@@ -51,15 +51,9 @@ def test_cuda_without_a_gpu_says_so():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_one_point_on_the_gpu():
-    from benchmarks.tinrec_bench import FUSED_LOOKUP_OP
+    from benchmarks.tinrec_bench import has_fused_kernels
 
-    import fbgemm_gpu  # noqa: F401
-
-    try:
-        fused = torch._C._dispatch_has_kernel_for_dispatch_key(*FUSED_LOOKUP_OP["cuda"])
-    except RuntimeError:
-        fused = False
-    if not fused:
+    if not has_fused_kernels("cuda"):
         pytest.skip("fbgemm-gpu without CUDA kernels (the CPU build): TorchRec's fused path cannot run on the GPU")
     cmd = [sys.executable, "-m", "benchmarks.tinrec_bench", "--model", "din", "--seq-len", "12", "--batch", "8",
            "--steps", "2", "--warmup", "1", "--num-items", "500", "--num-categories", "20", "--device", "cuda"]
