@@ -169,7 +169,6 @@ def main(argv=None) -> Dict[str, object]:
     from tinrec.config import load_config
     from tinrec.model import build_model
     from tinrec.train import Data, build_training, init_distributed, peak_memory_mib, seed_everything
-    from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
     if args.model not in MODELS:
         raise SystemExit(f"--model: {args.model!r} is not in benchmarks/models.py MODELS ({', '.join(MODELS)})")
@@ -191,9 +190,8 @@ def main(argv=None) -> Dict[str, object]:
         batch = next(iter(data.loader(data.stream("train", train=True))))
         out["lookup_bytes"] = lookup_bytes(cfg, L)
 
-        # ---- TorchRec path: DMP + fused optimizer + TrainPipelineSparseDist ----
-        model, optimizer, _ = build_training(cfg, data, env)
-        pipeline = TrainPipelineSparseDist(model, optimizer, env.device)
+        # ---- TorchRec path: DMP + fused optimizer + the training loop's pipeline (TrainPipelineSparseDist + guard) ----
+        model, optimizer, _, pipeline = build_training(cfg, data, env)
         batches = itertools.repeat(batch)
         model.train()
         out["torchrec_train"] = _median_rate(lambda: pipeline.progress(batches), B, args.warmup, args.steps, sync)

@@ -28,7 +28,7 @@ Choices (our choice unless a source is named):
 """
 # Shape legend: B batch, L history length (padded), M = L + 1 (with the target token),
 # D embedding width.
-from typing import Optional, Tuple
+from typing import Literal, Optional, Tuple, get_args
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +36,8 @@ from torch import Tensor, nn
 from .masking import check_inputs, masked_mean
 from .transformer import TransformerBlock
 
-POOLS = ("mean", "target")
+Pool = Literal["mean", "target"]
+POOLS = get_args(Pool)
 
 
 class BST(nn.Module):
@@ -57,7 +58,7 @@ class BST(nn.Module):
     """
 
     def __init__(
-        self, *, dim: int, num_heads: int = 8, dropout: float = 0.0, pool: str = "mean"
+        self, *, dim: int, num_heads: int = 8, dropout: float = 0.0, pool: Pool = "mean"
     ) -> None:
         super().__init__()
         if dim <= 0:

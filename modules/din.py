@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from .masking import check_inputs, masked_softmax, zero_padding
-from .mlp import MLP
+from .mlp import Activation, MLP
 
 
 class DIN(nn.Module):
@@ -57,7 +57,7 @@ class DIN(nn.Module):
         *,
         dim: int,
         attention_hidden: Sequence[int] = (80, 40),
-        activation: str = "prelu",
+        activation: Activation = "prelu",
         softmax: bool = True,
         product: bool = True,
         temporal: bool = False,

@@ -12,12 +12,13 @@ default), and, when a mask is given, the batch statistics are taken over the val
 that padded behaviours cannot change the output. PReLU has one learned slope per unit (init 0.25).
 """
 # Shape legend: N rows (all leading dims flattened), H units, "..." any leading dims.
-from typing import List, Optional, Sequence
+from typing import List, Literal, Optional, Sequence, get_args
 
 import torch
 from torch import Tensor, nn
 
-ACTIVATIONS = ("relu", "prelu", "sigmoid", "dice")
+Activation = Literal["relu", "prelu", "sigmoid", "dice"]
+ACTIVATIONS = get_args(Activation)
 
 
 class Dice(nn.Module):
@@ -100,7 +101,7 @@ class MLP(nn.Module):
         *,
         in_dim: int,
         hidden_dims: Sequence[int],
-        activation: str = "relu",
+        activation: Activation = "relu",
         dropout: float = 0.0,
         out_dim: Optional[int] = None,
     ) -> None:

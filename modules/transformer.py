@@ -29,7 +29,7 @@ projection and an output projection W^O, both with biases (as ``nn.MultiheadAtte
 the attention weights, on both residual branches and after the FFN's hidden activation.
 """
 # Shape legend: B batch, L sequence length (padded), D width, H heads, F feed-forward hidden width.
-from typing import Optional
+from typing import Literal, Optional, get_args
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,8 @@ from torch import Tensor, nn
 
 from .masking import zero_padding
 
-ACTIVATIONS = ("relu", "gelu", "leaky_relu")
+Activation = Literal["relu", "gelu", "leaky_relu"]
+ACTIVATIONS = get_args(Activation)
 
 
 def attention_mask(mask_BL: Tensor, *, causal: bool = False) -> Tensor:
@@ -89,7 +90,7 @@ class TransformerBlock(nn.Module):
         ffn_dim: int,
         dropout: float = 0.0,
         norm_first: bool = False,
-        activation: str = "relu",
+        activation: Activation = "relu",
     ) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("num_heads", num_heads), ("ffn_dim", ffn_dim)):

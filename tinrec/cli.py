@@ -14,14 +14,23 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from typing import List, Optional
 
 
-def _setup_logging() -> None:
+def _setup_logging(verbose: bool = False) -> None:
+    """tinrec's own INFO lines and every library's warnings; ``--verbose`` adds the libraries' INFO lines
+    (fbgemm's loaded-library and kernel-argument dumps, TorchRec's planner notes) and tinrec's DEBUG lines."""
     # fbgemm_gpu installs a root handler at import: force=True or nothing of ours is shown.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("torchrec", "torch.distributed", "torch.fx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("tinrec").setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        # notes about the libraries' own internals, not about this run: TorchRec's planner advice on dry-run
+        # estimates, FX tracing notices, deprecations inside TorchRec
+        for noisy in ("torchrec", "torch.fx"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torchrec|torch\.distributed)\.")
 
 
 def _config(args) -> "object":
@@ -116,8 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinrec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", "-v", action="store_true",
+                        help="also show the libraries' INFO logging (fbgemm, TorchRec) and tinrec's DEBUG lines")
+
+    def add_parser(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
     def with_config(name: str, help_: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_)
+        sp = add_parser(name, help=help_)
         sp.add_argument("config", help="YAML experiment file")
         sp.add_argument("overrides", nargs="*", help="key.sub=value overrides")
         return sp
@@ -137,15 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default=None, help="write the plan here (tinrec train ... plan=FILE)")
     pl.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="plan for GPUs (default) or CPU ranks")
     pl.set_defaults(func=cmd_plan)
-    x = sub.add_parser("experiment", help="train a list of configs over seeds, write a comparison table")
+    x = add_parser("experiment", help="train a list of configs over seeds, write a comparison table")
     x.add_argument("spec", help="experiment YAML (experiments/*.yaml)")
     x.add_argument("--out-root", default="runs")
     x.add_argument("--report-only", action="store_true",
                    help="train nothing: write the table from the finished runs (partial rows say which seeds)")
     x.set_defaults(func=cmd_experiment)
-    an = sub.add_parser("analyze", help="analyses of a dataset and a trained model (docs/analysis.md)")
+    an = add_parser("analyze", help="analyses of a dataset and a trained model (docs/analysis.md)")
     st = an.add_subparsers(dest="analysis", required=True).add_parser(
-        "stc", help="semantic-temporal correlation: ground truth (mutual information) vs. learned (TIN Eq. 1, 4-5)")
+        "stc", parents=[common],
+        help="semantic-temporal correlation: ground truth (mutual information) vs. learned (TIN Eq. 1, 4-5)")
     st.add_argument("config", help="YAML experiment file")
     st.add_argument("overrides", nargs="*", help="key.sub=value overrides (checkpoint=PATH: default the latest)")
     st.add_argument("--split", default="test", help="split the learned correlation is measured on")
@@ -157,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", default=None, help="output folder (default <run_dir>/stc)")
     st.add_argument("--ground-truth-only", action="store_true", help="no checkpoint: the ground truth only")
     st.set_defaults(func=cmd_analyze_stc)
-    g = sub.add_parser("gen-data", help="generate the built-in synthetic dataset")
+    g = add_parser("gen-data", help="generate the built-in synthetic dataset")
     g.add_argument("out_dir")
     g.add_argument("overrides", nargs="*", help="generate_dataset arguments as key=value (effects.trigger.enabled=true)")
     g.set_defaults(func=cmd_gen_data)
@@ -172,16 +189,20 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging()
+    _setup_logging(getattr(args, "verbose", False))
+    from tinrec.errors import NonFiniteError
+
     try:
         return args.func(args)
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except ValueError as e:
         msg = str(e).strip()
         if "Original Traceback" in msg:  # raised in a DataLoader worker: keep the original message only
             msg = msg.splitlines()[-1].removeprefix("ValueError: ")
         print(f"error: {msg}", file=sys.stderr)
         return 2
-
 
 if __name__ == "__main__":
     sys.exit(main())

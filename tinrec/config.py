@@ -5,15 +5,19 @@ overrides, and converts the result into the typed dataclasses below. Every error
 names the key path and the file, e.g. ``configs/x.yaml: train.epoch: unknown key (did you mean 'epochs'?)``.
 
 Interest modules are declared explicitly as ``{_component_: dotted.path.Class, arg: value, ...}``; the
-arguments are checked against the constructor's signature (:func:`check_component`) without building it.
+arguments are checked against the constructor's signature and type annotations (:func:`check_component`)
+without building it.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import importlib
 import inspect
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional, Sequence, Union
@@ -54,7 +58,7 @@ class SequenceInputs:
 @dataclass
 class TowerConfig:
     hidden: List[int] = field(default_factory=lambda: [200, 80])
-    activation: str = "relu"
+    activation: Literal["relu", "prelu", "sigmoid", "dice"] = "relu"  # modules/mlp.py ACTIVATIONS
     dropout: float = 0.0
 
 
@@ -101,6 +105,7 @@ class TrainConfig:
     max_steps: Optional[int] = None  # stop after this many steps in total (smoke tests)
     host_memory: str = "cached"  # cached: glibc keeps freed host memory for reuse (tinrec/hostmem.py) | system
     index_dedup: bool = True  # sequence lookups: each distinct row once per batch (tinrec/dedup.py)
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a non-finite loss or gradient: stop, or skip the batch
 
 
 @dataclass
@@ -182,7 +187,13 @@ def to_dict(cfg: Any) -> Any:
 # ----------------------------------------------------------------------------------------------------------
 
 
+# A number in scientific notation without a decimal point (``1e30``, ``-2E-5``), which PyYAML reads as a string.
+_YAML11_FLOAT = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
+
+
 def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -207,8 +218,8 @@ def _convert(tp: Any, value: Any, where: str, src: str) -> Any:
         if value not in args:
             raise ValueError(f"{src}: {where}: must be one of {list(args)}, got {value!r}")
         return value
-    if origin in (list, List):
-        if not isinstance(value, list):
+    if origin in (list, collections.abc.Sequence):  # List[...] in the schema, Sequence[...] in modules
+        if not isinstance(value, (list, tuple)):
             raise ValueError(f"{src}: {where}: expected a list, got {value!r}")
         return [_convert(args[0], v, f"{where}[{i}]", src) for i, v in enumerate(value)]
     if origin in (dict, Dict):
@@ -226,6 +237,8 @@ def _convert(tp: Any, value: Any, where: str, src: str) -> Any:
             raise ValueError(f"{src}: {where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            return float(value)  # 1e30: YAML 1.1 (PyYAML) reads an exponent without a '.' as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{src}: {where}: expected a number, got {value!r}")
         return float(value)
@@ -276,11 +289,20 @@ BINDING_KEYS = ("_component_", "inputs")
 
 
 def check_component(spec: Dict[str, Any], where: str, src: str) -> type:
-    """Check ``spec`` ({_component_, **kwargs}) against the constructor's signature; return the class."""
+    """Check ``spec`` ({_component_, **kwargs}) against the constructor's signature; return the class.
+
+    Each argument must be a parameter and of its annotated type (:func:`_convert`; the values in ``spec``
+    are left as given). A constructor with an unannotated parameter is refused: its values could not be
+    checked."""
     if "_component_" not in spec:
         raise ValueError(f"{src}: {where}: missing '_component_' (the dotted path of the module class)")
     cls = resolve(str(spec["_component_"]), where, src)
     params = inspect.signature(cls.__init__).parameters
+    hints = typing.get_type_hints(cls.__init__)
+    for name, p in params.items():
+        if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and name not in hints:
+            raise ValueError(f"{src}: {where}._component_: {spec['_component_']} does not annotate its "
+                             f"argument '{name}' (annotate every constructor argument so configs can be checked)")
     accepted = {n for n, p in params.items() if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
     for key in spec:
         if key in BINDING_KEYS:
@@ -291,6 +313,7 @@ def check_component(spec: Dict[str, Any], where: str, src: str) -> type:
             close = difflib.get_close_matches(key, sorted(accepted), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (accepted: {', '.join(sorted(accepted))})"
             raise ValueError(f"{src}: {where}.{key}: not an argument of {spec['_component_']}{hint}")
+        _convert(hints[key], spec[key], f"{where}.{key}", src)
     for name, p in params.items():
         if name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
             continue
@@ -319,6 +342,15 @@ def validate(cfg: Config, src: str) -> None:
                          f"got {cfg.train.host_memory!r}")
     if cfg.data.num_workers < 0:
         raise ValueError(f"{src}: data.num_workers: must be >= 0")
+    for key, oc in (("train.dense_optimizer", cfg.train.dense_optimizer),
+                    ("train.sparse_optimizer", cfg.train.sparse_optimizer)):
+        for name in ("lr", "weight_decay", "eps"):
+            value = getattr(oc, name)
+            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+                raise ValueError(f"{src}: {key}.{name}: must be a finite number {'> 0' if name == 'lr' else '>= 0'}, "
+                                 f"got {value}")
+    if not math.isfinite(cfg.train.grad_clip) or cfg.train.grad_clip < 0:
+        raise ValueError(f"{src}: train.grad_clip: must be a finite number >= 0 (0 disables), got {cfg.train.grad_clip}")
     if not cfg.model.tables:
         raise ValueError(f"{src}: model.tables: no embedding tables declared")
     owner: Dict[str, str] = {}

@@ -6,11 +6,15 @@ weight 0 (the padding batches that keep ranks in step) are dropped before comput
 
 GAUC follows the DIN paper: ``sum_u n_u AUC_u / sum_u n_u`` over users with both a positive and a negative
 impression, ``n_u`` the user's impressions in the split. AUC counts ties as one half.
+
+A metric that cannot be computed (AUC of a split with one class; GAUC when no user has both a positive
+and a negative impression, e.g. a leave-one-out split) is reported as ``None`` with a reason under
+``<metric>_unavailable``, never as a bare NaN.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 import torch
@@ -97,8 +101,30 @@ class EvalAccumulator:
         dist.all_gather_object(everyone, mine)
         return {k: np.concatenate([e[k] for e in everyone]) for k in mine}
 
-    def compute(self) -> Dict[str, float]:
+    def compute(self) -> Dict[str, Any]:
         d = self.gather()
-        return {"auc": auc(d["prob"], d["label"]), "gauc": gauc(d["prob"], d["label"], d["user"]),
-                "logloss": logloss(d["prob"], d["label"]), "samples": int(d["label"].size),
-                "ctr": float(d["label"].mean()) if d["label"].size else float("nan")}
+        out: Dict[str, Any] = {"auc": auc(d["prob"], d["label"]), "gauc": gauc(d["prob"], d["label"], d["user"]),
+                               "logloss": logloss(d["prob"], d["label"]) if d["label"].size else None,
+                               "samples": int(d["label"].size),
+                               "ctr": float(d["label"].mean()) if d["label"].size else None}
+        for key, why in unavailable(d["prob"], d["label"], d["user"]).items():
+            out[key], out[f"{key}_unavailable"] = None, why
+        return out
+
+
+def unavailable(probs: np.ndarray, labels: np.ndarray, users: np.ndarray) -> Dict[str, str]:
+    """Metric -> why it cannot be computed on these samples (empty when every metric can)."""
+    out = {}
+    if labels.size == 0:
+        return {"auc": "no samples", "gauc": "no samples", "logloss": "no samples"}
+    if not np.isfinite(probs).all():
+        why = f"{int((~np.isfinite(probs)).sum())} prediction(s) are not finite (NaN weights?)"
+        return {"auc": why, "gauc": why, "logloss": why}
+    y = labels > 0.5
+    if y.all() or (~y).all():
+        out["auc"] = f"every sample has label {int(y[0])}"
+    _, uid = np.unique(users, return_inverse=True)
+    pos = np.bincount(uid, weights=y.astype(np.float64))
+    if not ((pos > 0) & (pos < np.bincount(uid))).any():
+        out["gauc"] = "no user has both a positive and a negative impression"
+    return out

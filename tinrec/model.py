@@ -31,6 +31,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from tinrec.config import BINDING_KEYS, Config, SequenceInputs, resolve
 from tinrec.features import TEMPORAL_FEATURES, behaviour_width, interest_inputs, table_configs
+from tinrec.guard import finite_or_zero
 from tinrec.modules.mlp import MLP
 
 
@@ -142,6 +143,9 @@ class DenseArch(nn.Module):
         self.user_features = list(user_features)
         self.pooled_features = set(pooled_features)
         self.tower = tower
+        # train.on_nonfinite=skip: a non-finite gradient of the lookups is zeroed before the fused embedding
+        # update (tinrec/guard.py), so no NaN ever enters a table
+        self.zero_nonfinite_lookup_grads = False
 
     def merge(self, seqs: List[Dict[str, JaggedTensor]]) -> Dict[str, JaggedTensor]:
         emb: Dict[str, JaggedTensor] = {}
@@ -154,6 +158,11 @@ class DenseArch(nn.Module):
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
         emb = self.merge(seqs)
         B = labels.numel()
+        if self.zero_nonfinite_lookup_grads and self.training:
+            looked_up = [jt.values() for jt in emb.values()] + ([pooled.values()] if pooled is not None else [])
+            for t in looked_up:
+                if t.requires_grad:
+                    t.register_hook(finite_or_zero)
         parts, aux = [], []
         for name, module in self.interests.items():
             out = module(**self.sequences[name](emb, dense))

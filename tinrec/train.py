@@ -8,7 +8,6 @@ over the whole split.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import posixpath
@@ -18,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Optional
 
 import numpy as np
 import torch
@@ -27,7 +26,6 @@ from iopath.common.file_io import g_pathmgr
 from torch.distributed.optim import _apply_optimizer_in_backward
 from torch.utils.data import DataLoader
 from torchrec.distributed import DistributedModelParallel
-from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.optim.clipping import GradientClipping, GradientClippingOptimizer
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
@@ -41,8 +39,10 @@ from tinrec.data.batch import Batch
 from tinrec.data.reader import ParquetStream, consumed_per_worker, list_units, read_meta, required_columns, split_files
 from tinrec.data.timebins import load_or_compute_edges
 from tinrec.features import dense_sequence, feature_rows, resolve_rows, used_features
+from tinrec.guard import GuardedPipeline, NonFiniteError, NonFiniteGuard
 from tinrec.metrics import EvalAccumulator
 from tinrec.model import build_model
+from tinrec.results import write_json
 from tinrec.sharding import make_plan, sharders
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,11 @@ def main_first(env: DistEnv):
         yield
 
 
+def _plan_summary(plan: Any) -> str:
+    """``table: sharding type`` for every table of a ShardingPlan, on one line."""
+    return ", ".join(f"{t}: {p.sharding_type}" for mod in plan.plan.values() for t, p in mod.items())
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -136,7 +141,7 @@ class Data:
                     raise ValueError(f"data.path: {path} has no meta.json and data.generate is not set")
                 from tinrec.data.generate import generate_dataset
 
-                log.info("dataset %s is missing: generating it", path)
+                log.info("dataset %s has no meta.json: generating it from data.generate", path)
                 generate_dataset(path, **cfg.data.generate)
         self.meta = read_meta(path)
         self.rows = resolve_rows(cfg, self.meta)
@@ -176,6 +181,20 @@ class Data:
             raise ValueError(f"{self.cfg.data.path}: the train split has fewer rows per rank than "
                              f"train.batch_size={self.cfg.train.batch_size}")
         return steps
+
+    def adjustments(self, truncated_rows: int) -> Dict[str, int]:
+        """What training silently adjusts, per epoch: train rows left out so that every rank runs the same
+        number of full batches, and rows whose history was cut to ``data.max_len`` (``truncated_rows``)."""
+        rows = sum(u.rows for u in self.units("train"))
+        used = self.steps_per_epoch() * self.cfg.train.batch_size * self.env.world_size
+        return {"train_rows": rows, "train_rows_used_per_epoch": used, "train_rows_left_out_per_epoch": rows - used,
+                "histories_truncated_to_max_len": truncated_rows, "max_len": self.cfg.data.max_len}
+
+    @staticmethod
+    def describe(adjusted: Dict[str, int]) -> str:
+        return (f"{adjusted['train_rows_left_out_per_epoch']} of {adjusted['train_rows']} train rows left out "
+                f"(full batches, equal steps on every rank); {adjusted['histories_truncated_to_max_len']} "
+                f"histories cut to the most recent data.max_len={adjusted['max_len']}")
 
     def train_batches(self, epoch: int, start_step: int, steps: int) -> Iterator[Batch]:
         probe = self.stream("train", epoch=epoch, train=True)
@@ -230,6 +249,7 @@ def build_training(cfg: Config, data: Data, env: DistEnv):
                          f"fbgemm (CPU: {', '.join(CPU_SPARSE_OPTIMIZERS)})")
     _apply_optimizer_in_backward(sparse_cls, list(model.sparse_arch.parameters()),
                                  _opt_kwargs(sparse_cls, cfg.train.sparse_optimizer))
+    model.dense_arch.zero_nonfinite_lookup_grads = cfg.train.on_nonfinite == "skip"
     if cfg.plan:
         from tinrec.planning import load_plan
 
@@ -240,18 +260,22 @@ def build_training(cfg: Config, data: Data, env: DistEnv):
                          device=env.device, batch_size=cfg.train.batch_size)
     dmp = DistributedModelParallel(model, device=env.device, plan=plan, sharders=sharders(cfg))
     dense_cls = _pick(DENSE_OPTIMIZERS, cfg.train.dense_optimizer, "train.dense_optimizer")
-    dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
+    dense_params = dict(in_backward_optimizer_filter(dmp.named_parameters()))
+    dense = KeyedOptimizerWrapper(dense_params,
                                   lambda params: dense_cls(params, **_opt_kwargs(dense_cls, cfg.train.dense_optimizer)))
     if cfg.train.grad_clip > 0:
         dense = GradientClippingOptimizer(dense, clipping=GradientClipping.NORM, max_gradient=cfg.train.grad_clip)
     optimizer = CombinedOptimizer([("fused", dmp.fused_optimizer), ("dense", dense)])
-    return dmp, optimizer, plan
+    guard = NonFiniteGuard(mode=cfg.train.on_nonfinite, dense_params=dense_params.values())
+    pipeline = GuardedPipeline(dmp, optimizer, env.device, guard)
+    return dmp, optimizer, plan, pipeline
 
 
-def evaluate(pipeline: TrainPipelineSparseDist, model: torch.nn.Module, data: Data, split: str,
-             show_progress: bool) -> Dict[str, float]:
+def evaluate(pipeline: GuardedPipeline, model: torch.nn.Module, data: Data, split: str,
+             show_progress: bool) -> Dict[str, Any]:
     model.eval()
     acc = EvalAccumulator()
+    pipeline.truncated = 0
     it = data.eval_batches(split)
     bar = tqdm(desc=f"eval {split}", unit="batch", disable=not show_progress, leave=False)
     with torch.no_grad():
@@ -264,7 +288,7 @@ def evaluate(pipeline: TrainPipelineSparseDist, model: torch.nn.Module, data: Da
             bar.update(1)
     bar.close()
     model.train()
-    return acc.compute()
+    return dict(acc.compute(), histories_truncated_to_max_len=_sum_ranks(pipeline.truncated))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -272,18 +296,17 @@ def evaluate(pipeline: TrainPipelineSparseDist, model: torch.nn.Module, data: Da
 # ------------------------------------------------------------------------------------------------------------
 
 
-def format_table(metrics: Dict[str, Dict[str, float]]) -> str:
+def format_table(metrics: Dict[str, Dict[str, Any]]) -> str:
+    def num(v: Any, width: int) -> str:
+        return f"{v:{width}.4f}" if v is not None else f"{'n/a':>{width}}"
+
     rows = ["split  |    AUC |   GAUC | logloss | samples", "------ | ------ | ------ | ------- | -------"]
+    notes = []
     for split, m in metrics.items():
-        rows.append(f"{split:6s} | {m['auc']:.4f} | {m['gauc']:.4f} | {m['logloss']:7.4f} | {m['samples']:7d}")
-    return "\n".join(rows)
-
-
-def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+        rows.append(f"{split:6s} | {num(m['auc'], 6)} | {num(m['gauc'], 6)} | {num(m['logloss'], 7)} | "
+                    f"{m['samples']:7d}")
+        notes += [f"{split} {k[:-len('_unavailable')]}: n/a, {v}" for k, v in m.items() if k.endswith("_unavailable")]
+    return "\n".join(rows + notes)
 
 
 def peak_memory_mib(device: torch.device) -> Dict[str, float]:
@@ -306,8 +329,21 @@ def _maybe_fail(run_dir: str, step: int) -> None:
         os._exit(13)
 
 
-def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, float]]:
-    """Train ``cfg``; return ``{"valid": {...}, "test": {...}}`` (also written to run_dir/metrics.json)."""
+def _nonfinite_message(cfg: Config, guard: NonFiniteGuard, g: int, epoch: int, step: int, steps: int,
+                       last_ckpt: Optional[str]) -> str:
+    inc = guard.incident
+    kept = f"the last checkpoint, {last_ckpt}, is kept" if last_ckpt else "no checkpoint had been written"
+    return (f"train step {g} (epoch {epoch + 1}, step {step} of {steps}): non-finite {inc.what}: {inc.detail}; "
+            f"stopped before updating the model: nothing is saved after it and {kept}. Lower "
+            f"train.dense_optimizer.lr / train.sparse_optimizer.lr, or set train.on_nonfinite=skip to skip such "
+            f"batches")
+
+
+def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, Any]]:
+    """Train ``cfg``; return ``{"valid": {...}, "test": {...}}`` (also written to run_dir/metrics.json).
+
+    Raises NonFiniteError at the first non-finite loss or gradient with ``train.on_nonfinite: stop``.
+    """
     env = init_distributed()
     run_dir = cfg.run_dir
     ckpt_root = os.path.join(run_dir, "checkpoints")
@@ -316,17 +352,19 @@ def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, float]]:
         if not resume and ckpt.latest(ckpt_root) is not None:
             raise ValueError(f"run_dir: {run_dir} already holds checkpoints; pass --resume to continue that run "
                              f"or set run_dir=<new folder> (existing checkpoints are never overwritten)")
-        with open(os.path.join(run_dir, "config.json"), "w") as f:
-            json.dump(to_dict(cfg), f, indent=1)
+        write_json(os.path.join(run_dir, "config.json"), to_dict(cfg))
     barrier()
     data = Data(cfg, env)
-    model, optimizer, plan = build_training(cfg, data, env)
+    model, optimizer, plan, pipeline = build_training(cfg, data, env)
+    guard = pipeline.guard
     if env.is_main:
-        log.info("sharding plan:\n%s", plan)
+        log.info("sharding: %s (the full plan with --verbose)", _plan_summary(plan))
+        log.debug("sharding plan:\n%s", plan)
     steps_per_epoch = data.steps_per_epoch()
-    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "valid": []}
+    state: Dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "valid": [],
+                             "nonfinite_skipped": 0, "nonfinite_skipped_steps": []}
     if resume and (path := ckpt.latest(ckpt_root)) is not None:
-        state = ckpt.load(path, model, optimizer)
+        state = dict(state, **ckpt.load(path, model, optimizer))
         log.info("resumed from %s (epoch %d, step %d)", path, state["epoch"], state["step_in_epoch"])
     elif cfg.checkpoint:
         ckpt.load(cfg.checkpoint, model)
@@ -334,20 +372,23 @@ def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, float]]:
     if state.get("steps_per_epoch", steps_per_epoch) != steps_per_epoch:
         raise ValueError(f"{ckpt_root}: the checkpoint was taken with {state['steps_per_epoch']} steps per epoch, "
                          f"this job has {steps_per_epoch} (world size or batch size changed)")
+    guard.skipped, guard.skipped_steps = state["nonfinite_skipped"], list(state["nonfinite_skipped_steps"])
 
     writer = None
     if env.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(os.path.join(run_dir, "tb"))
-    pipeline = TrainPipelineSparseDist(model, optimizer, env.device)
     max_steps = cfg.train.max_steps
     show = env.is_main
     done = False
+    last_saved = [state["global_step"] if resume else -1]
 
     def save(epoch: int, step_in_epoch: int) -> None:
-        state.update(epoch=epoch, step_in_epoch=step_in_epoch, steps_per_epoch=steps_per_epoch)
+        state.update(epoch=epoch, step_in_epoch=step_in_epoch, steps_per_epoch=steps_per_epoch,
+                     nonfinite_skipped=guard.skipped, nonfinite_skipped_steps=guard.skipped_steps)
         ckpt.save(ckpt_root, state["global_step"], model, optimizer, state, keep=cfg.train.keep_checkpoints)
+        last_saved[0] = state["global_step"]
 
     model.train()
     train_samples, train_seconds = 0, 0.0  # this process's training samples and time (evaluation excluded)
@@ -359,6 +400,7 @@ def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, float]]:
                    unit="step", disable=not show, dynamic_ncols=True)
         t0, seen, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
         step = start
+        pipeline.truncated = 0
         while True:
             try:
                 out = pipeline.progress(batches)
@@ -368,20 +410,39 @@ def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, float]]:
             state["global_step"] += 1
             g = state["global_step"]
             seen += int(out[1].numel())
-            with torch.no_grad():
-                batch_loss = torch.nn.functional.binary_cross_entropy_with_logits(out[0], out[1]).item()
-            loss_sum, loss_n = loss_sum + batch_loss, loss_n + 1
+            if guard.incident is not None:
+                if guard.mode == "stop":
+                    bar.close()
+                    if writer is not None:
+                        writer.close()
+                    raise NonFiniteError(_nonfinite_message(cfg, guard, g, epoch, step, steps_per_epoch,
+                                                            ckpt.latest(ckpt_root)))
+                guard.record_skip(g)
+                log.warning("step %d: skipped, non-finite %s: %s (%d skipped so far)", g, guard.incident.what,
+                            guard.incident.detail, guard.skipped)
+            else:
+                with torch.no_grad():
+                    batch_loss = torch.nn.functional.binary_cross_entropy_with_logits(out[0], out[1]).item()
+                loss_sum, loss_n = loss_sum + batch_loss, loss_n + 1
             bar.update(1)
             if g % cfg.train.log_every == 0 and writer is not None:
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
-                writer.add_scalar("train/logloss", loss_sum / loss_n, g)
+                if loss_n:
+                    writer.add_scalar("train/logloss", loss_sum / loss_n, g)
                 writer.add_scalar("train/samples_per_s", rate, g)
-                bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", sps=f"{rate:.0f}")
+                post = {"loss": f"{loss_sum / loss_n:.4f}" if loss_n else "n/a", "sps": f"{rate:.0f}"}
+                if guard.skipped:
+                    writer.add_scalar("train/nonfinite_skipped", guard.skipped, g)
+                    post["skipped"] = str(guard.skipped)
+                bar.set_postfix(post)
                 loss_sum, loss_n = 0.0, 0
-            if cfg.train.checkpoint_every and g % cfg.train.checkpoint_every == 0 and step < steps_per_epoch:
+            stopping = max_steps is not None and g >= max_steps
+            # a periodic checkpoint at the run's last step would be written again below, after evaluation
+            if cfg.train.checkpoint_every and g % cfg.train.checkpoint_every == 0 and step < steps_per_epoch \
+                    and not stopping:
                 save(epoch, step)
             _maybe_fail(run_dir, g)
-            if max_steps is not None and g >= max_steps:
+            if stopping:
                 done = True
                 # the pipeline has already queued the next training batches: drop them so that the
                 # evaluation below sees only its own split
@@ -390,6 +451,7 @@ def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, float]]:
                 break
         bar.close()
         train_samples, train_seconds = train_samples + seen, train_seconds + time.perf_counter() - t0
+        epoch_truncated = _sum_ranks(pipeline.truncated)
         if step < steps_per_epoch and not done:
             raise RuntimeError(f"epoch {epoch + 1} ended after {step} of {steps_per_epoch} steps")
         finished_epoch = step >= steps_per_epoch
@@ -397,43 +459,62 @@ def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, float]]:
         state["valid"].append(dict(valid, epoch=epoch + 1, step=state["global_step"]))
         if writer is not None:
             for k in ("auc", "gauc", "logloss"):
-                writer.add_scalar(f"valid/{k}", valid[k], state["global_step"])
+                if valid[k] is not None:
+                    writer.add_scalar(f"valid/{k}", valid[k], state["global_step"])
+        state["truncated_rows"] = state.get("truncated_rows", 0) + epoch_truncated
         if env.is_main:
-            log.info("epoch %d valid: auc %.4f gauc %.4f logloss %.4f", epoch + 1, valid["auc"], valid["gauc"],
-                     valid["logloss"])
+            log.info("epoch %d valid: %s", epoch + 1, ", ".join(
+                f"{k} {valid[k]:.4f}" if valid[k] is not None else f"{k} n/a" for k in ("auc", "gauc", "logloss")))
+            log.info("epoch %d data: %s", epoch + 1, data.describe(data.adjustments(epoch_truncated)))
         save(epoch + 1 if finished_epoch else epoch, 0 if finished_epoch else step)
 
     metrics = {"valid": valid if valid is not None else evaluate(pipeline, model, data, "valid", show),
                "test": evaluate(pipeline, model, data, "test", show)}
     if writer is not None:
         for k in ("auc", "gauc", "logloss"):
-            writer.add_scalar(f"test/{k}", metrics["test"][k], state["global_step"])
+            if metrics["test"][k] is not None:
+                writer.add_scalar(f"test/{k}", metrics["test"][k], state["global_step"])
         writer.close()
     if env.is_main:
-        _write_json(os.path.join(run_dir, "metrics.json"),
-                    dict(metrics, global_step=state["global_step"], world_size=env.world_size,
-                         train={"samples": train_samples, "seconds": train_seconds,
-                                "samples_per_s": train_samples / max(train_seconds, 1e-9)},
-                         peak_memory_mib=peak_memory_mib(env.device)))
+        write_json(os.path.join(run_dir, "metrics.json"),
+                   dict(metrics, global_step=state["global_step"], world_size=env.world_size,
+                        train={"samples": train_samples, "seconds": train_seconds,
+                               "samples_per_s": train_samples / max(train_seconds, 1e-9),
+                               "nonfinite_skipped": guard.skipped,
+                               "nonfinite_skipped_steps": guard.skipped_steps},
+                        data=data.adjustments(state.get("truncated_rows", 0)),
+                        peak_memory_mib=peak_memory_mib(env.device)))
         print(format_table(metrics), flush=True)
+        if guard.skipped:
+            print(f"skipped {guard.skipped} training step(s) with a non-finite loss or gradient "
+                  f"(train.on_nonfinite=skip; steps {', '.join(map(str, guard.skipped_steps))}"
+                  f"{', ...' if guard.skipped > len(guard.skipped_steps) else ''})", flush=True)
     barrier()
     return metrics
 
 
-def evaluate_checkpoint(cfg: Config) -> Dict[str, Dict[str, float]]:
+def _sum_ranks(value: int) -> int:
+    """Sum of an integer over every rank (a collective: every rank calls it)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t)
+    return int(t.item())
+
+
+def evaluate_checkpoint(cfg: Config) -> Dict[str, Dict[str, Any]]:
     """``tinrec eval``: load ``cfg.checkpoint`` (or the run's latest) and evaluate valid and test."""
     env = init_distributed()
     path = cfg.checkpoint or ckpt.latest(os.path.join(cfg.run_dir, "checkpoints"))
     if path is None:
         raise ValueError(f"checkpoint: not set and {cfg.run_dir}/checkpoints has no checkpoint")
     data = Data(cfg, env)
-    model, optimizer, _ = build_training(cfg, data, env)
+    model, _, _, pipeline = build_training(cfg, data, env)
     ckpt.load(path, model)
-    pipeline = TrainPipelineSparseDist(model, optimizer, env.device)
     metrics = {split: evaluate(pipeline, model, data, split, env.is_main) for split in ("valid", "test")}
     if env.is_main:
         os.makedirs(cfg.run_dir, exist_ok=True)
-        _write_json(os.path.join(cfg.run_dir, "eval_metrics.json"), dict(metrics, checkpoint=path))
+        write_json(os.path.join(cfg.run_dir, "eval_metrics.json"), dict(metrics, checkpoint=path))
         print(format_table(metrics), flush=True)
     barrier()
     return metrics

@@ -1,13 +1,17 @@
 """Config loading, overrides and validation; every file under configs/ loads, builds and plans on meta."""
 
 import glob
+import importlib
+import inspect
 import os
+import re
+import typing
 
 import pytest
 import torch
 import yaml
 
-from tinrec.config import load_config
+from tinrec.config import BUILDER_ARGS, TowerConfig, _convert, check_component, load_config
 from tinrec.features import resolve_rows
 from tinrec.model import build_model
 
@@ -65,6 +69,10 @@ def test_typo_names_key_path_and_file(tmp_path):
     ("model.tables.item.dim=33", r"c\.yaml: model\.tables\.item\.dim: must be a positive multiple of 4 .*got 33"),
     ("train.host_memory=pool", r"c\.yaml: train\.host_memory: expected one of cached, system, got 'pool'"),
     ("model.tables.position.dim=16", r"model\.sequence\.temporal: the table of 'hist_position' must have .*dim 64"),
+    # a typo in a module argument must not silently run the default model (YAML reads it as a string)
+    ("model.interests.tin.temporal=flase",
+     r"c\.yaml: model\.interests\.tin\.temporal: expected true or false, got 'flase'$"),
+    ("model.tower.activation=swish", r"c\.yaml: model\.tower\.activation: must be one of \[.*'dice'\], got 'swish'$"),
 ])
 def test_bad_override_names_key_and_file(tmp_path, override, message):
     path = _write(tmp_path, yaml.safe_dump(_default_dict()))
@@ -101,3 +109,82 @@ def test_unknown_feature_and_missing_file(tmp_path):
 def test_bad_override_syntax():
     with pytest.raises(ValueError, match="key.sub=value"):
         load_config(os.path.join(REPO, "configs", "default.yaml"), ["train.epochs"])
+
+
+def _components(node):
+    """Every ``_component_`` dotted path in a parsed YAML tree."""
+    if isinstance(node, dict):
+        found = {node["_component_"]} if "_component_" in node else set()
+        return found.union(*(_components(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_components(v) for v in node))
+    return set()
+
+
+def _module_classes():
+    """Classes of modules/*.py used as a ``_component_`` under configs/, and every other nn.Module there with
+    a keyword-only constructor: {dotted path: class}."""
+    used = set()
+    for path in CONFIGS:
+        with open(path) as f:
+            used |= {c for c in _components(yaml.safe_load(f)) if c.startswith("tinrec.modules.")}
+    classes = {}
+    for path in sorted(glob.glob(os.path.join(REPO, "modules", "*.py"))):
+        mod = importlib.import_module(f"tinrec.modules.{os.path.basename(path)[:-3]}")
+        for name, cls in vars(mod).items():
+            if not inspect.isclass(cls) or cls.__module__ != mod.__name__:
+                continue
+            params = inspect.signature(cls.__init__).parameters.values()
+            keyword_only = any(p.kind is p.KEYWORD_ONLY for p in params)
+            if f"{mod.__name__}.{name}" in used or (issubclass(cls, torch.nn.Module) and keyword_only):
+                classes[f"{mod.__name__}.{name}"] = cls
+    assert used <= set(classes), used - set(classes)
+    return classes
+
+
+MODULE_CLASSES = _module_classes()
+
+
+@pytest.mark.parametrize("dotted", sorted(MODULE_CLASSES))
+def test_module_arguments_are_annotated_and_type_checked(dotted):
+    params = inspect.signature(MODULE_CLASSES[dotted].__init__).parameters
+    hints = typing.get_type_hints(MODULE_CLASSES[dotted].__init__)
+    assert [n for n in params if n != "self" and n not in hints] == []
+    for name, p in params.items():
+        if name == "self" or name in BUILDER_ARGS:
+            continue
+        if p.default is not p.empty:  # a default passes its own annotation
+            _convert(hints[name], p.default, name, "default")
+        bad = 1 if hints[name] is str else "x"
+        message = rf"^c\.yaml: model\.interests\.m\.{name}: (expected|must be one of) .*got {re.escape(repr(bad))}$"
+        with pytest.raises(ValueError, match=message):
+            check_component({"_component_": dotted, name: bad}, "model.interests.m", "c.yaml")
+
+
+def test_module_arguments_of_the_right_type_pass_as_given():
+    spec = {"_component_": "tinrec.modules.bst.BST", "dropout": 0, "pool": "target", "num_heads": 4}
+    check_component(spec, "model.interests.m", "c.yaml")  # an integer for a float is a number
+    assert spec["dropout"] == 0
+    check_component({"_component_": "tinrec.modules.dien.DIEN", "hidden": None, "aux_hidden": [8, 4]}, "m", "c.yaml")
+    with pytest.raises(ValueError, match=r"c\.yaml: m\.aux_hidden\[1\]: expected an integer, got 'x'$"):
+        check_component({"_component_": "tinrec.modules.dien.DIEN", "aux_hidden": [8, "x"]}, "m", "c.yaml")
+
+
+class Unannotated(torch.nn.Module):
+    """A module whose argument ``scale`` lacks an annotation, so its config values could not be checked."""
+
+    def __init__(self, *, dim: int, scale=1.0) -> None:
+        super().__init__()
+
+
+def test_component_with_an_unannotated_argument_is_refused():
+    spec = {"_component_": f"{__name__}.Unannotated"}
+    with pytest.raises(ValueError, match=r"c\.yaml: model\.interests\.m\._component_: .*Unannotated does not "
+                                         r"annotate its argument 'scale'"):
+        check_component(spec, "model.interests.m", "c.yaml")
+
+
+def test_tower_activations_are_the_mlp_activations():
+    from tinrec.modules.mlp import ACTIVATIONS
+
+    assert typing.get_args(typing.get_type_hints(TowerConfig)["activation"]) == ACTIVATIONS

@@ -109,7 +109,6 @@ def test_cpu_kernel_matches_fbgemms_cuda_kernel():
 
 def _train(tmp_path, index_dedup, steps=6):
     """Logits of ``steps`` training steps (TorchRec pipeline, fused rowwise Adagrad) then one eval step."""
-    from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
     from tinrec.config import load_config
     from tinrec.train import Data, build_training, init_distributed
@@ -123,9 +122,8 @@ def _train(tmp_path, index_dedup, steps=6):
     env = init_distributed()
     data = Data(cfg, env)
     batches = list(itertools.islice(data.loader(data.stream("train", train=True)), steps))
-    model, optimizer, _ = build_training(cfg, data, env)
+    model, optimizer, _, pipeline = build_training(cfg, data, env)
     flags = [m._use_index_dedup for m in model.modules() if hasattr(m, "_use_index_dedup")]
-    pipeline = TrainPipelineSparseDist(model, optimizer, env.device)
     logits = []
     for mode, source in (("train", batches), ("eval", batches[:1])):  # as tinrec.train runs them: to the end
         getattr(model, mode)()

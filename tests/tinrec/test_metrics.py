@@ -49,3 +49,31 @@ def test_logloss_and_accumulator_drop_zero_weights():
     p = 1 / (1 + np.exp(-np.array([0.0, 2.0])))
     assert m["samples"] == 2 and m["logloss"] == pytest.approx(float(-np.log(p).mean()))
     assert logloss(np.array([0.0, 1.0]), np.array([0.0, 1.0])) < 1e-6
+
+
+def test_unavailable_metrics_are_null_with_a_reason_and_results_are_strict_json(tmp_path):
+    import json
+
+    from tinrec.results import write_json
+
+    acc = EvalAccumulator()
+    # leave-one-out: every user has one impression, so no user has both labels
+    acc.add(torch.tensor([0.3, -1.0, 2.0]), torch.tensor([1.0, 0.0, 1.0]), torch.tensor([1, 2, 3]), torch.ones(3))
+    m = acc.compute()
+    assert m["gauc"] is None and "no user has both a positive and a negative impression" in m["gauc_unavailable"]
+    assert m["auc"] == pytest.approx(1.0) and "auc_unavailable" not in m
+    one_class = EvalAccumulator()
+    one_class.add(torch.tensor([0.1, 0.2]), torch.ones(2), torch.tensor([1, 1]), torch.ones(2))
+    assert one_class.compute()["auc_unavailable"] == "every sample has label 1"
+    nan = EvalAccumulator()
+    nan.add(torch.tensor([float("nan"), 0.2]), torch.tensor([1.0, 0.0]), torch.tensor([1, 1]), torch.ones(2))
+    got = nan.compute()
+    assert got["auc"] is None and got["logloss"] is None and "not finite" in got["logloss_unavailable"]
+    path = tmp_path / "m.json"
+    write_json(str(path), {"m": m, "x": float("nan"), "y": [np.float32("inf"), 1.5], "z": np.int64(3)})
+
+    def refuse(c):
+        raise AssertionError(f"not strict JSON: {c}")
+
+    back = json.loads(path.read_text(), parse_constant=refuse)
+    assert back["x"] is None and back["y"] == [None, 1.5] and back["z"] == 3

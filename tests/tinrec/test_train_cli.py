@@ -1,6 +1,7 @@
 """End to end through the real CLI: train, injected crash, resume, eval; resume equality; two ranks (gloo)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -144,3 +145,51 @@ def test_training_on_a_reviewed_plan(data_dir, tmp_path):
     run(["plan", *common, "--nodes", "1", "--gpus-per-node", "2", "--device", "cpu", "--out", str(tmp_path / "two.plan")])
     p = run(train_args(data_dir, str(tmp_path / "refused"), f"plan={tmp_path / 'two.plan'}"), check=False)
     assert p.returncode == 2 and "was made for world size 2, this job has world size 1" in p.stderr
+
+
+HUGE_LR = ["train.dense_optimizer.lr=1e30", "train.sparse_optimizer.lr=1.0e+30"]  # 1e30: YAML reads a string
+
+
+def _strict_json(path):
+    def refuse(constant):
+        raise AssertionError(f"{path} is not strict JSON: {constant}")
+
+    return json.loads(open(path).read(), parse_constant=refuse)
+
+
+def _states(root):
+    return {n: open(os.path.join(root, n, "train_state.json")).read() for n in os.listdir(root) if n.startswith("step-")}
+
+
+def test_a_non_finite_loss_stops_and_keeps_the_good_checkpoints(data_dir, tmp_path):
+    import re
+
+    run_dir = str(tmp_path / "nan")
+    root = os.path.join(run_dir, "checkpoints")
+    run(train_args(data_dir, run_dir, "train.max_steps=20"))
+    good = _states(root)
+    assert sorted(good) == ["step-00000010", "step-00000020"]  # step 20: one save, after evaluation
+    os.remove(os.path.join(run_dir, "metrics.json"))
+    p = run(train_args(data_dir, run_dir, "train.max_steps=40", *HUGE_LR, "--resume"), check=False)
+    assert p.returncode == 3, p.stderr[-3000:]
+    assert re.search(r"error: train step 2\d \(epoch 1, step 2\d of \d+\): non-finite (loss|gradient): .*"
+                     r"train/part-\d+\.parquet row group \d+ \(rows \d+-\d+\)", p.stderr), p.stderr[-2000:]
+    assert "step-00000020, is kept" in p.stderr and "train.on_nonfinite=skip" in p.stderr
+    assert _states(root) == good  # nothing written, nothing rotated away
+    assert open(os.path.join(root, "latest")).read().strip() == "step-00000020"
+    assert not os.path.exists(os.path.join(run_dir, "metrics.json"))
+    # skip: the run ends, counts what it skipped, and its results file is strict JSON
+    p = run(train_args(data_dir, run_dir, "train.max_steps=40", *HUGE_LR, "train.on_nonfinite=skip", "--resume"))
+    m = _strict_json(os.path.join(run_dir, "metrics.json"))
+    assert m["train"]["nonfinite_skipped"] > 0 and m["train"]["nonfinite_skipped_steps"][0] > 20
+    assert f"skipped {m['train']['nonfinite_skipped']} training step(s)" in p.stdout
+    for split in ("valid", "test"):
+        assert all(m[split][k] is None or math.isfinite(m[split][k]) for k in ("auc", "gauc", "logloss"))
+
+
+def test_a_non_finite_loss_stops_every_rank(data_dir, tmp_path):
+    run_dir = str(tmp_path / "nan2")
+    p = run(train_args(data_dir, run_dir, "train.epochs=1", *HUGE_LR), torchrun=2, check=False)
+    assert p.returncode != 0
+    assert "non-finite" in p.stderr and "no checkpoint had been written" in p.stderr
+    assert not os.path.exists(os.path.join(run_dir, "checkpoints", "latest"))

@@ -22,6 +22,9 @@ class Batch(Pipelineable):
         weights: ``[B]`` float, 1 for real samples and 0 for the padding batches that keep ranks in step.
         dense: per-behaviour dense values (``features.DENSE_SEQUENCE``), flat ``[N]`` in the jagged order of
             the history features (same lengths), e.g. timestamps or session indices.
+        source: where the rows came from (``"train/part-00000.parquet row group 3 (rows 12288-12543)"``),
+            for error messages.
+        truncated: rows of this batch whose history was longer than ``data.max_len`` (kept: the most recent).
     """
 
     sparse: KeyedJaggedTensor
@@ -29,6 +32,8 @@ class Batch(Pipelineable):
     user_ids: torch.Tensor
     weights: torch.Tensor
     dense: Dict[str, torch.Tensor] = field(default_factory=dict)
+    source: str = ""
+    truncated: int = 0
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
         return Batch(
@@ -37,6 +42,7 @@ class Batch(Pipelineable):
             user_ids=self.user_ids.to(device=device, non_blocking=non_blocking),
             weights=self.weights.to(device=device, non_blocking=non_blocking),
             dense={k: v.to(device=device, non_blocking=non_blocking) for k, v in self.dense.items()},
+            source=self.source, truncated=self.truncated,
         )
 
     def record_stream(self, stream: torch.Stream) -> None:
@@ -49,7 +55,8 @@ class Batch(Pipelineable):
 
     def pin_memory(self) -> "Batch":
         return Batch(self.sparse.pin_memory(), self.labels.pin_memory(), self.user_ids.pin_memory(),
-                     self.weights.pin_memory(), {k: v.pin_memory() for k, v in self.dense.items()})
+                     self.weights.pin_memory(), {k: v.pin_memory() for k, v in self.dense.items()},
+                     self.source, self.truncated)
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -63,8 +70,9 @@ class Batch(Pipelineable):
         values = torch.zeros(int(lengths.sum()), dtype=torch.int64)
         kjt = KeyedJaggedTensor.from_lengths_sync(keys=list(keys), values=values, lengths=lengths)
         return Batch(kjt, torch.zeros(1), torch.zeros(1, dtype=torch.int64), torch.zeros(1),
-                     {k: torch.zeros(0, dtype=torch.int64) for k in dense})
+                     {k: torch.zeros(0, dtype=torch.int64) for k in dense}, source="padding")
 
     def as_padding(self) -> "Batch":
         """This batch with every weight 0: computed, never counted."""
-        return Batch(self.sparse, self.labels, self.user_ids, torch.zeros_like(self.weights), self.dense)
+        return Batch(self.sparse, self.labels, self.user_ids, torch.zeros_like(self.weights), self.dense,
+                     source="padding")

@@ -356,7 +356,17 @@ class ParquetStream(IterableDataset):
                 dense[name] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64))
         return Batch(sparse=kjt, labels=torch.from_numpy(np.asarray(chunk["label"], dtype=np.float32)),
                      user_ids=torch.from_numpy(np.asarray(chunk[fmt.USER_ID], dtype=np.int64)),
-                     weights=torch.ones(B), dense=dense)
+                     weights=torch.ones(B), dense=dense, source=self._source(chunk),
+                     truncated=int((full_len > self.max_len).sum()))
+
+    def _source(self, chunk: Dict[str, object]) -> str:
+        """The row groups and file rows of a batch, for error messages."""
+        uids, rows = np.asarray(chunk["_uid"]), np.asarray(chunk["_row"])
+        parts = []
+        for uid in dict.fromkeys(uids.tolist()):
+            unit, r = self.units[uid], rows[uids == uid]
+            parts.append(f"{unit.file} row group {unit.row_group} (rows {r.min()}-{r.max()})")
+        return "; ".join(parts)
 
     def _rng(self, chunk: Dict[str, object]) -> np.random.Generator:
         """Negative sampling: seeded by (seed, epoch, first row of the batch) so reruns and resumes agree."""
