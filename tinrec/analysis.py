@@ -31,7 +31,8 @@ import torch
 from iopath.common.file_io import g_pathmgr
 
 from tinrec.data import format as fmt
-from tinrec.data.reader import _list_parts, read_meta, split_files
+from tinrec.data.checks import list_parts
+from tinrec.data.reader import read_meta, split_files
 
 BINS = (("poor", -1.0, 0.2), ("medium", 0.2, 0.8), ("strong", 0.8, 1.0))  # (name, low excl., high incl.)
 CORRELATION_ARGS = ("seq_BLD", "mask_BL", "query_BD", "seq_time_BLD", "query_time_BD")
@@ -85,7 +86,7 @@ def ground_truth_ctc(dataset_path: str, split: str = "train", positions: int = 1
                 seen += table.num_rows
                 y = table.column(fmt.LABEL).to_numpy().astype(np.int64)
                 tc = table.column("target_category").to_numpy().astype(np.int64)
-                off, cb = _list_parts(table.column("hist_category"))
+                off, cb = list_parts(table.column("hist_category"))
                 cb = cb.astype(np.int64)
                 for name, v in (("target_category", tc), ("hist_category", cb)):
                     if v.size and (v.min() < 0 or v.max() >= C):

@@ -4,6 +4,8 @@
     tinrec eval CONFIG checkpoint=PATH [key.sub=value ...]
     tinrec validate CONFIG [key.sub=value ...]
     tinrec gen-data OUT_DIR [key=value ...]                 # generate_dataset keyword arguments (seed=3 ...)
+    tinrec check-data PATH [--max-examples N] [--json OUT]  # every problem of a dataset, counted (exit 1 if any)
+    tinrec make-meta PATH                                   # infer a dataset's meta.json from its Parquet files
     tinrec experiment SPEC                                  # configs x seeds -> one comparison table
     tinrec plan CONFIG --nodes N [--gpus-per-node M] [--hbm-gb X] [--out PLAN] [...]  # planner dry run
     tinrec analyze stc CONFIG [checkpoint=PATH] [--split test] [--out DIR] [...]  # semantic-temporal correlation
@@ -82,6 +84,46 @@ def cmd_gen_data(args) -> int:
         node[path[-1]] = value
     meta = generate_dataset(args.out_dir, **kwargs)
     print(f"wrote {args.out_dir}: " + ", ".join(f"{s} {v['rows']} rows" for s, v in meta["splits"].items()))
+    return 0
+
+
+def cmd_check_data(args) -> int:
+    import posixpath
+
+    from iopath.common.file_io import g_pathmgr
+
+    from tinrec.data.reader import read_meta
+    from tinrec.data.scan import format_report, scan
+    from tinrec.results import write_json
+
+    has_meta = g_pathmgr.exists(posixpath.join(args.path, "meta.json"))
+    report = scan(args.path, read_meta(args.path) if has_meta else None, max_examples=args.max_examples)
+    print(format_report(report))
+    if not has_meta:
+        print(f"(no meta.json: ids were not checked against table sizes; `tinrec make-meta {args.path}` infers one)")
+    if args.json:
+        write_json(args.json, report)
+    return 0 if report["ok"] else 1
+
+
+def cmd_make_meta(args) -> int:
+    import posixpath
+
+    from iopath.common.file_io import g_pathmgr
+
+    from tinrec.data.io import write_bytes_atomic
+    from tinrec.data.scan import infer_meta
+    from tinrec.results import dumps
+
+    out = posixpath.join(args.path, "meta.json")
+    if g_pathmgr.exists(out):
+        raise ValueError(f"{out}: already exists; tinrec never replaces a dataset's meta.json")
+    meta = infer_meta(args.path)
+    write_bytes_atomic(out, (dumps(meta, indent=2) + "\n").encode("utf-8"))
+    tables = ", ".join(f"{t} {n}" for t, n in meta["tables"].items())
+    splits = ", ".join(f"{s} {v['rows']} rows" for s, v in meta["splits"].items())
+    print(f"wrote {out}: tables {tables}; {splits}. Table sizes are the largest id seen + 1: set larger ones "
+          f"if later data can hold larger ids")
     return 0
 
 
@@ -174,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", default=None, help="output folder (default <run_dir>/stc)")
     st.add_argument("--ground-truth-only", action="store_true", help="no checkpoint: the ground truth only")
     st.set_defaults(func=cmd_analyze_stc)
+    cd = add_parser("check-data", help="scan a dataset for every kind of problem (counts, first examples)")
+    cd.add_argument("path", help="dataset folder (docs/data.md)")
+    cd.add_argument("--max-examples", type=int, default=3, help="examples shown per kind of problem")
+    cd.add_argument("--json", default=None, help="also write the report to this file")
+    cd.set_defaults(func=cmd_check_data)
+    mm = add_parser("make-meta", help="infer meta.json (table sizes, splits) from a folder of Parquet files")
+    mm.add_argument("path", help="dataset folder with train/, valid/, test/ Parquet files")
+    mm.set_defaults(func=cmd_make_meta)
     g = add_parser("gen-data", help="generate the built-in synthetic dataset")
     g.add_argument("out_dir")
     g.add_argument("overrides", nargs="*", help="generate_dataset arguments as key=value (effects.trigger.enabled=true)")

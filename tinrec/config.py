@@ -81,6 +81,7 @@ class DataConfig:
     time_bins: int = 10
     num_workers: int = 1
     shuffle: bool = True
+    check: bool = True  # scan the dataset on first use (tinrec check-data; cached in <path>/.tinrec/check.json)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -97,6 +97,20 @@ def init_distributed() -> DistEnv:
                    local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())), device=device)
 
 
+def _parquet_files(path: str, depth: int = 2) -> List[str]:
+    """Parquet files in ``path`` and its sub-folders (``depth`` levels), for the "not a dataset" check."""
+    if not g_pathmgr.isdir(path):
+        return []
+    found = []
+    for name in sorted(g_pathmgr.ls(path)):
+        sub = posixpath.join(path, name)
+        if name.endswith(".parquet"):
+            found.append(sub)
+        elif depth > 1 and g_pathmgr.isdir(sub):
+            found += _parquet_files(sub, depth - 1)
+    return found
+
+
 def barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
@@ -104,12 +118,24 @@ def barrier() -> None:
 
 @contextmanager
 def main_first(env: DistEnv):
-    """Rank 0 runs the block first (e.g. writes a file), then the others."""
-    if env.is_main:
+    """Rank 0 runs the block first (e.g. writes a file), then the others. If it fails on rank 0, every rank
+    raises its error (instead of the others waiting for rank 0 until the collective timeout)."""
+    if env.world_size == 1:
         yield
-        barrier()
+        return
+    failure: List[Optional[str]] = [None]
+    if env.is_main:
+        try:
+            yield
+        except BaseException as e:
+            failure[0] = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            dist.broadcast_object_list(failure, src=0)
+            raise
+        dist.broadcast_object_list(failure, src=0)
     else:
-        barrier()
+        dist.broadcast_object_list(failure, src=0)
+        if failure[0] is not None:
+            raise ValueError(failure[0])
         yield
 
 
@@ -136,23 +162,45 @@ class Data:
         self.cfg, self.env = cfg, env
         path = cfg.data.path
         with main_first(env):
-            if env.is_main and not g_pathmgr.exists(posixpath.join(path, "meta.json")):
-                if cfg.data.generate is None:
-                    raise ValueError(f"data.path: {path} has no meta.json and data.generate is not set")
-                from tinrec.data.generate import generate_dataset
-
-                log.info("dataset %s has no meta.json: generating it from data.generate", path)
-                generate_dataset(path, **cfg.data.generate)
+            if env.is_main:
+                self._prepare(path)
         self.meta = read_meta(path)
         self.rows = resolve_rows(cfg, self.meta)
         self.features = used_features(cfg)
         self.dense = dense_sequence(cfg)
         self.feature_rows = feature_rows(cfg, self.rows)
         self.edges = None
+        self._units: Dict[str, list] = {}
+        for split in ("train", "valid", "test"):
+            self.units(split)  # every file's schema, before anything reads a row
         with main_first(env):
             if "hist_time_bin" in self.features:
                 self.edges = load_or_compute_edges(path, split_files(path, "train", self.meta), cfg.data.time_bins)
-        self._units: Dict[str, list] = {}
+
+    def _prepare(self, path: str) -> None:
+        """Rank 0: generate the dataset if it is missing (only into a folder tinrec may write), then check it
+        on first use (``data.check``)."""
+        if not g_pathmgr.exists(posixpath.join(path, "meta.json")):
+            parquet = _parquet_files(path)
+            if parquet:
+                raise ValueError(f"data.path: {path} holds Parquet files ({parquet[0]}, ...) but no meta.json, so "
+                                 f"tinrec neither reads it nor generates data into it: write a meta.json "
+                                 f"(docs/data.md) or infer one from the files with `tinrec make-meta {path}`")
+            if self.cfg.data.generate is None:
+                raise ValueError(f"data.path: {path} has no meta.json and data.generate is not set")
+            from tinrec.data.generate import generate_dataset
+
+            log.info("dataset %s has no meta.json: generating it from data.generate", path)
+            generate_dataset(path, **self.cfg.data.generate)
+        if self.cfg.data.check:
+            from tinrec.data.scan import cached_check, first_problem, format_report
+
+            report = cached_check(path, read_meta(path), show_progress=True)
+            for w in report["warnings"]:
+                log.warning("%s (%d %s)", w["examples"][0], w["count"], w["unit"])
+            if not report["ok"]:
+                log.debug("%s", format_report(report))
+                raise ValueError(first_problem(report))
 
     def units(self, split: str) -> list:
         if split not in self._units:

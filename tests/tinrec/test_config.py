@@ -73,11 +73,22 @@ def test_typo_names_key_path_and_file(tmp_path):
     ("model.interests.tin.temporal=flase",
      r"c\.yaml: model\.interests\.tin\.temporal: expected true or false, got 'flase'$"),
     ("model.tower.activation=swish", r"c\.yaml: model\.tower\.activation: must be one of \[.*'dice'\], got 'swish'$"),
+    ("train.dense_optimizer.lr=-0.001", r"c\.yaml: train\.dense_optimizer\.lr: must be a finite number > 0, got -0\.001$"),
+    ("train.sparse_optimizer.lr=.nan", r"c\.yaml: train\.sparse_optimizer\.lr: must be a finite number > 0, got nan$"),
+    ("train.on_nonfinite=ignore", r"c\.yaml: train\.on_nonfinite: must be one of \['stop', 'skip'\], got 'ignore'$"),
+    ("train.dense_optimizer.lr=1e-3x", r"c\.yaml: train\.dense_optimizer\.lr: expected a number, got '1e-3x'$"),
 ])
 def test_bad_override_names_key_and_file(tmp_path, override, message):
     path = _write(tmp_path, yaml.safe_dump(_default_dict()))
     with pytest.raises(ValueError, match=message):
         load_config(path, [override])
+
+
+def test_exponents_without_a_decimal_point_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads 1e30 as a string; a float key takes it as the number it means."""
+    path = _write(tmp_path, yaml.safe_dump(_default_dict()))
+    cfg = load_config(path, ["train.dense_optimizer.lr=1e30", "train.sparse_optimizer.lr=5E-2", "train.grad_clip=2e0"])
+    assert (cfg.train.dense_optimizer.lr, cfg.train.sparse_optimizer.lr, cfg.train.grad_clip) == (1e30, 0.05, 2.0)
 
 
 def test_overrides_apply(tmp_path):

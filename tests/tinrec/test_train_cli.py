@@ -78,6 +78,18 @@ def test_train_crash_resume_eval(data_dir, tmp_path):
     e = json.load(open(os.path.join(run_dir, "eval_metrics.json")))
     assert e["test"]["auc"] == pytest.approx(m["test"]["auc"], abs=1e-9)
     assert e["test"]["logloss"] == pytest.approx(m["test"]["logloss"], abs=1e-9)
+    # what training adjusted silently is counted: histories cut to max_len (16 of at most 24), rows left out
+    assert m["data"]["histories_truncated_to_max_len"] > 0 and m["data"]["max_len"] == 16
+    assert m["data"]["train_rows"] == 2400 and m["data"]["train_rows_left_out_per_epoch"] == 2400 % 64
+    assert 0 < m["test"]["histories_truncated_to_max_len"] < 400
+    # a config whose tables differ from the checkpoint's: one line naming the key, no traceback
+    p = run(["eval", CONFIG, f"run_dir={run_dir}", f"data.path={data_dir}", *TINY, "model.tables.item.dim=16",
+             "model.tables.category.dim=48"], check=False)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "does not fit this config at model.tables.item" in p.stderr and "Traceback" not in p.stderr
+    p = run(["eval", CONFIG, f"run_dir={run_dir}", f"data.path={data_dir}", *TINY, "model.tower.hidden=[32,8]"],
+            check=False)
+    assert p.returncode == 2 and "does not fit this config at model.tower" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_resume_gives_the_same_weights(data_dir, tmp_path):
@@ -193,3 +205,68 @@ def test_a_non_finite_loss_stops_every_rank(data_dir, tmp_path):
     assert p.returncode != 0
     assert "non-finite" in p.stderr and "no checkpoint had been written" in p.stderr
     assert not os.path.exists(os.path.join(run_dir, "checkpoints", "latest"))
+
+
+def _digest(root):
+    import hashlib
+
+    return {os.path.relpath(os.path.join(d, f), root): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+            for d, _, files in os.walk(root) for f in files}
+
+
+def test_a_users_parquet_folder_is_never_generated_into(tmp_path):
+    """Every shipped config carries data.generate: a folder of the user's own Parquet files without meta.json
+    is refused, untouched, and `tinrec make-meta` makes it trainable."""
+    from tests.tinrec.datasets import random_rows, write_dataset
+
+    rows = random_rows(300, seed=11)
+    data = write_dataset(str(tmp_path / "mine"), {"train": rows[:200], "valid": rows[200:250], "test": rows[250:]})
+    os.remove(os.path.join(data, "meta.json"))
+    before = _digest(data)
+    small = ["train.batch_size=16", "train.max_steps=4", "model.tower.hidden=[8]", "data.max_len=12"]
+    p = run(["train", CONFIG, f"run_dir={tmp_path / 'run'}", f"data.path={data}", *small], check=False)
+    assert p.returncode == 2
+    assert f"data.path: {data} holds Parquet files" in p.stderr and f"tinrec make-meta {data}" in p.stderr
+    assert _digest(data) == before and not os.path.exists(os.path.join(data, ".tinrec"))
+    assert run(["gen-data", data], check=False).returncode == 2 and _digest(data) == before
+    run(["make-meta", data])
+    assert run(["make-meta", data], check=False).returncode == 2  # never replaced
+    p = run(["check-data", data])
+    assert "no problems" in p.stdout
+    run(["train", CONFIG, f"run_dir={tmp_path / 'run'}", f"data.path={data}", *small])
+    assert set(_digest(data)) == set(before) | {"meta.json", ".tinrec/check.json"}  # tinrec's own files only
+    assert all(_digest(data)[f] == h for f, h in before.items())
+
+
+def test_bad_data_is_refused_before_the_first_step_by_check_data(tmp_path):
+    from tests.tinrec.datasets import random_rows, write_dataset
+
+    rows = random_rows(300, seed=12)
+    tests = rows[250:]
+    tests[31]["hist_timestamp"] = [tests[31]["target_timestamp"] + 5] * len(tests[31]["hist_timestamp"])
+    tests[31]["hist_item"] = tests[31]["hist_item"] or [1]
+    for c in ("hist_category", "hist_brand", "hist_author"):
+        tests[31][c] = [1] * len(tests[31]["hist_item"])
+    tests[31]["hist_timestamp"] = [tests[31]["target_timestamp"] + 5] * len(tests[31]["hist_item"])
+    data = write_dataset(str(tmp_path / "d"), {"train": rows[:200], "valid": rows[200:250], "test": tests})
+    run_dir = tmp_path / "run"
+    small = ["data.generate=null", "train.batch_size=16", "model.tower.hidden=[8]", "data.max_len=12"]
+    p = run(["train", CONFIG, f"run_dir={run_dir}", f"data.path={data}", *small], check=False)
+    assert p.returncode == 2
+    assert "test/part-00000.parquet: row 31: column 'hist_timestamp' has a behaviour at" in p.stderr
+    assert "tinrec check-data" in p.stderr and "epoch 1" not in p.stderr  # before the first step
+    p = run(["check-data", data], check=False)
+    assert p.returncode == 1 and "problem behaviour_after_target: 1 rows" in p.stdout
+    # skipping the scan does not let the row through: the reader stops at it (in the test split)
+    p = run(["train", CONFIG, f"run_dir={tmp_path / 'run2'}", f"data.path={data}", *small, "data.check=false",
+             "train.index_dedup=false"], check=False)
+    assert p.returncode == 2 and "test/part-00000.parquet: row 31: column 'hist_timestamp'" in p.stderr
+
+
+def test_library_logging_is_quiet_unless_verbose(data_dir, tmp_path):
+    quiet = run(train_args(data_dir, str(tmp_path / "q"), "train.max_steps=2"))
+    loud = run(train_args(data_dir, str(tmp_path / "v"), "train.max_steps=2", "--verbose"))
+    for noise in ("Successfully loaded", "SplitTableBatchedEmbeddingBagsCodegen", "FutureWarning"):
+        assert noise not in quiet.stderr
+    assert "Successfully loaded" in loud.stderr or "SplitTableBatchedEmbeddingBagsCodegen" in loud.stderr
+    assert "INFO tinrec.train: sharding:" in quiet.stderr

@@ -6,8 +6,10 @@ A dataset is a folder (any iopath path) holding::
     train/part-00000.parquet ...   # one row per impression
     valid/part-00000.parquet ...
     test/part-00000.parquet ...
-    time_bins.json                 # equal-frequency time-interval edges, computed from train/ (written by
-                                   # ``tinrec.data.timebins``; the reader makes it when missing)
+    .tinrec/                       # made by tinrec, the only place it writes in a dataset it did not generate:
+                                   # time_bins.json (equal-frequency time-interval edges from train/) and
+                                   # check.json (the result of ``tinrec check-data``, keyed by the files)
+    .tinrec-generated              # only in a folder tinrec generated (it may regenerate into it)
     ground_truth.npz               # only for generated data: the planted semantic-temporal weights
 
 Sequences are list columns ordered oldest behaviour first. Every id is an int64 in ``[0, rows)`` of the
@@ -48,6 +50,12 @@ OPTIONAL_COLUMNS = (HIST_FEEDBACK, HIST_WATCH_TIME) + TRIGGER_COLUMNS + (PAGE,)
 LIST_COLUMNS = HIST_ID_COLUMNS + (HIST_TIMESTAMP, HIST_FEEDBACK, HIST_WATCH_TIME)
 
 SPLITS = ("train", "valid", "test")
+
+# The id table (meta.json ``tables``) each id column indexes, for ``tinrec check-data`` and ``make-meta``.
+COLUMN_TABLES = {"user_id": "user", "user_age": "age", "user_gender": "gender",
+                 "target_item": "item", "hist_item": "item", "trigger_item": "item",
+                 "target_category": "category", "hist_category": "category", "trigger_category": "category",
+                 "target_brand": "brand", "hist_brand": "brand", "target_author": "author", "hist_author": "author"}
 
 
 def arrow_schema(*, with_feedback: bool = True, with_watch_time: bool = True, with_trigger: bool = True) -> pa.Schema:

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from iopath.common.file_io import g_pathmgr
 from torch.utils.data import IterableDataset, get_worker_info
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from tinrec.data import checks
 from tinrec.data import format as fmt
 from tinrec.data.batch import Batch
 from tinrec.features import CALENDAR_ROWS, DERIVED_SCALAR, DERIVED_SEQUENCE, is_sequence
@@ -65,8 +65,12 @@ def split_files(path: str, split: str, meta: Optional[dict] = None) -> List[str]
 
 
 def required_columns(features: Sequence[str], dense: Sequence[str] = ()) -> List[str]:
-    """The Parquet columns needed to build ``features`` (KJT keys) and the ``dense`` sequence values."""
-    cols = [fmt.LABEL, fmt.USER_ID]
+    """The Parquet columns read to build ``features`` (KJT keys) and the ``dense`` sequence values.
+
+    The timestamps and the history length are always read, whatever the model: the reader checks that every
+    history is sorted and before its target (``tinrec/data/checks.py``), whatever the settings.
+    """
+    cols = [fmt.LABEL, fmt.USER_ID, fmt.TARGET_TIMESTAMP, fmt.HIST_TIMESTAMP, fmt.HIST_ID_COLUMNS[0]]
     for f in features:
         if f == "hist_time_bin":
             cols += [fmt.HIST_TIMESTAMP, fmt.TARGET_TIMESTAMP]
@@ -78,10 +82,6 @@ def required_columns(features: Sequence[str], dense: Sequence[str] = ()) -> List
             continue  # positions, COE and negatives need only the history length
         else:
             cols.append(f)
-    if dense:
-        cols.append(fmt.HIST_TIMESTAMP)
-    if any(is_sequence(f) for f in features) or dense:
-        cols.append(fmt.HIST_ID_COLUMNS[0])  # the row's history length
     return list(dict.fromkeys(cols))
 
 
@@ -117,7 +117,8 @@ def sessions(ts: np.ndarray, lengths: np.ndarray, gap_seconds: int = 1800) -> np
 
 
 def list_units(files: Sequence[str], columns: Sequence[str]) -> List[Unit]:
-    """Row groups of ``files``; checks each file has ``columns`` (ValueError naming file and column)."""
+    """Row groups of ``files``. Each file must have the format's required columns and ``columns``, every
+    column of the right type (ValueError naming file and column; ``checks.schema_problems``)."""
     units = []
     for path in files:
         with g_pathmgr.open(path, "rb") as f:
@@ -125,10 +126,10 @@ def list_units(files: Sequence[str], columns: Sequence[str]) -> List[Unit]:
                 pf = pq.ParquetFile(f)
             except Exception as e:  # pyarrow raises several types for corrupt files
                 raise ValueError(f"{path}: not a readable Parquet file: {e}") from None
-            names = set(pf.schema_arrow.names)
-            missing = [c for c in columns if c not in names]
-            if missing:
-                raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (see docs/data.md)")
+            required = list(dict.fromkeys(list(fmt.REQUIRED_COLUMNS) + list(columns)))
+            problems = checks.schema_problems(path, pf.schema_arrow, required)
+            if problems:
+                raise ValueError(problems[0].message())
             first = 0
             for g in range(pf.num_row_groups):
                 n = pf.metadata.row_group(g).num_rows
@@ -158,15 +159,6 @@ def consumed_per_worker(step: int, counts: Sequence[int]) -> List[int]:
             remaining -= 1
         rnd += 1
     return taken
-
-
-def _list_parts(col: pa.ChunkedArray | pa.Array) -> Tuple[np.ndarray, np.ndarray]:
-    """(offsets [B+1], flat values) of a list column, without Python loops."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    offsets = arr.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
-    values = arr.values.to_numpy(zero_copy_only=False)
-    base = offsets[0]
-    return offsets - base, values[base: offsets[-1]]
 
 
 class ParquetStream(IterableDataset):
@@ -260,53 +252,17 @@ class ParquetStream(IterableDataset):
         with g_pathmgr.open(unit.file, "rb") as f:
             table = pq.ParquetFile(f).read_row_group(unit.row_group, columns=self.columns)
         n = table.num_rows
+        for problem in checks.null_problems(unit.file, unit.first_row, table):
+            raise ValueError(problem.message())
         chunk: Dict[str, object] = {"_row": np.arange(unit.first_row, unit.first_row + n), "_file": unit.file,
                                     "_uid": np.full(n, uid, dtype=np.int64)}
-        for c in self.columns:
-            col = table.column(c)
-            if col.null_count:
-                bad = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-                raise ValueError(f"{unit.file}: row {unit.first_row + bad}: column {c!r} is null")
-            if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-                chunk[c] = _list_parts(col)
-            else:
-                chunk[c] = col.to_numpy()
+        chunk.update(checks.to_columns(table))
+        for problem in checks.value_problems(unit.file, unit.first_row, chunk, self.feature_rows):
+            raise ValueError(problem.message())
         chunk["label"] = chunk.pop(fmt.LABEL)
-        self._validate(chunk, unit)
         if self.shuffle:
             chunk = _take(chunk, np.random.default_rng([self.seed, self.epoch, uid, 1]).permutation(n))
         return chunk
-
-    def _validate(self, chunk: Dict[str, object], unit: Unit) -> None:
-        labels = np.asarray(chunk["label"])
-        bad = np.flatnonzero((labels != 0) & (labels != 1))
-        if bad.size:
-            raise ValueError(f"{unit.file}: row {unit.first_row + bad[0]}: label must be 0 or 1, got {labels[bad[0]]}")
-        hist_off = None
-        for c in self.columns:
-            v = chunk[c] if c != fmt.LABEL else None
-            if isinstance(v, tuple):
-                off, vals = v
-                if hist_off is None:
-                    hist_off = off
-                elif not np.array_equal(off, hist_off):
-                    rows = np.flatnonzero(np.diff(off) != np.diff(hist_off))
-                    raise ValueError(f"{unit.file}: row {unit.first_row + rows[0]}: list column {c!r} has a "
-                                     f"different length than {fmt.HIST_ID_COLUMNS[0]!r}")
-        for feat, (table, rows) in self.feature_rows.items():
-            if feat not in chunk:
-                continue
-            v = chunk[feat]
-            off, vals = v if isinstance(v, tuple) else (None, v)
-            vals = np.asarray(vals)
-            if vals.size == 0:
-                continue
-            badmask = (vals < 0) | (vals >= rows)
-            if badmask.any():
-                i = int(np.flatnonzero(badmask)[0])
-                row = i if off is None else int(np.searchsorted(off, i, side="right") - 1)
-                raise ValueError(f"{unit.file}: row {unit.first_row + row}: column {feat!r} has id {vals[i]}, "
-                                 f"outside [0, {rows}) of table {table!r}")
 
     def _to_batch(self, chunk: Dict[str, object]) -> Batch:
         B = len(chunk["label"])

@@ -1,6 +1,6 @@
 """Equal-frequency time-interval bins (TIN's TTE-T), computed from the training split, stored with the data.
 
-``time_bins.json`` in the dataset folder maps the number of bins to the sorted inner edges (seconds) of
+``.tinrec/time_bins.json`` in the dataset folder (tinrec's own sub-folder) maps the number of bins to the sorted inner edges (seconds) of
 ``target_timestamp - hist_timestamp`` over every behaviour of the train split (all of each history, not
 only the kept ``max_len``: our choice, so the edges do not depend on a model setting). Bin ids are
 ``1 + searchsorted(edges, dt, side="right")`` in 1..n; id 0 is the target itself (the origin).
@@ -12,6 +12,7 @@ so memory does not grow with the dataset.
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 from typing import List
 
@@ -52,8 +53,9 @@ def compute_edges(files: List[str], num_bins: int, *, max_samples: int = 2_000_0
 
 
 def load_or_compute_edges(dataset: str, train_files: List[str], num_bins: int) -> np.ndarray:
-    """The edges for ``num_bins`` from ``dataset/time_bins.json``, computing and storing them if absent."""
-    path = posixpath.join(dataset, "time_bins.json")
+    """The edges for ``num_bins`` from ``dataset/.tinrec/time_bins.json``, computing and storing them if absent
+    (a dataset that cannot be written to gets them computed, with a warning, on every use)."""
+    path = posixpath.join(dataset, ".tinrec", "time_bins.json")
     stored = {}
     if g_pathmgr.exists(path):
         with g_pathmgr.open(path, "r") as f:
@@ -61,5 +63,9 @@ def load_or_compute_edges(dataset: str, train_files: List[str], num_bins: int) -
     key = str(num_bins)
     if key not in stored:
         stored[key] = compute_edges(train_files, num_bins).tolist()
-        write_bytes_atomic(path, json.dumps(stored, indent=1).encode("utf-8"))
+        try:
+            g_pathmgr.mkdirs(posixpath.dirname(path))
+            write_bytes_atomic(path, json.dumps(stored, indent=1).encode("utf-8"))
+        except OSError as e:
+            logging.getLogger(__name__).warning("cannot store time-bin edges in %s (%s)", path, e)
     return np.asarray(stored[key], dtype=np.float64)
