@@ -22,7 +22,6 @@ Writes ``<out>.json`` and ``<out>.md``. The quadratic "before" cases are measure
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -161,8 +160,9 @@ def main(argv=None) -> dict:
               "batch": args.batch, "threads": args.threads, "torch": torch.__version__, "rows": rows,
               "load_average": [load_before, os.getloadavg()[0]], "cores": os.cpu_count()}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(report, f, indent=1)
+    from tinrec.results import write_json
+
+    write_json(args.out + ".json", report)
     lines = ["| hot path | L | before (s) | after (s) | speed-up |", "|---|---|---|---|---|"]
     lines += [f"| {r['case']} | {r['L']} | {r['before_s']:.3f} | {r['after_s']:.3f} | {r['speedup']:.1f}x |"
               for r in rows]

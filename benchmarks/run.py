@@ -310,9 +310,9 @@ def _done_points(out: str) -> Dict[tuple, dict]:
 
 def _write(report: dict, out: str, final: bool) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out + ".json.tmp", "w") as f:
-        json.dump(report, f, indent=1)
-    os.replace(out + ".json.tmp", out + ".json")
+    from tinrec.results import write_json
+
+    write_json(out + ".json", report)
     if final:
         bw = report["bandwidth_bytes_per_s"] / 1e9
         with open(out + ".md", "w") as f:

@@ -33,6 +33,7 @@ from iopath.common.file_io import g_pathmgr
 from tinrec.data import format as fmt
 from tinrec.data.checks import list_parts
 from tinrec.data.reader import read_meta, split_files
+from tinrec.results import write_json
 
 BINS = (("poor", -1.0, 0.2), ("medium", 0.2, 0.8), ("strong", 0.8, 1.0))  # (name, low excl., high incl.)
 CORRELATION_ARGS = ("seq_BLD", "mask_BL", "query_BD", "seq_time_BLD", "query_time_BD")
@@ -365,8 +366,6 @@ def run_stc(cfg, *, split: str = "test", positions: int = 10, top_k: int = 20, t
             out: Optional[str] = None, ground_truth_only: bool = False, interest: Optional[str] = None,
             normalise: str = "global", max_batches: Optional[int] = None) -> Dict[str, Any]:
     """``tinrec analyze stc``: writes ``<out>/stc.json`` and PNGs; returns the report (JSON-ready)."""
-    import json
-
     out = out or os.path.join(cfg.run_dir, "stc")
     if not g_pathmgr.exists(os.path.join(cfg.data.path, "meta.json")):
         _analysis_data(cfg)  # generates a missing dataset from data.generate (or says it cannot)
@@ -399,9 +398,7 @@ def run_stc(cfg, *, split: str = "test", positions: int = 10, top_k: int = 20, t
                                                os.path.join(out, f"stc_heatmap_c{target}.png"), normalise)
     report["files"]["json"] = os.path.join(out, "stc.json")
     report = _jsonable(report)
-    with open(report["files"]["json"] + ".tmp", "w") as f:
-        json.dump(report, f, indent=1)
-    os.replace(report["files"]["json"] + ".tmp", report["files"]["json"])
+    write_json(report["files"]["json"], report)
     return report
 
 

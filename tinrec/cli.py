@@ -128,9 +128,8 @@ def cmd_make_meta(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    import json
-
     from tinrec.planning import Cluster, format_report, plan, save_plan
+    from tinrec.results import write_json
 
     cfg = _config(args)
     cluster = Cluster(nodes=args.nodes, gpus_per_node=args.gpus_per_node, compute_device=args.device,
@@ -139,8 +138,7 @@ def cmd_plan(args) -> int:
     print(format_report(rep), flush=True)
     if args.out:
         save_plan(args.out, sharding_plan, rep)
-        with open(args.out + ".json", "w") as f:
-            json.dump(rep, f, indent=1)
+        write_json(args.out + ".json", rep)
         print(f"plan written to {args.out} (report: {args.out}.json); train on it with: "
               f"tinrec train {args.config} plan={args.out}")
     return 0

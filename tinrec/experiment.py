@@ -32,6 +32,8 @@ from typing import Dict, List
 import numpy as np
 import yaml
 
+from tinrec.results import write_json
+
 
 def _slug(name: str) -> str:
     """Run-folder name of a row: lower case, "'" spelled "prime" (DIN' vs DIN), other symbols "-"."""
@@ -100,7 +102,7 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False)
         shown = command(row, seeds[0], f"runs/{spec['name']}/{_slug(row['name'])}-s<seed>", common)[:-1]
         results[row["name"]] = {
             "command": " ".join(shown).replace(f"seed={seeds[0]} ", "seed=<seed> "),
-            **{f"{k}_{stat}": float(fn([m[k] for m in per_seed]))
+            **{f"{k}_{stat}": float(fn([np.nan if m[k] is None else m[k] for m in per_seed]))
                for k in ("gauc", "auc", "logloss") for stat, fn in (("mean", np.mean), ("std", np.std))},
             "seeds": [m["seed"] for m in per_seed],
         }
@@ -147,7 +149,6 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False)
         if missing:
             head += f" Not run yet: {', '.join(missing)}."
         f.write(f"{head}\n\n{table}\n")
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"spec": spec, "results": results, "missing": missing}, f, indent=1)
+    write_json(os.path.join(out_dir, "results.json"), {"spec": spec, "results": results, "missing": missing})
     print(table)
     return results
