@@ -33,6 +33,7 @@ def _setup_logging(verbose: bool = False) -> None:
         for noisy in ("torchrec", "torch.fx"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torchrec|torch\.distributed)\.")
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*deprecating ShardedTensor")
 
 
 def _config(args) -> "object":
@@ -238,13 +239,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "verbose", False))
-    from tinrec.errors import NonFiniteError
+    from tinrec.errors import CollectiveTimeout, NonFiniteError
 
     try:
         return args.func(args)
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except CollectiveTimeout as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 4
     except ValueError as e:
         msg = str(e).strip()
         if "Original Traceback" in msg:  # raised in a DataLoader worker: keep the original message only

@@ -107,6 +107,7 @@ class TrainConfig:
     host_memory: str = "cached"  # cached: glibc keeps freed host memory for reuse (tinrec/hostmem.py) | system
     index_dedup: bool = True  # sequence lookups: each distinct row once per batch (tinrec/dedup.py)
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a non-finite loss or gradient: stop, or skip the batch
+    collective_timeout_s: float = 600.0  # a rank waiting longer than this in a collective ends the job (hung rank)
 
 
 @dataclass
@@ -350,6 +351,9 @@ def validate(cfg: Config, src: str) -> None:
             if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
                 raise ValueError(f"{src}: {key}.{name}: must be a finite number {'> 0' if name == 'lr' else '>= 0'}, "
                                  f"got {value}")
+    if not cfg.train.collective_timeout_s > 0 or not math.isfinite(cfg.train.collective_timeout_s):
+        raise ValueError(f"{src}: train.collective_timeout_s: must be a finite number of seconds > 0, "
+                         f"got {cfg.train.collective_timeout_s}")
     if not math.isfinite(cfg.train.grad_clip) or cfg.train.grad_clip < 0:
         raise ValueError(f"{src}: train.grad_clip: must be a finite number >= 0 (0 disables), got {cfg.train.grad_clip}")
     if not cfg.model.tables:

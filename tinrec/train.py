@@ -8,10 +8,13 @@ over the whole split.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import posixpath
 import random
+import re
+import signal
 import socket
 import time
 from contextlib import contextmanager
@@ -39,6 +42,7 @@ from tinrec.data.batch import Batch
 from tinrec.data.reader import ParquetStream, consumed_per_worker, list_units, read_meta, required_columns, split_files
 from tinrec.data.timebins import load_or_compute_edges
 from tinrec.features import dense_sequence, feature_rows, resolve_rows, used_features
+from tinrec.errors import CollectiveTimeout
 from tinrec.guard import GuardedPipeline, NonFiniteError, NonFiniteGuard
 from tinrec.metrics import EvalAccumulator
 from tinrec.model import build_model
@@ -53,11 +57,15 @@ CPU_SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd")
 DENSE_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad,
                     "sgd": torch.optim.SGD}
 FAIL_AT_STEP = "TINREC_FAIL_AT_STEP"  # fault injection for restart tests: crash once after this global step
+HANG_AT_STEP = "TINREC_HANG_AT_STEP"  # fault injection: "STEP:RANK" stops (SIGSTOP) that rank once after STEP
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Process group
 # ------------------------------------------------------------------------------------------------------------
+
+
+SETUP_TIMEOUT = datetime.timedelta(hours=24)  # how long ranks wait for rank 0's setup (generating, checking data)
 
 
 @dataclass
@@ -67,6 +75,7 @@ class DistEnv:
     local_rank: int
     local_world_size: int
     device: torch.device
+    setup_group: Any = None  # gloo group with SETUP_TIMEOUT for rank-0-first setup (None: one rank)
 
     @property
     def is_main(self) -> bool:
@@ -79,22 +88,86 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed() -> DistEnv:
-    """Join the torchrun process group, or make a one-process group when run alone."""
+_SETUP_GROUP: Any = None
+
+
+def init_distributed(collective_timeout_s: Optional[float] = None) -> DistEnv:
+    """Join the torchrun process group, or make a one-process group when run alone.
+
+    ``collective_timeout_s`` (``train.collective_timeout_s``) bounds every collective of the job: a rank that
+    stops responding (hung, stopped) ends the job instead of hanging it (:func:`collective_timeout`). Setup
+    that rank 0 does first (:func:`main_first`) waits up to ``SETUP_TIMEOUT`` on a separate gloo group.
+    """
+    global _SETUP_GROUP
     cuda = torch.cuda.is_available()
     backend = "nccl" if cuda else "gloo"
     if not dist.is_initialized():
+        timeout = datetime.timedelta(seconds=collective_timeout_s) if collective_timeout_s else None
         if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend=backend, timeout=timeout)
         else:
             dist.init_process_group(backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
-                                    world_size=1)
+                                    world_size=1, timeout=timeout)
+    if _SETUP_GROUP is None and dist.get_world_size() > 1:
+        _SETUP_GROUP = dist.new_group(backend="gloo", timeout=SETUP_TIMEOUT)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     return DistEnv(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
-                   local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())), device=device)
+                   local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())), device=device,
+                   setup_group=_SETUP_GROUP)
+
+
+def unresponsive_ranks(env: DistEnv, grace_s: float) -> Optional[List[int]]:
+    """After a collective timed out: the ranks that do not report alive within ``grace_s``.
+
+    Every rank that notices the timeout writes a key to the job's store (the rendezvous TCPStore) and waits
+    for the others' keys; the ranks whose key never comes are hung or stopped. None when the store itself
+    does not answer (rank 0 hosts it under torchrun, so rank 0 is then the one that stopped).
+    """
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        store.set_timeout(datetime.timedelta(seconds=grace_s))
+        prefix = f"tinrec/alive/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+        store.set(prefix + str(env.rank), "1")
+        deadline = time.monotonic() + grace_s
+        while True:
+            missing = [r for r in range(env.world_size) if not store.check([prefix + str(r)])]
+            if not missing or time.monotonic() > deadline:
+                return missing
+            time.sleep(0.2)
+    except Exception as e:  # the store timed out or is gone
+        log.debug("store check after a collective timeout failed: %s", e)
+        return None
+
+
+# gloo's words for a collective that timed out: "Timed out waiting 10000ms for recv operation to complete",
+# "Application timeout caused pair closure"
+_TIMEOUT = re.compile(r"timed out|timeout", re.IGNORECASE)
+
+
+@contextmanager
+def collective_timeout(env: DistEnv, timeout_s: float):
+    """Turn a collective that timed out (gloo raises it here) into one :class:`CollectiveTimeout` line naming the
+    ranks that stopped answering. (NCCL's watchdog ends the process itself, naming the collective.)"""
+    try:
+        yield
+    except RuntimeError as e:
+        if env.world_size == 1 or not _TIMEOUT.search(str(e)) or isinstance(e, CollectiveTimeout):
+            raise
+        grace = min(max(5.0, timeout_s / 2), 60.0)
+        missing = unresponsive_ranks(env, grace)
+        if missing is None:
+            who = "the job's store did not answer either: rank 0, which hosts it, stopped responding"
+        elif missing:
+            who = f"rank(s) {', '.join(map(str, missing))} did not answer within {grace:.0f} s: hung or stopped"
+        else:
+            who = "every rank answered afterwards: the collective was only slow (raise train.collective_timeout_s)"
+        raise CollectiveTimeout(
+            f"rank {env.rank}: a collective waited longer than train.collective_timeout_s={timeout_s:g} s; {who}. "
+            f"Ending the job so that torchrun / TorchX (--max_restarts) can restart it from the last checkpoint "
+            f"({str(e).strip().splitlines()[0]})") from None
 
 
 def _parquet_files(path: str, depth: int = 2) -> List[str]:
@@ -129,11 +202,11 @@ def main_first(env: DistEnv):
             yield
         except BaseException as e:
             failure[0] = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-            dist.broadcast_object_list(failure, src=0)
+            dist.broadcast_object_list(failure, src=0, group=env.setup_group)
             raise
-        dist.broadcast_object_list(failure, src=0)
+        dist.broadcast_object_list(failure, src=0, group=env.setup_group)
     else:
-        dist.broadcast_object_list(failure, src=0)
+        dist.broadcast_object_list(failure, src=0, group=env.setup_group)
         if failure[0] is not None:
             raise ValueError(failure[0])
         yield
@@ -368,13 +441,19 @@ def peak_memory_mib(device: torch.device) -> Dict[str, float]:
     return peak
 
 
-def _maybe_fail(run_dir: str, step: int) -> None:
+def _maybe_fail(run_dir: str, step: int, rank: int) -> None:
     at = os.environ.get(FAIL_AT_STEP)
     marker = os.path.join(run_dir, ".fault-injected")
     if at is not None and step == int(at) and not os.path.exists(marker):
         open(marker, "w").close()
         log.error("%s=%s: injected crash after step %d", FAIL_AT_STEP, at, step)
         os._exit(13)
+    hang = os.environ.get(HANG_AT_STEP)
+    marker = os.path.join(run_dir, ".hang-injected")
+    if hang is not None and (step, rank) == tuple(int(x) for x in hang.split(":")) and not os.path.exists(marker):
+        open(marker, "w").close()
+        log.error("%s=%s: rank %d stops itself (SIGSTOP) after step %d", HANG_AT_STEP, hang, rank, step)
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _nonfinite_message(cfg: Config, guard: NonFiniteGuard, g: int, epoch: int, step: int, steps: int,
@@ -390,9 +469,15 @@ def _nonfinite_message(cfg: Config, guard: NonFiniteGuard, g: int, epoch: int, s
 def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, Any]]:
     """Train ``cfg``; return ``{"valid": {...}, "test": {...}}`` (also written to run_dir/metrics.json).
 
-    Raises NonFiniteError at the first non-finite loss or gradient with ``train.on_nonfinite: stop``.
+    Raises NonFiniteError at the first non-finite loss or gradient with ``train.on_nonfinite: stop``, and
+    CollectiveTimeout when a rank stops responding for ``train.collective_timeout_s``.
     """
-    env = init_distributed()
+    env = init_distributed(cfg.train.collective_timeout_s)
+    with collective_timeout(env, cfg.train.collective_timeout_s):
+        return _train(cfg, env, resume)
+
+
+def _train(cfg: Config, env: DistEnv, resume: bool) -> Dict[str, Dict[str, Any]]:
     run_dir = cfg.run_dir
     ckpt_root = os.path.join(run_dir, "checkpoints")
     if env.is_main:
@@ -489,7 +574,7 @@ def train(cfg: Config, *, resume: bool = False) -> Dict[str, Dict[str, Any]]:
             if cfg.train.checkpoint_every and g % cfg.train.checkpoint_every == 0 and step < steps_per_epoch \
                     and not stopping:
                 save(epoch, step)
-            _maybe_fail(run_dir, g)
+            _maybe_fail(run_dir, g, env.rank)
             if stopping:
                 done = True
                 # the pipeline has already queued the next training batches: drop them so that the
@@ -552,7 +637,12 @@ def _sum_ranks(value: int) -> int:
 
 def evaluate_checkpoint(cfg: Config) -> Dict[str, Dict[str, Any]]:
     """``tinrec eval``: load ``cfg.checkpoint`` (or the run's latest) and evaluate valid and test."""
-    env = init_distributed()
+    env = init_distributed(cfg.train.collective_timeout_s)
+    with collective_timeout(env, cfg.train.collective_timeout_s):
+        return _evaluate_checkpoint(cfg, env)
+
+
+def _evaluate_checkpoint(cfg: Config, env: DistEnv) -> Dict[str, Dict[str, Any]]:
     path = cfg.checkpoint or ckpt.latest(os.path.join(cfg.run_dir, "checkpoints"))
     if path is None:
         raise ValueError(f"checkpoint: not set and {cfg.run_dir}/checkpoints has no checkpoint")

@@ -21,16 +21,17 @@ def free_port():
         return s.getsockname()[1]
 
 
-def torchx_train(tmp, run_dir, data_dir, *component_args, env=None):
+def torchx_train(tmp, run_dir, data_dir, *component_args, env=None, overrides=()):
     bindir = os.path.dirname(sys.executable)
     e = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
     e.pop("TINREC_FAIL_AT_STEP", None)
+    e.pop("TINREC_HANG_AT_STEP", None)
     cmd = [os.path.join(bindir, "torchx"), "run", "-s", "local_cwd", "-cfg", f"log_dir={tmp}/torchx-logs",
            "launch/components.py:train", *component_args]
     if env:
         cmd += ["--env", ",".join(f"{k}={v}" for k, v in env.items())]
     cmd += ["--config", "configs/default.yaml", f"run_dir={run_dir}", f"data.path={data_dir}", *TINY,
-            "train.epochs=1"]
+            "train.epochs=1", *overrides]
     p = subprocess.run(cmd, cwd=REPO, env=e, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, f"{cmd}\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}"
     with open(os.path.join(run_dir, "metrics.json")) as f:
@@ -63,6 +64,28 @@ def test_injected_crash_restarts_resumes_and_matches(shared):
     run_dir = str(tmp / "crashed")
     m2 = torchx_train(tmp, run_dir, data_dir, "-j", "1x2", "--max_restarts", "1", env={"TINREC_FAIL_AT_STEP": "12"})
     assert os.path.exists(os.path.join(run_dir, ".fault-injected"))  # it did crash once
+    name_a, wa = final_weights(baseline)
+    name_b, wb = final_weights(run_dir)
+    assert name_a == name_b
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+    assert m2["test"] == m["test"]
+
+
+def test_a_stopped_rank_ends_the_job_naming_it_and_a_restart_resumes(shared):
+    """A hung rank (SIGSTOP: alive, not answering) must not hang the group: the other rank's collective times
+    out (train.collective_timeout_s), it names the rank, torchrun ends the group and restarts it, and the job
+    resumes to the same weights as an uninterrupted run."""
+    tmp, data_dir, baseline, m = shared
+    run_dir = str(tmp / "hung")
+    m2 = torchx_train(tmp, run_dir, data_dir, "-j", "1x2", "--max_restarts", "1",
+                      env={"TINREC_HANG_AT_STEP": "12:1"}, overrides=["train.collective_timeout_s=10"])
+    assert os.path.exists(os.path.join(run_dir, ".hang-injected"))  # rank 1 did stop itself
+    logs = ""
+    for d, _, files in os.walk(tmp / "torchx-logs"):
+        for f in files:
+            logs += open(os.path.join(d, f), errors="replace").read()
+    assert "rank 0: a collective waited longer than train.collective_timeout_s=10 s; rank(s) 1 did not answer" in logs
     name_a, wa = final_weights(baseline)
     name_b, wb = final_weights(run_dir)
     assert name_a == name_b

@@ -300,7 +300,7 @@ class ParquetStream(IterableDataset):
                 v = np.asarray(chunk[f][1])[idx]
             else:
                 v = np.asarray(chunk[f])
-            values.append(torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64)))
+            values.append(_tensor(v))
             lengths.append(torch.from_numpy(keep if is_sequence(f) else ones))
         kjt = KeyedJaggedTensor.from_lengths_sync(
             keys=self.features, values=torch.cat(values), lengths=torch.cat(lengths).to(torch.int32))
@@ -309,9 +309,9 @@ class ParquetStream(IterableDataset):
             ts = np.asarray(chunk[fmt.HIST_TIMESTAMP][1])[idx]
             for name in self.dense:
                 v = ts if name == "hist_timestamp" else sessions(ts, keep)
-                dense[name] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64))
+                dense[name] = _tensor(v)
         return Batch(sparse=kjt, labels=torch.from_numpy(np.asarray(chunk["label"], dtype=np.float32)),
-                     user_ids=torch.from_numpy(np.asarray(chunk[fmt.USER_ID], dtype=np.int64)),
+                     user_ids=_tensor(np.asarray(chunk[fmt.USER_ID])),
                      weights=torch.ones(B), dense=dense, source=self._source(chunk),
                      truncated=int((full_len > self.max_len).sum()))
 
@@ -329,6 +329,12 @@ class ParquetStream(IterableDataset):
         rows = np.asarray(chunk["_row"])
         first = (int(np.asarray(chunk["_uid"])[0]), int(rows[0])) if rows.size else (0, 0)
         return np.random.default_rng([self.seed, self.epoch, *first, 7])
+
+
+def _tensor(v: np.ndarray) -> torch.Tensor:
+    """int64 tensor of ``v``; a read-only array (Arrow's zero-copy buffers) is copied, not shared."""
+    v = np.ascontiguousarray(v, dtype=np.int64)
+    return torch.from_numpy(v if v.flags.writeable else v.copy())
 
 
 def _take(chunk: Dict[str, object], rows: np.ndarray) -> Dict[str, object]:
