@@ -59,17 +59,22 @@ def test_two_nodes_one_process_each(shared):
     assert m["world_size"] == 2 and m["test"]["samples"] == 400
 
 
-def test_injected_crash_restarts_resumes_and_matches(shared):
-    tmp, data_dir, baseline, m = shared
-    run_dir = str(tmp / "crashed")
-    m2 = torchx_train(tmp, run_dir, data_dir, "-j", "1x2", "--max_restarts", "1", env={"TINREC_FAIL_AT_STEP": "12"})
-    assert os.path.exists(os.path.join(run_dir, ".fault-injected"))  # it did crash once
+def assert_same_run(baseline, m, run_dir, m2):
+    """The restarted run ended at the same checkpoint with bitwise the same weights and test metrics."""
     name_a, wa = final_weights(baseline)
     name_b, wb = final_weights(run_dir)
     assert name_a == name_b
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
     assert m2["test"] == m["test"]
+
+
+def test_injected_crash_restarts_resumes_and_matches(shared):
+    tmp, data_dir, baseline, m = shared
+    run_dir = str(tmp / "crashed")
+    m2 = torchx_train(tmp, run_dir, data_dir, "-j", "1x2", "--max_restarts", "1", env={"TINREC_FAIL_AT_STEP": "12"})
+    assert os.path.exists(os.path.join(run_dir, ".fault-injected"))  # it did crash once
+    assert_same_run(baseline, m, run_dir, m2)
 
 
 def test_a_stopped_rank_ends_the_job_naming_it_and_a_restart_resumes(shared):
@@ -86,9 +91,4 @@ def test_a_stopped_rank_ends_the_job_naming_it_and_a_restart_resumes(shared):
         for f in files:
             logs += open(os.path.join(d, f), errors="replace").read()
     assert "rank 0: a collective waited longer than train.collective_timeout_s=10 s; rank(s) 1 did not answer" in logs
-    name_a, wa = final_weights(baseline)
-    name_b, wb = final_weights(run_dir)
-    assert name_a == name_b
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
-    assert m2["test"] == m["test"]
+    assert_same_run(baseline, m, run_dir, m2)
