@@ -168,7 +168,8 @@ def main(argv=None) -> Dict[str, object]:
     from benchmarks.synthetic import make_batch
     from tinrec.config import load_config
     from tinrec.model import build_model
-    from tinrec.train import Data, build_training, init_distributed, peak_memory_mib, seed_everything
+    from tinrec.distributed import init_distributed
+    from tinrec.train import Data, build_training, peak_memory_mib, seed_everything
 
     if args.model not in MODELS:
         raise SystemExit(f"--model: {args.model!r} is not in benchmarks/models.py MODELS ({', '.join(MODELS)})")

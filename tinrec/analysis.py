@@ -139,7 +139,8 @@ def correlation_module(model: torch.nn.Module, interest: Optional[str] = None) -
 
 def _analysis_data(cfg):
     """train.Data for one process, without a process group (barriers are no-ops when none exists)."""
-    from tinrec.train import Data, DistEnv
+    from tinrec.distributed import DistEnv
+    from tinrec.train import Data
 
     return Data(cfg, DistEnv(rank=0, world_size=1, local_rank=0, local_world_size=1, device=torch.device("cpu")))
 

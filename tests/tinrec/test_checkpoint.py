@@ -8,7 +8,7 @@ import torch.distributed.checkpoint as dcp
 from torchrec.optim.keyed import KeyedOptimizerWrapper
 
 from tinrec import checkpoint as ckpt
-from tinrec.train import init_distributed
+from tinrec.distributed import init_distributed
 
 
 def make():

@@ -111,7 +111,8 @@ def _train(tmp_path, index_dedup, steps=6):
     """Logits of ``steps`` training steps (TorchRec pipeline, fused rowwise Adagrad) then one eval step."""
 
     from tinrec.config import load_config
-    from tinrec.train import Data, build_training, init_distributed
+    from tinrec.distributed import init_distributed
+    from tinrec.train import Data, build_training
 
     cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), [
         f"data.path={tmp_path / 'data'}", f"run_dir={tmp_path / 'run'}", "data.num_workers=0",

@@ -24,7 +24,8 @@ def _weights(model):
 @pytest.mark.parametrize("mode", ["stop", "skip"])
 def test_a_non_finite_loss_updates_nothing_and_names_its_batch(tmp_path, mode):
     from tinrec.config import load_config
-    from tinrec.train import Data, build_training, init_distributed
+    from tinrec.distributed import init_distributed
+    from tinrec.train import Data, build_training
 
     cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), [
         f"data.path={tmp_path / 'data'}", f"run_dir={tmp_path / 'run'}", "data.num_workers=0",
