@@ -12,8 +12,9 @@ Prediction", IJCAI 2019, arXiv 1905.06482), Section 3, its four layers:
   a^H_k = softmax_k(H_k W^H v), U^H = sum a^H_k H_k. Output [U^I, U^H]; the model concatenates v.
 
 Forward contract: ``session_BL`` (int64, [B, L]) gives each behaviour's session index counted from
-the most recent session (= 0); the data loader computes it with ``DSIN.sessions_from_timestamps``
-(30-minute gap); it is ignored at padding. Ranks within a session are counted per session id, so
+the most recent session (= 0); it is ignored at padding. The rule is ``DSIN.sessions_from_timestamps``
+with ``SESSION_GAP_S``; tinrec's loader computes the same on the jagged histories (``tinrec/data/reader.py``
+``sessions``, with this constant; a test holds the two equal). Ranks within a session are counted per session id, so
 the layout does not assume contiguous sessions. ``seq_time_BLD`` (COE position embeddings,
 oldest = 1) is added to e when given; ``query_time_BD`` is ignored.
 
@@ -46,6 +47,10 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .masking import check_inputs, masked_mean, masked_softmax, zero_padding
 from .transformer import TransformerBlock
+
+
+
+SESSION_GAP_S = 1800  # the DSIN paper: a new session where a behaviour follows the previous one by > 30 minutes
 
 
 class DSIN(nn.Module):
@@ -95,7 +100,7 @@ class DSIN(nn.Module):
 
     @staticmethod
     def sessions_from_timestamps(
-        ts_BL: Tensor, mask_BL: Tensor, gap_seconds: float = 1800
+        ts_BL: Tensor, mask_BL: Tensor, gap_seconds: float = SESSION_GAP_S
     ) -> Tensor:
         """Session index of each behaviour, counted from the most recent session (= 0).
 

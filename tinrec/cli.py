@@ -129,7 +129,8 @@ def cmd_make_meta(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from tinrec.planning import Cluster, format_report, plan, save_plan
+    from tinrec.planning import Cluster, format_report, plan
+    from tinrec.sharding import save_plan
     from tinrec.results import write_json
 
     cfg = _config(args)

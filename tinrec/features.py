@@ -35,7 +35,8 @@ DERIVED_SCALAR = ("target_position", "target_time_bin", "target_coe", "target_ho
 CALENDAR_ROWS = {"hour": 24, "weekday": 7, "month": 12}
 # Dense (not embedded) per-behaviour values the loader can pass along: name -> what it holds.
 DENSE_SEQUENCE = {"hist_timestamp": "the behaviour's timestamp (int64 seconds)",
-                  "hist_session": "session index, most recent session = 0 (new session after a gap > 30 min)"}
+                  "hist_session": "session index, most recent session = 0 (DSIN's rule: a new session after a gap > "
+                                  "modules/dsin.py SESSION_GAP_S)"}
 
 SCALAR_FEATURES = SCALAR_COLUMNS + DERIVED_SCALAR
 SEQUENCE_FEATURES = SEQUENCE_COLUMNS + DERIVED_SEQUENCE

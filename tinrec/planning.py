@@ -10,7 +10,7 @@ tables. When the tables cannot fit, :func:`explain_failure` says which, by how m
 
 ``--out`` saves the plan: ``torch.save`` of TorchRec's ``ShardingPlan`` together with the world size, the
 compute device and the table shapes it was made for. ``tinrec train ... plan=FILE`` trains on exactly that
-plan (:func:`load_plan` refuses one made for another world size or other tables).
+plan (``tinrec.sharding.load_plan`` refuses one made for another world size or other tables).
 
 Pooling factors (mean ids per sample, per feature): scalar features 1; sequence features the dataset's
 ``mean_history_length`` (meta.json) capped at ``data.max_len``; without a dataset ``data.generate``'s
@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import warnings
 from dataclasses import asdict, dataclass
 from time import perf_counter
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
-from torch.distributed.optim import _apply_optimizer_in_backward
 from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
 from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
 from torchrec.distributed.planner.proposers import GreedyProposer, UniformProposer
@@ -40,11 +38,11 @@ from torchrec.distributed.types import ShardingPlan
 from tinrec.config import Config
 from tinrec.features import is_sequence, resolve_rows
 from tinrec.model import build_model
+from tinrec.optim import attach_sparse_optimizer
 from tinrec.sharding import constraints, sharders as make_sharders
 
 log = logging.getLogger(__name__)
 GB = 1024**3
-PLAN_FORMAT = "tinrec-plan-1"
 NODE_DDR_GB = 2048.0  # host memory of an 8 x H100 node, split evenly across its GPUs by default
 GREEDY_PATIENCE = 10  # same plans as without it for the production configs (checked at 2, 8 and 32 nodes)
 RESERVED_PERCENTAGE = 0.15  # TorchRec's default HBM margin beyond the dense and input-batch estimates
@@ -144,15 +142,11 @@ def _dense_estimate(model: torch.nn.Module) -> int:
 
 def plan(cfg: Config, cluster: Cluster, *, batch_size: Optional[int] = None) -> Tuple[ShardingPlan, dict]:
     """Plan ``cfg`` for ``cluster``; returns the plan and a report dict. Raises ValueError if it cannot fit."""
-    from tinrec.train import SPARSE_OPTIMIZERS, _opt_kwargs, _pick
-
     t0 = perf_counter()
     meta = dataset_meta(cfg)
     rows = table_rows(cfg, meta)
     model = build_model(cfg, rows)
-    sparse_cls = _pick(SPARSE_OPTIMIZERS, cfg.train.sparse_optimizer, "train.sparse_optimizer")
-    _apply_optimizer_in_backward(sparse_cls, list(model.sparse_arch.parameters()),
-                                 _opt_kwargs(sparse_cls, cfg.train.sparse_optimizer))
+    attach_sparse_optimizer(cfg, model.sparse_arch)
     pf, pf_source = pooling_factors(cfg, meta)
     if meta is None or not meta.get("mean_history_length"):
         log.warning("pooling factors from %s", pf_source)
@@ -348,37 +342,3 @@ def format_report(rep: dict) -> str:
                 f"{n} {rep['tables'][n]['weights_gb']:,.1f} / {rep['tables'][n]['planned_gb']:,.1f} GB"
                 for n in rep["largest"])]
     return "\n".join(out)
-
-
-def save_plan(path: str, sharding_plan: ShardingPlan, rep: dict) -> None:
-    """``torch.save`` of the plan with the world size, device and table shapes it was made for."""
-    shapes = {n: [t["rows"], t["dim"]] for n, t in rep["tables"].items()}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save({"format": PLAN_FORMAT, "world_size": rep["cluster"]["world_size"], "tables": shapes,
-                "compute_device": rep["cluster"]["compute_device"], "plan": sharding_plan}, path)
-
-
-def load_plan(path: str, *, world_size: int, tables: Mapping[str, List[int]],
-              compute_device: Optional[str] = None) -> ShardingPlan:
-    """The plan in ``path``, checked against the job's world size and table shapes (ValueError otherwise)."""
-    if not os.path.exists(path):
-        raise ValueError(f"plan: {path}: file not found")
-    try:
-        saved = torch.load(path, weights_only=False)  # a pickle: load only plan files you trust
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same message
-        raise ValueError(f"plan: {path}: cannot read it as a plan file ({type(e).__name__}: {e})") from None
-    if not isinstance(saved, dict) or saved.get("format") != PLAN_FORMAT:
-        raise ValueError(f"plan: {path}: not a plan written by `tinrec plan --out`")
-    if saved["world_size"] != world_size:
-        raise ValueError(f"plan: {path} was made for world size {saved['world_size']}, this job has world size "
-                         f"{world_size}; plan again with --nodes/--gpus-per-node matching the job")
-    want = {k: list(v) for k, v in tables.items()}
-    got = {k: list(v) for k, v in saved["tables"].items()}
-    if got != want:
-        diff = [f"{n}: plan {got.get(n, 'absent')}, config {want.get(n, 'absent')}"
-                for n in sorted(set(got) | set(want)) if got.get(n) != want.get(n)]
-        raise ValueError(f"plan: {path} was made for other tables ([rows, dim]): " + "; ".join(diff))
-    if compute_device and saved.get("compute_device", compute_device) != compute_device:
-        log.warning("plan %s was made for %s ranks, this job runs on %s: some sharding types may not run here",
-                    path, saved["compute_device"], compute_device)
-    return saved["plan"]

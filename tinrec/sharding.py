@@ -1,9 +1,12 @@
-"""Sharding: planner constraints from config, and the plan DMP shards the tables with."""
+"""Sharding: planner constraints from config, the plan DMP shards the tables with, and plan files (written by
+``tinrec plan --out``, read by ``tinrec train plan=FILE``: :func:`load_plan` refuses one made for another world
+size or other tables)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional
+import os
+from typing import Dict, List, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -60,3 +63,40 @@ def make_plan(model: nn.Module, cfg: Config, *, world_size: int, local_world_siz
     planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size,
                                        constraints=constraints(cfg, device.type, pooling_factors))
     return planner.collective_plan(model, sharders(cfg), pg=dist.GroupMember.WORLD)
+
+
+PLAN_FORMAT = "tinrec-plan-1"
+
+
+def save_plan(path: str, sharding_plan: ShardingPlan, rep: dict) -> None:
+    """``torch.save`` of the plan with the world size, device and table shapes it was made for."""
+    shapes = {n: [t["rows"], t["dim"]] for n, t in rep["tables"].items()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save({"format": PLAN_FORMAT, "world_size": rep["cluster"]["world_size"], "tables": shapes,
+                "compute_device": rep["cluster"]["compute_device"], "plan": sharding_plan}, path)
+
+
+def load_plan(path: str, *, world_size: int, tables: Mapping[str, List[int]],
+              compute_device: Optional[str] = None) -> ShardingPlan:
+    """The plan in ``path``, checked against the job's world size and table shapes (ValueError otherwise)."""
+    if not os.path.exists(path):
+        raise ValueError(f"plan: {path}: file not found")
+    try:
+        saved = torch.load(path, weights_only=False)  # a pickle: load only plan files you trust
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same message
+        raise ValueError(f"plan: {path}: cannot read it as a plan file ({type(e).__name__}: {e})") from None
+    if not isinstance(saved, dict) or saved.get("format") != PLAN_FORMAT:
+        raise ValueError(f"plan: {path}: not a plan written by `tinrec plan --out`")
+    if saved["world_size"] != world_size:
+        raise ValueError(f"plan: {path} was made for world size {saved['world_size']}, this job has world size "
+                         f"{world_size}; plan again with --nodes/--gpus-per-node matching the job")
+    want = {k: list(v) for k, v in tables.items()}
+    got = {k: list(v) for k, v in saved["tables"].items()}
+    if got != want:
+        diff = [f"{n}: plan {got.get(n, 'absent')}, config {want.get(n, 'absent')}"
+                for n in sorted(set(got) | set(want)) if got.get(n) != want.get(n)]
+        raise ValueError(f"plan: {path} was made for other tables ([rows, dim]): " + "; ".join(diff))
+    if compute_device and saved.get("compute_device", compute_device) != compute_device:
+        log.warning("plan %s was made for %s ranks, this job runs on %s: some sharding types may not run here",
+                    path, saved["compute_device"], compute_device)
+    return saved["plan"]

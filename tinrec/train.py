@@ -20,18 +20,14 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 import torch
 from iopath.common.file_io import g_pathmgr
-from torch.distributed.optim import _apply_optimizer_in_backward
 from torch.utils.data import DataLoader
 from torchrec.distributed import DistributedModelParallel
-from torchrec.optim.clipping import GradientClipping, GradientClippingOptimizer
-from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
-from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 from tqdm import tqdm
 
 from tinrec import checkpoint as ckpt
 from tinrec import hostmem
-from tinrec.config import Config, OptimizerConfig, to_dict
+from tinrec.config import Config, to_dict
 from tinrec.data.batch import Batch
 from tinrec.data.reader import ParquetStream, consumed_per_worker, list_units, read_meta, required_columns, split_files
 from tinrec.data.timebins import load_or_compute_edges
@@ -41,15 +37,11 @@ from tinrec.guard import GuardedPipeline, NonFiniteError, NonFiniteGuard
 from tinrec.metrics import EvalAccumulator
 from tinrec.model import build_model
 from tinrec.results import write_json
-from tinrec.sharding import make_plan, sharders
+from tinrec.optim import attach_sparse_optimizer, combined_optimizer
+from tinrec.sharding import load_plan, make_plan, sharders
 
 log = logging.getLogger(__name__)
 
-SPARSE_OPTIMIZERS = {"adam": torch.optim.Adam, "rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad,
-                     "sgd": torch.optim.SGD}
-CPU_SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd")
-DENSE_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad,
-                    "sgd": torch.optim.SGD}
 FAIL_AT_STEP = "TINREC_FAIL_AT_STEP"  # fault injection for restart tests: crash once after this global step
 HANG_AT_STEP = "TINREC_HANG_AT_STEP"  # fault injection: "STEP:RANK" stops (SIGSTOP) that rank once after STEP
 
@@ -197,52 +189,22 @@ class Data:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _opt_kwargs(cls: type, oc: OptimizerConfig) -> Dict[str, Any]:
-    import inspect
-
-    params = inspect.signature(cls.__init__).parameters
-    kw: Dict[str, Any] = {"lr": oc.lr}
-    if "weight_decay" in params:
-        kw["weight_decay"] = oc.weight_decay
-    if "eps" in params:
-        kw["eps"] = oc.eps
-    return kw
-
-
-def _pick(table: Dict[str, type], oc: OptimizerConfig, key: str) -> type:
-    if oc.name not in table:
-        raise ValueError(f"{key}.name: unknown optimizer {oc.name!r} (known: {', '.join(table)})")
-    return table[oc.name]
-
-
 def build_training(cfg: Config, data: Data, env: DistEnv):
     """Host memory setting -> model on meta -> fused sparse optimizer -> plan -> DMP -> combined optimizer."""
     hostmem.configure(cfg.train.host_memory)
     seed_everything(cfg.seed)
     model = build_model(cfg, data.rows)
-    sparse_cls = _pick(SPARSE_OPTIMIZERS, cfg.train.sparse_optimizer, "train.sparse_optimizer")
-    if env.device.type == "cpu" and cfg.train.sparse_optimizer.name not in CPU_SPARSE_OPTIMIZERS:
-        raise ValueError(f"train.sparse_optimizer.name: {cfg.train.sparse_optimizer.name!r} has no CPU kernel in "
-                         f"fbgemm (CPU: {', '.join(CPU_SPARSE_OPTIMIZERS)})")
-    _apply_optimizer_in_backward(sparse_cls, list(model.sparse_arch.parameters()),
-                                 _opt_kwargs(sparse_cls, cfg.train.sparse_optimizer))
+    attach_sparse_optimizer(cfg, model.sparse_arch, env.device.type)
     model.dense_arch.zero_nonfinite_lookup_grads = cfg.train.on_nonfinite == "skip"
     if cfg.plan:
-        from tinrec.planning import load_plan
-
         shapes = {n: [data.rows[n], t.dim] for n, t in cfg.model.tables.items()}
         plan = load_plan(cfg.plan, world_size=env.world_size, tables=shapes, compute_device=env.device.type)
     else:
         plan = make_plan(model, cfg, world_size=env.world_size, local_world_size=env.local_world_size,
                          device=env.device, batch_size=cfg.train.batch_size)
     dmp = DistributedModelParallel(model, device=env.device, plan=plan, sharders=sharders(cfg))
-    dense_cls = _pick(DENSE_OPTIMIZERS, cfg.train.dense_optimizer, "train.dense_optimizer")
     dense_params = dict(in_backward_optimizer_filter(dmp.named_parameters()))
-    dense = KeyedOptimizerWrapper(dense_params,
-                                  lambda params: dense_cls(params, **_opt_kwargs(dense_cls, cfg.train.dense_optimizer)))
-    if cfg.train.grad_clip > 0:
-        dense = GradientClippingOptimizer(dense, clipping=GradientClipping.NORM, max_gradient=cfg.train.grad_clip)
-    optimizer = CombinedOptimizer([("fused", dmp.fused_optimizer), ("dense", dense)])
+    optimizer = combined_optimizer(cfg, dmp.fused_optimizer, dense_params)
     guard = NonFiniteGuard(mode=cfg.train.on_nonfinite, dense_params=dense_params.values())
     pipeline = GuardedPipeline(dmp, optimizer, env.device, guard)
     return dmp, optimizer, plan, pipeline

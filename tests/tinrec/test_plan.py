@@ -11,7 +11,8 @@ import pytest
 from tinrec.cli import build_parser
 from tinrec.config import load_config
 from tinrec.features import resolve_rows
-from tinrec.planning import GB, Cluster, load_plan, plan, pooling_factors, save_plan
+from tinrec.planning import GB, Cluster, plan, pooling_factors
+from tinrec.sharding import load_plan, save_plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT = os.path.join(REPO, "configs", "default.yaml")

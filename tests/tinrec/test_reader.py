@@ -160,3 +160,26 @@ def torch_equal(a, b):
     import torch
 
     return torch.equal(a, b)
+
+
+def test_the_loaders_sessions_follow_dsins_rule():
+    """One session rule: the loader's jagged numpy version equals DSIN.sessions_from_timestamps (SESSION_GAP_S)."""
+    import torch
+
+    from tinrec.data.reader import sessions
+    from tinrec.modules.dsin import SESSION_GAP_S, DSIN
+
+    rng = np.random.default_rng(8)
+    lengths = rng.integers(0, 9, 40)
+    gaps = np.where(rng.random(lengths.sum()) < 0.5, rng.integers(1, SESSION_GAP_S, lengths.sum()),
+                    rng.integers(SESSION_GAP_S - 2, 3 * SESSION_GAP_S, lengths.sum()))
+    gaps[5], gaps[9] = SESSION_GAP_S, SESSION_GAP_S + 1  # the threshold itself: same session; one more: new
+    ts = 1_600_000_000 + np.cumsum(gaps)
+    got = sessions(ts, lengths)
+    L = int(lengths.max())
+    ts_BL = torch.zeros(len(lengths), L, dtype=torch.long)
+    mask_BL = torch.arange(L)[None, :] < torch.as_tensor(lengths)[:, None]
+    ts_BL[mask_BL] = torch.as_tensor(ts)  # rows right-padded, oldest first
+    want = DSIN.sessions_from_timestamps(ts_BL, mask_BL)[mask_BL].numpy()
+    assert got.tolist() == want.tolist()
+    assert got.max() > 0  # several sessions per row were drawn

@@ -30,6 +30,7 @@ from tinrec.data import checks
 from tinrec.data import format as fmt
 from tinrec.data.batch import Batch
 from tinrec.features import CALENDAR_ROWS, DERIVED_SCALAR, DERIVED_SEQUENCE, is_sequence
+from tinrec.modules.dsin import SESSION_GAP_S
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def calendar(ts: np.ndarray, unit: str) -> np.ndarray:
     return ts.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) % 12
 
 
-def sessions(ts: np.ndarray, lengths: np.ndarray, gap_seconds: int = 1800) -> np.ndarray:
+def sessions(ts: np.ndarray, lengths: np.ndarray, gap_seconds: int = SESSION_GAP_S) -> np.ndarray:
     """Session index of each behaviour of flat jagged ``ts`` (rows of ``lengths``), most recent session = 0.
 
     A new session starts where the gap to the previous behaviour of the row exceeds ``gap_seconds`` (DSIN).
