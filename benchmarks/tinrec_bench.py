@@ -228,7 +228,7 @@ def main(argv=None) -> Dict[str, object]:
                 for v in leaves:
                     v.grad = None
                 res = module(**inputs)
-                loss = res[0].sum() + res[1] if isinstance(res, tuple) else res.sum()
+                loss = res[0].sum() + sum(res[1].values()) if isinstance(res, tuple) else res.sum()
                 loss.backward()
 
             module.train()

@@ -13,8 +13,8 @@ Rate Prediction", AAAI 2019, arXiv 1809.03672), Section 4:
 
 Forward contract for the auxiliary loss: ``forward`` takes an extra optional ``neg_seq_BLD`` (the
 negatives e~, aligned with the behaviours). When it is given **and** the module is in training mode,
-forward returns ``(out_BO, aux_loss)`` with ``aux_loss`` a scalar already multiplied by
-``aux_weight``; the framework adds it to the main loss. Otherwise (eval mode, or no negatives) it
+forward returns ``(out_BO, {"aux": aux_loss})`` with ``aux_loss`` a scalar already multiplied by
+``aux_weight``: a named loss, which the framework adds to the main loss and logs by name. Otherwise (eval mode, or no negatives) it
 returns ``out_BO`` alone, so evaluation needs no negatives and pays nothing for them.
 
 Choices the paper leaves open (our choice unless a source is named):
@@ -152,7 +152,7 @@ class DIEN(nn.Module):
                 (values under padding are ignored).
 
         Returns:
-            ``(out_BO, aux_loss)`` when ``neg_seq_BLD`` is given and the module is training, else
+            ``(out_BO, {"aux": aux_loss})`` when ``neg_seq_BLD`` is given and the module is training, else
             ``out_BO``. out_BO = [h'_T, h'_T ⊙ v_h], shape [B, 2H] (0 for empty histories);
             aux_loss = aux_weight * L_aux, a scalar.
 
@@ -182,7 +182,7 @@ class DIEN(nn.Module):
         out_BO = torch.cat([interest_BH, interest_BH * self.query_proj(query_BD)], dim=-1)
         if not with_aux:
             return out_BO
-        return out_BO, self.aux_weight * self.auxiliary_loss(h_BTH, seq_BTD, trimmed[1], mask_BT)
+        return out_BO, {"aux": self.aux_weight * self.auxiliary_loss(h_BTH, seq_BTD, trimmed[1], mask_BT)}
 
     def auxiliary_loss(self, h_BTH: Tensor, seq_BTD: Tensor, neg_BTD: Tensor, mask_BT: Tensor) -> Tensor:
         """Unweighted L_aux over the valid consecutive pairs (t, t+1) (DIEN, Eq. 5-6).

@@ -11,8 +11,9 @@ A model is a chain of named stages::
       tower          MLP over [interest outputs, target embedding, user features] -> logit
       loss           BCE (weighted: padding batches count 0) + the modules' auxiliary losses
 
-``Model.forward(batch)`` returns ``(loss, (logits, labels, user_ids, weights))`` as
-``TrainPipelineSparseDist`` expects.
+``Model.forward(batch)`` returns ``(loss, (logits, labels, user_ids, weights, loss_terms))`` as
+``TrainPipelineSparseDist`` expects; ``loss_terms`` names every term of the loss (``bce``, and
+``<interest>.<name>`` for the losses a module returns beside its output: ``dien.aux``), detached, for logging.
 
 Legend: B batch, L padded history length (the batch's longest kept history), D behaviour width.
 """
@@ -155,7 +156,10 @@ class DenseArch(nn.Module):
 
     def forward(self, seqs: List[Dict[str, JaggedTensor]], pooled: Optional[KeyedTensor], labels: torch.Tensor,
                 weights: torch.Tensor, dense: Optional[Dict[str, torch.Tensor]] = None
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+                ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
+        """Returns ``(loss, logits [B], terms)``: ``terms`` maps each loss term's name (``bce``, and
+        ``<interest>.<name>`` for the named losses an interest module returns) to its value; ``loss`` is their
+        sum."""
         emb = self.merge(seqs)
         B = labels.numel()
         if self.zero_nonfinite_lookup_grads and self.training:
@@ -163,12 +167,15 @@ class DenseArch(nn.Module):
             for t in looked_up:
                 if t.requires_grad:
                     t.register_hook(finite_or_zero)
-        parts, aux = [], []
+        parts, extra = [], {}
         for name, module in self.interests.items():
             out = module(**self.sequences[name](emb, dense))
-            if isinstance(out, tuple):
-                out, extra = out
-                aux.append(extra)
+            if isinstance(out, tuple):  # (output, {loss name: scalar}): the module's own losses, e.g. DIEN's aux
+                out, losses = out
+                if not isinstance(losses, dict):
+                    raise TypeError(f"model.interests.{name}: forward returned a tuple whose second item is not a "
+                                    f"dict of named losses (got {type(losses).__name__})")
+                extra.update({f"{name}.{k}": v for k, v in losses.items()})
             parts.append(out)
         parts += [emb[f].values().view(B, -1) for f in self.target_features]
         pooled_dict = pooled.to_dict() if pooled is not None else {}
@@ -176,14 +183,13 @@ class DenseArch(nn.Module):
             parts.append(pooled_dict[f] if f in self.pooled_features else emb[f].values().view(B, -1))
         logits = self.tower(torch.cat(parts, dim=-1)).squeeze(-1)
         per_sample = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        loss = (per_sample * weights).sum() / weights.sum().clamp(min=1.0)
-        for extra in aux:
-            loss = loss + extra
-        return loss, logits
+        terms = {"bce": (per_sample * weights).sum() / weights.sum().clamp(min=1.0), **extra}
+        loss = _sum(list(terms.values()))
+        return loss, logits, {k: v.detach() for k, v in terms.items()}
 
 
 class Model(nn.Module):
-    """SparseArch -> DenseArch; forward returns ``(loss, (logits, labels, user_ids, weights))``."""
+    """SparseArch -> DenseArch; forward returns ``(loss, (logits, labels, user_ids, weights, loss_terms))``."""
 
     def __init__(self, *, sparse_arch: SparseArch, dense_arch: DenseArch) -> None:
         super().__init__()
@@ -192,8 +198,8 @@ class Model(nn.Module):
 
     def forward(self, batch):
         seqs, pooled = self.sparse_arch(batch.sparse)
-        loss, logits = self.dense_arch(seqs, pooled, batch.labels, batch.weights, batch.dense)
-        return loss, (logits.detach(), batch.labels, batch.user_ids, batch.weights)
+        loss, logits, terms = self.dense_arch(seqs, pooled, batch.labels, batch.weights, batch.dense)
+        return loss, (logits.detach(), batch.labels, batch.user_ids, batch.weights, terms)
 
 
 def build_interest(spec: Mapping, dim: int, where: str, fields: int = 1) -> nn.Module:

@@ -220,7 +220,7 @@ def evaluate(pipeline: GuardedPipeline, model: torch.nn.Module, data: Data, spli
     with torch.no_grad():
         while True:
             try:
-                logits, labels, users, weights = pipeline.progress(it)
+                logits, labels, users, weights, _ = pipeline.progress(it)
             except StopIteration:
                 break
             acc.add(logits, labels, users, weights)
@@ -272,6 +272,32 @@ def _maybe_fail(run_dir: str, step: int, rank: int) -> None:
         open(marker, "w").close()
         log.error("%s=%s: rank %d stops itself (SIGSTOP) after step %d", HANG_AT_STEP, hang, rank, step)
         os.kill(os.getpid(), signal.SIGSTOP)
+
+
+class LossLog:
+    """Means of the named loss terms of the steps run (``loss``, their sum, first): over the current log window
+    (progress bar, TensorBoard) and over the epoch (``metrics.json`` ``train.losses``). This rank's batches."""
+
+    def __init__(self) -> None:
+        self.window: Dict[str, float] = {}
+        self.epoch: Dict[str, float] = {}
+        self.window_n = self.epoch_n = 0
+
+    def add(self, terms: Dict[str, torch.Tensor]) -> None:
+        values = {k: float(v) for k, v in terms.items()}
+        values = {"loss": sum(values.values()), **values}
+        for acc in (self.window, self.epoch):
+            for k, v in values.items():
+                acc[k] = acc.get(k, 0.0) + v
+        self.window_n, self.epoch_n = self.window_n + 1, self.epoch_n + 1
+
+    def take_window(self) -> Dict[str, float]:
+        means = {k: v / self.window_n for k, v in self.window.items()} if self.window_n else {}
+        self.window, self.window_n = {}, 0
+        return means
+
+    def epoch_means(self) -> Dict[str, float]:
+        return {k: v / self.epoch_n for k, v in self.epoch.items()}
 
 
 def _nonfinite_message(cfg: Config, guard: NonFiniteGuard, g: int, epoch: int, step: int, steps: int,
@@ -349,7 +375,8 @@ def _train(cfg: Config, env: DistEnv, resume: bool) -> Dict[str, Dict[str, Any]]
         batches = data.train_batches(epoch, start, steps_per_epoch)
         bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                    unit="step", disable=not show, dynamic_ncols=True)
-        t0, seen, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+        t0, seen = time.perf_counter(), 0
+        losses = LossLog()
         step = start
         pipeline.truncated = 0
         while True:
@@ -372,21 +399,20 @@ def _train(cfg: Config, env: DistEnv, resume: bool) -> Dict[str, Dict[str, Any]]
                 log.warning("step %d: skipped, non-finite %s: %s (%d skipped so far)", g, guard.incident.what,
                             guard.incident.detail, guard.skipped)
             else:
-                with torch.no_grad():
-                    batch_loss = torch.nn.functional.binary_cross_entropy_with_logits(out[0], out[1]).item()
-                loss_sum, loss_n = loss_sum + batch_loss, loss_n + 1
+                losses.add(out[4])
             bar.update(1)
             if g % cfg.train.log_every == 0 and writer is not None:
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
-                if loss_n:
-                    writer.add_scalar("train/logloss", loss_sum / loss_n, g)
+                window = losses.take_window()
+                for name, value in window.items():
+                    writer.add_scalar("train/loss" if name == "loss" else f"train/loss/{name}", value, g)
                 writer.add_scalar("train/samples_per_s", rate, g)
-                post = {"loss": f"{loss_sum / loss_n:.4f}" if loss_n else "n/a", "sps": f"{rate:.0f}"}
+                post = {k: f"{v:.4f}" for k, v in window.items() if k != "bce" or len(window) > 2} or {"loss": "n/a"}
+                post["sps"] = f"{rate:.0f}"
                 if guard.skipped:
                     writer.add_scalar("train/nonfinite_skipped", guard.skipped, g)
                     post["skipped"] = str(guard.skipped)
                 bar.set_postfix(post)
-                loss_sum, loss_n = 0.0, 0
             stopping = max_steps is not None and g >= max_steps
             # a periodic checkpoint at the run's last step would be written again below, after evaluation
             if cfg.train.checkpoint_every and g % cfg.train.checkpoint_every == 0 and step < steps_per_epoch \
@@ -403,6 +429,9 @@ def _train(cfg: Config, env: DistEnv, resume: bool) -> Dict[str, Dict[str, Any]]
         bar.close()
         train_samples, train_seconds = train_samples + seen, train_seconds + time.perf_counter() - t0
         epoch_truncated = sum_ranks(pipeline.truncated)
+        if losses.epoch_n:
+            state.setdefault("train_losses", []).append(dict(losses.epoch_means(), epoch=epoch + 1,
+                                                             steps=losses.epoch_n))
         if step < steps_per_epoch and not done:
             raise RuntimeError(f"epoch {epoch + 1} ended after {step} of {steps_per_epoch} steps")
         finished_epoch = step >= steps_per_epoch
@@ -431,6 +460,7 @@ def _train(cfg: Config, env: DistEnv, resume: bool) -> Dict[str, Dict[str, Any]]
                    dict(metrics, global_step=state["global_step"], world_size=env.world_size,
                         train={"samples": train_samples, "seconds": train_seconds,
                                "samples_per_s": train_samples / max(train_seconds, 1e-9),
+                               "losses": state.get("train_losses", []),
                                "nonfinite_skipped": guard.skipped,
                                "nonfinite_skipped_steps": guard.skipped_steps},
                         data=data.adjustments(state.get("truncated_rows", 0)),

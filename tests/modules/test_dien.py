@@ -14,6 +14,13 @@ make_batch = partial(batches.make_batch, D=D, negatives=True)  # neg_seq_BLD for
 make_dien = checks.seeded(DIEN, dim=D, aux_hidden=(8, 4))
 
 
+def aux_of(result):
+    """(out, {"aux": loss}) -> (out, loss): the auxiliary loss is DIEN's one named loss."""
+    out_BO, losses = result
+    assert isinstance(losses, dict) and set(losses) == {"aux"}
+    return out_BO, losses["aux"]
+
+
 def without_negatives(batch):
     return {k: v for k, v in batch.items() if k != "neg_seq_BLD"}
 
@@ -24,22 +31,22 @@ def test_shape_padding_invariance_and_empty_rows(hidden):
     H = hidden or D
     assert model.output_dim == 2 * H
     batch = make_batch([5, 2, 0, 1, 3])
-    out_BO, aux = model(**batch)
+    out_BO, aux = aux_of(model(**batch))
     assert out_BO.shape == (5, 2 * H) and aux.shape == ()
     assert torch.isfinite(out_BO).all() and torch.isfinite(aux)
     assert torch.equal(out_BO[2], torch.zeros(2 * H))
-    garbage_out_BO, garbage_aux = model(**with_garbage_padding(batch))
+    garbage_out_BO, garbage_aux = aux_of(model(**with_garbage_padding(batch)))
     torch.testing.assert_close(garbage_out_BO, out_BO, rtol=0, atol=1e-5)
     torch.testing.assert_close(garbage_aux, aux, rtol=0, atol=1e-5)
     # all-empty batches (also with no time step at all): zeros and a zero auxiliary loss
     for L in (3, 0):
-        out_BO, aux = model(**make_batch([0, 0], L=L))
+        out_BO, aux = aux_of(model(**make_batch([0, 0], L=L)))
         assert torch.equal(out_BO, torch.zeros(2, 2 * H)) and aux.item() == 0.0
 
 
 def test_aux_loss_only_in_training_with_negatives():
     model, batch = make_dien(), make_batch([4, 2])
-    out_train, aux = model.train()(**batch)
+    out_train, aux = aux_of(model.train()(**batch))
     assert isinstance(model.train()(**without_negatives(batch)), torch.Tensor)
     out_eval = model.eval()(**batch)
     assert isinstance(out_eval, torch.Tensor)
@@ -53,7 +60,7 @@ def test_gradients_reach_every_parameter_and_only_valid_inputs(hidden):
     batch = make_batch([5, 3, 0])
     for key in ("seq_BLD", "neg_seq_BLD"):
         batch[key].requires_grad_()
-    out_BO, aux = model(**batch)
+    out_BO, aux = aux_of(model(**batch))
     (out_BO.pow(2).sum() + aux).backward()
     checks.assert_every_parameter_gets_gradient(model)
     mask_BL = batch["mask_BL"]
@@ -65,8 +72,8 @@ def test_gradients_reach_every_parameter_and_only_valid_inputs(hidden):
 
 def test_determinism_under_manual_seed():
     batch = make_batch([4, 2])
-    a_out, a_aux = make_dien(seed=3)(**batch)
-    b_out, b_aux = make_dien(seed=3)(**batch)
+    a_out, a_aux = aux_of(make_dien(seed=3)(**batch))
+    b_out, b_aux = aux_of(make_dien(seed=3)(**batch))
     assert torch.equal(a_out, b_out) and torch.equal(a_aux, b_aux)
     assert not torch.equal(make_dien(seed=4)(**batch)[0], a_out)
 
@@ -150,7 +157,7 @@ def test_aux_loss_hand_example():
     model = make_dien(aux_weight=0.5).train()
     lengths = [3, 1, 0, 2]  # valid pairs (t, t+1): row 0 -> (0,1), (1,2); row 3 -> (0,1)
     batch = make_batch(lengths, L=4)
-    _, aux = model(**batch)
+    _, aux = aux_of(model(**batch))
     terms = []
     for b, n in enumerate(lengths):
         h_1TH, _ = model.extractor(batch["seq_BLD"][b : b + 1, :n]) if n else (None, None)
@@ -163,7 +170,7 @@ def test_aux_loss_hand_example():
     expected = 0.5 * torch.stack(terms).mean()
     torch.testing.assert_close(aux, expected, rtol=1e-5, atol=1e-6)
     # no valid pair in the batch: the loss is 0 (and still differentiable)
-    _, aux = model(**make_batch([1, 0, 1], L=3))
+    _, aux = aux_of(model(**make_batch([1, 0, 1], L=3)))
     assert aux.item() == 0.0
     aux.backward()
 

@@ -270,3 +270,20 @@ def test_library_logging_is_quiet_unless_verbose(data_dir, tmp_path):
         assert noise not in quiet.stderr
     assert "Successfully loaded" in loud.stderr or "SplitTableBatchedEmbeddingBagsCodegen" in loud.stderr
     assert "INFO tinrec.train: sharding:" in quiet.stderr
+
+
+def test_named_losses_are_logged_by_name(data_dir, tmp_path):
+    """DIEN's auxiliary loss is a named loss: in the progress bar, TensorBoard and metrics.json, beside bce."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = str(tmp_path / "dien")
+    p = run(["train", os.path.join(REPO, "configs", "dien.yaml"), f"run_dir={run_dir}", f"data.path={data_dir}",
+             *TINY, "train.max_steps=10"])
+    assert "dien.aux=" in p.stderr and "bce=" in p.stderr
+    m = _strict_json(os.path.join(run_dir, "metrics.json"))
+    (epoch,) = m["train"]["losses"]
+    assert epoch["steps"] == 10 and epoch["dien.aux"] > 0 and epoch["bce"] > 0
+    assert epoch["loss"] == pytest.approx(epoch["bce"] + epoch["dien.aux"])
+    tb = EventAccumulator(os.path.join(run_dir, "tb"))
+    tb.Reload()
+    assert {"train/loss", "train/loss/bce", "train/loss/dien.aux"} <= set(tb.Tags()["scalars"])
