@@ -14,7 +14,7 @@ What happens next is ``train.on_nonfinite``:
   batch's file and row group; nothing is saved after the last good checkpoint, and checkpoint rotation
   never runs, so the last finite checkpoint stays.
 - ``skip``: the batch is skipped and counted (progress bar, TensorBoard, ``metrics.json``). Exact for a
-  non-finite loss (no backward at all). For a finite loss whose gradients are not finite, the dense step is
+  non-finite loss (no backward at all; what the forward wrote into cross-batch state is undone). For a finite loss whose gradients are not finite, the dense step is
   skipped and each rank zeroes a non-finite gradient of its embedding lookups before the fused update
   (so no NaN ever enters a table); a rank whose own lookup gradients were finite has already applied its
   embedding update for that batch (fused into backward): documented, not hidden.
@@ -59,18 +59,28 @@ class NonFiniteGuard:
         dense_params: the parameters of the dense optimizer (replicated, DDP-reduced gradients).
     """
 
-    def __init__(self, *, mode: str, dense_params: Iterable[torch.Tensor]) -> None:
+    def __init__(self, *, mode: str, dense_params: Iterable[torch.Tensor],
+                 state: Callable[[], List[torch.Tensor]] = list) -> None:
         if mode not in MODES:
             raise ValueError(f"train.on_nonfinite: expected one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
         self.dense_params = list(dense_params)
+        self.state = state  # the cross-batch state buffers (tinrec/state.py): a skipped step's updates are undone
+        self._saved: List[torch.Tensor] = []
         self.batch: Any = None  # the batch of the step in progress (set by the pipeline's forward)
         self.incident: Optional[Incident] = None  # this step's, if any
         self.skipped = 0
         self.skipped_steps: List[int] = []  # the first few, for the report
 
-    def start(self, batch: Any) -> None:
+    def start(self, batch: Any, training: bool = False) -> None:
         self.batch, self.incident = batch, None
+        self._saved = [b.detach().clone() for b in self.state()] if training else []
+
+    def undo_state(self) -> None:
+        """Put the cross-batch state back as it was before this step's forward (a skipped step)."""
+        with torch.no_grad():
+            for b, saved in zip(self.state(), self._saved):
+                b.copy_(saved)
 
     def _source(self) -> str:
         return getattr(self.batch, "source", "") or "an unknown batch"
@@ -136,7 +146,7 @@ class GuardedPipeline(TrainPipelineSparseDist):
         self.truncated = 0  # rows whose history was cut to data.max_len, over the batches run so far
 
         def forward(batch):
-            guard.start(batch)
+            guard.start(batch, training=model.training)
             if batch is not None and getattr(batch, "source", "") != "padding":
                 self.truncated += int(getattr(batch, "truncated", 0))
             return model(batch)

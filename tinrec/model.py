@@ -30,6 +30,7 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingCollection, KeyedJaggedTensor, KeyedTensor
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
+from tinrec import state
 from tinrec.config import BINDING_KEYS, Config, SequenceInputs, resolve
 from tinrec.features import TEMPORAL_FEATURES, behaviour_width, interest_inputs, table_configs
 from tinrec.guard import finite_or_zero
@@ -195,6 +196,11 @@ class Model(nn.Module):
         super().__init__()
         self.sparse_arch = sparse_arch
         self.dense_arch = dense_arch
+        self.cross_batch_buffers()  # checks the modules' declarations now, before anything trains
+
+    def cross_batch_buffers(self) -> List[state.StateBuffer]:
+        """The interest modules' cross-batch state buffers as they are now (``tinrec/state.py``)."""
+        return state.collect(dict(self.dense_arch.interests.items()))
 
     def forward(self, batch):
         seqs, pooled = self.sparse_arch(batch.sparse)

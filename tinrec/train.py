@@ -39,6 +39,7 @@ from tinrec.model import build_model
 from tinrec.results import write_json
 from tinrec.optim import attach_sparse_optimizer, combined_optimizer
 from tinrec.sharding import load_plan, make_plan, sharders
+from tinrec.state import check_identical, sync as state_sync
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,8 @@ def build_training(cfg: Config, data: Data, env: DistEnv):
     dmp = DistributedModelParallel(model, device=env.device, plan=plan, sharders=sharders(cfg))
     dense_params = dict(in_backward_optimizer_filter(dmp.named_parameters()))
     optimizer = combined_optimizer(cfg, dmp.fused_optimizer, dense_params)
-    guard = NonFiniteGuard(mode=cfg.train.on_nonfinite, dense_params=dense_params.values())
+    guard = NonFiniteGuard(mode=cfg.train.on_nonfinite, dense_params=dense_params.values(),
+                           state=lambda: [b for _, b, _ in dmp.module.cross_batch_buffers()])
     pipeline = GuardedPipeline(dmp, optimizer, env.device, guard)
     return dmp, optimizer, plan, pipeline
 
@@ -361,7 +363,10 @@ def _train(cfg: Config, env: DistEnv, resume: bool) -> Dict[str, Dict[str, Any]]
     done = False
     last_saved = [state["global_step"] if resume else -1]
 
+    cross_batch = bool(model.module.cross_batch_buffers())
+
     def save(epoch: int, step_in_epoch: int) -> None:
+        check_identical(model.module.cross_batch_buffers())
         state.update(epoch=epoch, step_in_epoch=step_in_epoch, steps_per_epoch=steps_per_epoch,
                      nonfinite_skipped=guard.skipped, nonfinite_skipped_steps=guard.skipped_steps)
         ckpt.save(ckpt_root, state["global_step"], model, optimizer, state, keep=cfg.train.keep_checkpoints)
@@ -396,10 +401,13 @@ def _train(cfg: Config, env: DistEnv, resume: bool) -> Dict[str, Dict[str, Any]]
                     raise NonFiniteError(_nonfinite_message(cfg, guard, g, epoch, step, steps_per_epoch,
                                                             ckpt.latest(ckpt_root)))
                 guard.record_skip(g)
+                guard.undo_state()
                 log.warning("step %d: skipped, non-finite %s: %s (%d skipped so far)", g, guard.incident.what,
                             guard.incident.detail, guard.skipped)
             else:
                 losses.add(out[4])
+            if cross_batch:
+                state_sync(model.module.cross_batch_buffers())
             bar.update(1)
             if g % cfg.train.log_every == 0 and writer is not None:
                 rate = seen / max(time.perf_counter() - t0, 1e-9)

@@ -96,7 +96,8 @@ def test_jagged_to_padded_of_full_rows_is_the_values_viewed():
 
 def test_loss_ignores_zero_weight_samples(tmp_path):
     cfg, model, batch, rows = _setup(tmp_path)
-    loss, (logits, labels, users, weights) = model(batch)
+    loss, (logits, labels, users, weights, terms) = model(batch)
+    assert set(terms) == {"bce"} and torch.equal(terms["bce"], loss.detach())  # the loss, named
     assert logits.shape == (64,) and torch.isfinite(loss)
     flipped = batch.as_padding()
     flipped.weights[:32] = 1.0
@@ -152,7 +153,7 @@ def test_model_compile_keeps_parameter_names_values_and_gradients(tmp_path):
     compiled.load_state_dict(eager.state_dict())
     results = []
     for model in (eager, compiled):
-        loss, (logits, _, _, _) = model(batch)
+        loss, (logits, *_) = model(batch)
         loss.backward()
         results.append((loss.detach(), logits, model.sparse_arch.ecs["dim32"].embeddings["item"].weight.grad))
     for got, want in zip(results[1], results[0]):

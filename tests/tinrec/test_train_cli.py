@@ -287,3 +287,24 @@ def test_named_losses_are_logged_by_name(data_dir, tmp_path):
     tb = EventAccumulator(os.path.join(run_dir, "tb"))
     tb.Reload()
     assert {"train/loss", "train/loss/bce", "train/loss/dien.aux"} <= set(tb.Tags()["scalars"])
+
+
+STATEFUL = ["model.interests={m: {_component_: tests.tinrec.stateful.EmaMemory}}", "model.sequence.temporal=none"]
+
+
+def _memory(run_dir):
+    return final_weights(run_dir)[1]["dense_arch.interests.m.memory_D"]
+
+
+def test_cross_batch_state_is_identical_on_two_ranks_and_resumes_exactly(data_dir, tmp_path):
+    """A module's cross-batch buffer (an EMA of the target embeddings, updated in forward on each rank's own
+    batch) is combined across ranks after every step, checkpointed, and restored by --resume."""
+    straight, crashed = str(tmp_path / "straight"), str(tmp_path / "crashed")
+    run(train_args(data_dir, straight, *STATEFUL, "train.epochs=1"), torchrun=2)
+    memory = _memory(straight)
+    assert not torch.allclose(memory, torch.ones_like(memory))  # it was updated
+    p = run(train_args(data_dir, crashed, *STATEFUL, "train.epochs=1"), torchrun=2,
+            env={"TINREC_FAIL_AT_STEP": "12"}, check=False)
+    assert p.returncode != 0
+    run(train_args(data_dir, crashed, *STATEFUL, "train.epochs=1", "--resume"), torchrun=2)
+    torch.testing.assert_close(_memory(crashed), memory, rtol=0, atol=0)
