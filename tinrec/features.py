@@ -2,16 +2,9 @@
 
 Features are the keys of the ``KeyedJaggedTensor`` the loader builds. Each is either a *scalar* (one id
 per sample: user profile, target attributes, trigger) or a *sequence* (one id per kept behaviour). Most
-come straight from a Parquet column of the same name (``docs/data.md``); four are computed by the loader:
-
-- ``hist_position``: target-relative position, most recent behaviour = 1 (TIN's TTE-P); ``target_position``
-  is always 0, the origin.
-- ``hist_time_bin``: equal-frequency bin of ``target_timestamp - hist_timestamp``, ids 1..n (TTE-T);
-  ``target_time_bin`` is always 0.
-- ``hist_coe``: chronological order (COE), oldest kept behaviour = 1; ``target_coe`` = kept length + 1.
-- ``hist_hour`` / ``hist_weekday`` / ``hist_month`` (and ``target_*``): the UTC hour 0-23, weekday 0-6
-  (Monday = 0) and month 0-11 of each timestamp (timestamp encoding, TE).
-- ``hist_neg_item``: one item id drawn uniformly from the item table per behaviour (DIEN's negatives).
+come straight from a Parquet column of the same name (``docs/data.md``); the others (target-relative
+position, time-interval bin, COE, calendar, negatives) are computed by the loader from the registry in
+``tinrec/data/derived.py``, which also gives their tables' sizes.
 
 Tables are declared in config (``model.tables``); the features a table lists share its rows, so
 ``target_item`` and ``hist_item`` read one item table.
@@ -21,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Dict, List, Mapping, Tuple
 
+from tinrec.data import derived
 from tinrec.data import format as fmt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,15 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SCALAR_COLUMNS = fmt.USER_COLUMNS + fmt.TARGET_COLUMNS + fmt.TRIGGER_COLUMNS + (fmt.PAGE,)
 SEQUENCE_COLUMNS = fmt.HIST_ID_COLUMNS + (fmt.HIST_FEEDBACK,)
-DERIVED_SEQUENCE = ("hist_position", "hist_time_bin", "hist_coe", "hist_hour", "hist_weekday", "hist_month",
-                    "hist_neg_item")
-DERIVED_SCALAR = ("target_position", "target_time_bin", "target_coe", "target_hour", "target_weekday",
-                  "target_month")
-CALENDAR_ROWS = {"hour": 24, "weekday": 7, "month": 12}
-# Dense (not embedded) per-behaviour values the loader can pass along: name -> what it holds.
-DENSE_SEQUENCE = {"hist_timestamp": "the behaviour's timestamp (int64 seconds)",
-                  "hist_session": "session index, most recent session = 0 (DSIN's rule: a new session after a gap > "
-                                  "modules/dsin.py SESSION_GAP_S)"}
+DERIVED_SEQUENCE = tuple(f for f, d in derived.IDS.items() if d.sequence)  # computed by the loader
+DERIVED_SCALAR = tuple(f for f, d in derived.IDS.items() if not d.sequence)
+DENSE_SEQUENCE = tuple(derived.DENSE)  # dense (not embedded) per-behaviour values the loader can pass along
 
 SCALAR_FEATURES = SCALAR_COLUMNS + DERIVED_SCALAR
 SEQUENCE_FEATURES = SEQUENCE_COLUMNS + DERIVED_SEQUENCE
@@ -141,16 +129,11 @@ def resolve_rows(cfg: "Config", meta: Mapping) -> Dict[str, int]:
     out = {}
     meta_tables = meta.get("tables", {}) if meta else {}
     for name, t in cfg.model.tables.items():
+        auto = derived.table_rows(t.features, cfg.data.max_len, cfg.data.time_bins)
         if t.rows != "auto":
             out[name] = int(t.rows)
-        elif set(t.features) <= {"hist_position", "target_position"}:
-            out[name] = cfg.data.max_len + 1
-        elif set(t.features) <= {"hist_time_bin", "target_time_bin"}:
-            out[name] = cfg.data.time_bins + 1
-        elif set(t.features) <= {"hist_coe", "target_coe"}:
-            out[name] = cfg.data.max_len + 2
-        elif any(set(t.features) <= {f"hist_{k}", f"target_{k}"} for k in CALENDAR_ROWS):
-            out[name] = next(v for k, v in CALENDAR_ROWS.items() if set(t.features) <= {f"hist_{k}", f"target_{k}"})
+        elif auto is not None:
+            out[name] = auto
         elif name in meta_tables:
             out[name] = int(meta_tables[name])
         else:

@@ -166,7 +166,7 @@ def test_the_loaders_sessions_follow_dsins_rule():
     """One session rule: the loader's jagged numpy version equals DSIN.sessions_from_timestamps (SESSION_GAP_S)."""
     import torch
 
-    from tinrec.data.reader import sessions
+    from tinrec.data.derived import sessions
     from tinrec.modules.dsin import SESSION_GAP_S, DSIN
 
     rng = np.random.default_rng(8)

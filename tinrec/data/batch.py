@@ -20,7 +20,7 @@ class Batch(Pipelineable):
         labels: ``[B]`` float 0/1.
         user_ids: ``[B]`` int64, the group key of GAUC.
         weights: ``[B]`` float, 1 for real samples and 0 for the padding batches that keep ranks in step.
-        dense: per-behaviour dense values (``features.DENSE_SEQUENCE``), flat ``[N]`` in the jagged order of
+        dense: per-behaviour dense values (``tinrec/data/derived.py`` ``DENSE``), flat ``[N]`` in the jagged order of
             the history features (same lengths), e.g. timestamps or session indices.
         source: where the rows came from (``"train/part-00000.parquet row group 3 (rows 12288-12543)"``),
             for error messages.

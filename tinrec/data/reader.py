@@ -26,11 +26,10 @@ from iopath.common.file_io import g_pathmgr
 from torch.utils.data import IterableDataset, get_worker_info
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from tinrec.data import checks
+from tinrec.data import checks, derived
 from tinrec.data import format as fmt
 from tinrec.data.batch import Batch
-from tinrec.features import CALENDAR_ROWS, DERIVED_SCALAR, DERIVED_SEQUENCE, is_sequence
-from tinrec.modules.dsin import SESSION_GAP_S
+from tinrec.features import is_sequence
 
 
 @dataclass(frozen=True)
@@ -73,48 +72,10 @@ def required_columns(features: Sequence[str], dense: Sequence[str] = ()) -> List
     """
     cols = [fmt.LABEL, fmt.USER_ID, fmt.TARGET_TIMESTAMP, fmt.HIST_TIMESTAMP, fmt.HIST_ID_COLUMNS[0]]
     for f in features:
-        if f == "hist_time_bin":
-            cols += [fmt.HIST_TIMESTAMP, fmt.TARGET_TIMESTAMP]
-        elif f.startswith("hist_") and f.split("_", 1)[1] in CALENDAR_ROWS:
-            cols.append(fmt.HIST_TIMESTAMP)
-        elif f.startswith("target_") and f.split("_", 1)[1] in CALENDAR_ROWS:
-            cols.append(fmt.TARGET_TIMESTAMP)
-        elif f in DERIVED_SEQUENCE or f in DERIVED_SCALAR:
-            continue  # positions, COE and negatives need only the history length
-        else:
-            cols.append(f)
+        cols += list(derived.IDS[f].columns) if f in derived.IDS else [f]
+    for name in dense:
+        cols += list(derived.DENSE[name].columns)
     return list(dict.fromkeys(cols))
-
-
-def calendar(ts: np.ndarray, unit: str) -> np.ndarray:
-    """UTC hour (0-23), weekday (Monday = 0) or month (0-11) of int64 epoch seconds."""
-    if unit == "hour":
-        return (ts // 3600) % 24
-    if unit == "weekday":
-        return (ts // 86400 + 3) % 7  # 1970-01-01 was a Thursday
-    return ts.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) % 12
-
-
-def sessions(ts: np.ndarray, lengths: np.ndarray, gap_seconds: int = SESSION_GAP_S) -> np.ndarray:
-    """Session index of each behaviour of flat jagged ``ts`` (rows of ``lengths``), most recent session = 0.
-
-    A new session starts where the gap to the previous behaviour of the row exceeds ``gap_seconds`` (DSIN).
-    """
-    n = ts.size
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    new = np.zeros(n, dtype=bool)
-    new[1:] = np.diff(ts) > gap_seconds
-    new[starts[lengths > 0]] = True
-    cum = np.cumsum(new)  # global session counter
-    row = np.repeat(np.arange(lengths.size), lengths)
-    first = cum[starts[lengths > 0]]
-    last = cum[np.cumsum(lengths)[lengths > 0] - 1]
-    first_r = np.zeros(lengths.size, dtype=np.int64)
-    last_r = np.zeros(lengths.size, dtype=np.int64)
-    first_r[lengths > 0], last_r[lengths > 0] = first, last
-    return (last_r[row] - cum).astype(np.int64)
 
 
 def list_units(files: Sequence[str], columns: Sequence[str]) -> List[Unit]:
@@ -176,7 +137,7 @@ class ParquetStream(IterableDataset):
         seed, epoch, shuffle: row-group order and in-unit row order are seeded by (seed, epoch, unit).
         drop_last: drop each worker's last partial batch (training) or keep it (evaluation).
         skip: batches to skip per local worker (resume).
-        dense_sequence: per-behaviour dense values to pass in ``Batch.dense`` (``features.DENSE_SEQUENCE``).
+        dense_sequence: per-behaviour dense values to pass in ``Batch.dense`` (``tinrec/data/derived.py`` ``DENSE``).
     """
 
     def __init__(self, *, units: Sequence[Unit], features: Sequence[str], feature_rows: Mapping[str, Tuple[str, int]],
@@ -273,44 +234,24 @@ class ParquetStream(IterableDataset):
         new_off = np.concatenate([[0], np.cumsum(keep)])
         # flat indices of the most recent `keep` behaviours of each row (oldest first)
         idx = np.arange(new_off[-1]) + np.repeat(off[1:] - keep - new_off[:-1], keep)  # [N]
+        rows = derived.Rows(chunk=chunk, keep=keep, idx=idx,
+                            coe=np.arange(new_off[-1]) - np.repeat(new_off[:-1], keep) + 1,  # [N] oldest kept = 1
+                            edges=self.edges, rng=lambda: self._rng(chunk))
         values, lengths = [], []
         ones = np.ones(B, dtype=np.int64)
-        coe = np.arange(new_off[-1]) - np.repeat(new_off[:-1], keep) + 1  # [N] oldest kept = 1
         for f in self.features:
-            kind = f.split("_", 1)[1]
-            if f == "hist_position":
-                v = np.repeat(keep, keep) - coe + 1
-            elif f == "hist_coe":
-                v = coe
-            elif f == "target_coe":
-                v = keep + 1
-            elif f == "hist_neg_item":
-                rows = self.feature_rows[f][1]
-                v = self._rng(chunk).integers(1, max(rows, 2), size=int(new_off[-1]))
-            elif f.startswith("hist_") and kind in CALENDAR_ROWS:
-                v = calendar(np.asarray(chunk[fmt.HIST_TIMESTAMP][1])[idx], kind)
-            elif f.startswith("target_") and kind in CALENDAR_ROWS:
-                v = calendar(np.asarray(chunk[fmt.TARGET_TIMESTAMP]), kind)
-            elif f == "hist_time_bin":
-                _, ts = chunk[fmt.HIST_TIMESTAMP]
-                dt = np.repeat(np.asarray(chunk[fmt.TARGET_TIMESTAMP]), keep) - np.asarray(ts)[idx]
-                v = 1 + np.searchsorted(self.edges, dt, side="right")
-            elif f in DERIVED_SCALAR:
-                v = np.zeros(B, dtype=np.int64)
+            if f in derived.IDS:
+                rows.table_rows = self.feature_rows.get(f, ("", 0))[1]
+                v = derived.IDS[f].compute(rows)
             elif is_sequence(f):
-                v = np.asarray(chunk[f][1])[idx]
+                v = rows.hist(f)
             else:
-                v = np.asarray(chunk[f])
+                v = rows.scalar(f)
             values.append(_tensor(v))
             lengths.append(torch.from_numpy(keep if is_sequence(f) else ones))
         kjt = KeyedJaggedTensor.from_lengths_sync(
             keys=self.features, values=torch.cat(values), lengths=torch.cat(lengths).to(torch.int32))
-        dense = {}
-        if self.dense:
-            ts = np.asarray(chunk[fmt.HIST_TIMESTAMP][1])[idx]
-            for name in self.dense:
-                v = ts if name == "hist_timestamp" else sessions(ts, keep)
-                dense[name] = _tensor(v)
+        dense = {name: _tensor(derived.DENSE[name].compute(rows)) for name in self.dense}
         return Batch(sparse=kjt, labels=torch.from_numpy(np.asarray(chunk["label"], dtype=np.float32)),
                      user_ids=_tensor(np.asarray(chunk[fmt.USER_ID])),
                      weights=torch.ones(B), dense=dense, source=self._source(chunk),
