@@ -210,12 +210,9 @@ def main(argv=None) -> Dict[str, object]:
         if not args.no_module:
             seed_everything(args.seed)
             plain = build_model(cfg, data.rows, sparse_device=env.device).to(env.device)
-            name = next(iter(plain.dense_arch.interests))
-            module = plain.dense_arch.interests[name]
-            on_device = batch.to(env.device)
+            name, module = next(iter(plain.interest_modules().items()))
             with torch.no_grad():
-                seqs, _ = plain.sparse_arch(on_device.sparse)
-                inputs = plain.dense_arch.sequences[name](plain.dense_arch.merge(seqs), on_device.dense)
+                inputs = plain.module_inputs(batch.to(env.device))[name]
             inputs = {k: (v.detach().requires_grad_(True) if torch.is_tensor(v) and v.is_floating_point() else v)
                       for k, v in inputs.items()}
 

@@ -124,7 +124,7 @@ def significant_cells(gt: Dict[str, Any], alpha: float = 0.01) -> Dict[str, Any]
 
 def correlation_module(model: torch.nn.Module, interest: Optional[str] = None) -> str:
     """The interest module to measure: ``interest`` or the first one with ``learned_correlation``."""
-    modules = model.dense_arch.interests
+    modules = model.interest_modules()
     if interest is not None and interest not in modules:
         raise ValueError(f"interest {interest!r}: no such module in model.interests ({', '.join(modules)})")
     names = [interest] if interest is not None else list(modules)
@@ -179,13 +179,12 @@ def learned_ctc(config, checkpoint: Optional[str] = None, split: str = "test", p
                            batch_size=cfg.train.eval_batch_size, max_len=cfg.data.max_len,
                            time_bin_edges=data.edges, dense_sequence=data.dense)
     total, count = np.zeros(C * C * P, dtype=np.float64), np.zeros(C * C * P, dtype=np.int64)
-    module, seq_arch = model.dense_arch.interests[name], model.dense_arch.sequences[name]
+    module = model.interest_modules()[name]
     with torch.no_grad():
         for i, batch in enumerate(stream):
             if max_batches is not None and i >= max_batches:
                 break
-            seqs, _ = model.sparse_arch(batch.sparse)
-            inputs = seq_arch(model.dense_arch.merge(seqs), batch.dense)
+            inputs = model.module_inputs(batch)[name]
             cor_BL, mask_BL = module.learned_correlation(**{k: inputs[k] for k in CORRELATION_ARGS}), inputs["mask_BL"]
             kjt = batch.sparse.to_dict()
             lengths_B = kjt["hist_category"].lengths().long()

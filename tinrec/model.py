@@ -198,9 +198,20 @@ class Model(nn.Module):
         self.dense_arch = dense_arch
         self.cross_batch_buffers()  # checks the modules' declarations now, before anything trains
 
+    def interest_modules(self) -> Dict[str, nn.Module]:
+        """The interest modules by config name (``model.interests``)."""
+        return dict(self.dense_arch.interests.items())
+
+    def module_inputs(self, batch) -> Dict[str, Dict[str, Optional[torch.Tensor]]]:
+        """Each interest module's forward arguments for ``batch``, exactly as training feeds them (for analyses
+        and benchmarks of a module alone; on an unsharded model)."""
+        seqs, _ = self.sparse_arch(batch.sparse)
+        emb = self.dense_arch.merge(seqs)
+        return {name: arch(emb, batch.dense) for name, arch in self.dense_arch.sequences.items()}
+
     def cross_batch_buffers(self) -> List[state.StateBuffer]:
         """The interest modules' cross-batch state buffers as they are now (``tinrec/state.py``)."""
-        return state.collect(dict(self.dense_arch.interests.items()))
+        return state.collect(self.interest_modules())
 
     def forward(self, batch):
         seqs, pooled = self.sparse_arch(batch.sparse)

@@ -99,9 +99,8 @@ def test_learned_ctc_averages_per_category_and_position(hand_data, tmp_path):
     batch = next(iter(ParquetStream(units=data.units("test"), features=data.features, feature_rows=data.feature_rows,
                                     batch_size=64, max_len=2, time_bin_edges=None)))
     with torch.no_grad():
-        seqs, _ = model.sparse_arch(batch.sparse)
-        inp = model.dense_arch.sequences["tin"](model.dense_arch.merge(seqs), batch.dense)
-        cor = model.dense_arch.interests["tin"].learned_correlation(
+        inp = model.module_inputs(batch)["tin"]
+        cor = model.interest_modules()["tin"].learned_correlation(
             **{k: inp[k] for k in ("seq_BLD", "mask_BL", "query_BD", "seq_time_BLD", "query_time_BD")})
     acc = {}
     for b, r in enumerate(rows):

@@ -132,15 +132,13 @@ def test_model_on_gpu_matches_cpu(tmp_path):
 def test_split_din_gets_fields_from_the_builder_and_the_tower_sees_only_v_tr(tmp_path):
     """configs/din_split.yaml: two 64-wide features, d_TA = 64; Eq. 6's tower input has no target of its own."""
     cfg, model, batch, rows = _setup(tmp_path, "din_split.yaml", ["model.interests.din.attention_dim=16"])
-    mod = model.dense_arch.interests["din"]
+    mod = model.interest_modules()["din"]
     assert (mod.fields, mod.attention_dim, mod.representation_dim) == (2, 16, 112)
     assert model.dense_arch.target_features == []
     user_width = sum(cfg.model.tables[t].dim for t in ("user", "age", "gender"))
     assert model.dense_arch.tower.layers[0].in_features == 3 * 112 + user_width
     # the target's TA columns reach the loss only through the attention weights
-    seqs, _ = model.sparse_arch(batch.sparse)
-    inputs = model.dense_arch.sequences["din"](model.dense_arch.merge(seqs))
-    out = mod(**inputs)
+    out = mod(**model.module_inputs(batch)["din"])
     assert out.shape == (64, 3 * 112)
 
 
