@@ -81,6 +81,7 @@ class DataConfig:
     time_bins: int = 10
     num_workers: int = 1
     shuffle: bool = True
+    labels: List[str] = field(default_factory=lambda: ["label"])  # label columns; several: one head each
     check: bool = True  # scan the dataset on first use (tinrec check-data; cached in <path>/.tinrec/check.json)
 
 
@@ -344,6 +345,11 @@ def validate(cfg: Config, src: str) -> None:
                          f"got {cfg.train.host_memory!r}")
     if cfg.data.num_workers < 0:
         raise ValueError(f"{src}: data.num_workers: must be >= 0")
+    labels = cfg.data.labels
+    if not labels or len(set(labels)) != len(labels) or \
+            any(c != "label" and not (c.startswith("label_") and len(c) > 6) for c in labels):
+        raise ValueError(f"{src}: data.labels: expected distinct label columns ('label', 'label_<task>', ...), "
+                         f"got {labels}")
     for key, oc in (("train.dense_optimizer", cfg.train.dense_optimizer),
                     ("train.sparse_optimizer", cfg.train.sparse_optimizer)):
         for name in ("lr", "weight_decay", "eps"):

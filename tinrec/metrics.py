@@ -75,22 +75,25 @@ def logloss(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
 
 
 class EvalAccumulator:
-    """Collects one split's outputs on this rank."""
+    """Collects one split's outputs on this rank: ``[B, T]`` logits and labels, one column per label."""
 
-    def __init__(self) -> None:
+    def __init__(self, labels: List[str] = ("label",)) -> None:
+        self.labels = list(labels)
         self.parts: List[Dict[str, np.ndarray]] = []
 
     def add(self, logits: torch.Tensor, labels: torch.Tensor, users: torch.Tensor, weights: torch.Tensor) -> None:
         keep = (weights > 0).cpu().numpy()
+        T = len(self.labels)
         self.parts.append({
-            "prob": torch.sigmoid(logits.float()).detach().cpu().numpy()[keep].astype(np.float64),
-            "label": labels.detach().cpu().numpy()[keep].astype(np.float64),
+            "prob": torch.sigmoid(logits.float()).detach().cpu().numpy().reshape(-1, T)[keep].astype(np.float64),
+            "label": labels.detach().cpu().numpy().reshape(-1, T)[keep].astype(np.float64),
             "user": users.detach().cpu().numpy()[keep],
         })
 
     def local(self) -> Dict[str, np.ndarray]:
         if not self.parts:
-            return {"prob": np.zeros(0), "label": np.zeros(0), "user": np.zeros(0, dtype=np.int64)}
+            T = len(self.labels)
+            return {"prob": np.zeros((0, T)), "label": np.zeros((0, T)), "user": np.zeros(0, dtype=np.int64)}
         return {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
 
     def gather(self) -> Dict[str, np.ndarray]:
@@ -102,14 +105,22 @@ class EvalAccumulator:
         return {k: np.concatenate([e[k] for e in everyone]) for k in mine}
 
     def compute(self) -> Dict[str, Any]:
+        """The first label's metrics; with several labels also ``labels``: every label's, by column name."""
         d = self.gather()
-        out: Dict[str, Any] = {"auc": auc(d["prob"], d["label"]), "gauc": gauc(d["prob"], d["label"], d["user"]),
-                               "logloss": logloss(d["prob"], d["label"]) if d["label"].size else None,
-                               "samples": int(d["label"].size),
-                               "ctr": float(d["label"].mean()) if d["label"].size else None}
-        for key, why in unavailable(d["prob"], d["label"], d["user"]).items():
-            out[key], out[f"{key}_unavailable"] = None, why
+        per_label = {name: _metrics(d["prob"][:, t], d["label"][:, t], d["user"]) for t, name in enumerate(self.labels)}
+        out = dict(per_label[self.labels[0]])
+        if len(self.labels) > 1:
+            out["labels"] = per_label
         return out
+
+
+def _metrics(prob: np.ndarray, label: np.ndarray, user: np.ndarray) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"auc": auc(prob, label), "gauc": gauc(prob, label, user),
+                           "logloss": logloss(prob, label) if label.size else None, "samples": int(label.size),
+                           "ctr": float(label.mean()) if label.size else None}
+    for key, why in unavailable(prob, label, user).items():
+        out[key], out[f"{key}_unavailable"] = None, why
+    return out
 
 
 def unavailable(probs: np.ndarray, labels: np.ndarray, users: np.ndarray) -> Dict[str, str]:

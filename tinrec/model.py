@@ -137,7 +137,7 @@ class DenseArch(nn.Module):
 
     def __init__(self, *, sequences: Dict[str, SequenceArch], interests: Dict[str, nn.Module],
                  target_features: List[str], user_features: List[str], pooled_features: List[str],
-                 tower: nn.Module) -> None:
+                 tower: nn.Module, labels: List[str] = ("label",)) -> None:
         super().__init__()
         self.sequences = nn.ModuleDict(sequences)
         self.interests = nn.ModuleDict(interests)
@@ -145,6 +145,7 @@ class DenseArch(nn.Module):
         self.user_features = list(user_features)
         self.pooled_features = set(pooled_features)
         self.tower = tower
+        self.labels = list(labels)  # one tower output per label (data.labels)
         # train.on_nonfinite=skip: a non-finite gradient of the lookups is zeroed before the fused embedding
         # update (tinrec/guard.py), so no NaN ever enters a table
         self.zero_nonfinite_lookup_grads = False
@@ -158,11 +159,11 @@ class DenseArch(nn.Module):
     def forward(self, seqs: List[Dict[str, JaggedTensor]], pooled: Optional[KeyedTensor], labels: torch.Tensor,
                 weights: torch.Tensor, dense: Optional[Dict[str, torch.Tensor]] = None
                 ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
-        """Returns ``(loss, logits [B], terms)``: ``terms`` maps each loss term's name (``bce``, and
-        ``<interest>.<name>`` for the named losses an interest module returns) to its value; ``loss`` is their
-        sum."""
+        """Returns ``(loss, logits [B, T], terms)`` for ``labels [B, T]``: ``terms`` maps each loss term's name
+        (``bce``, or ``bce.<label>`` per label with several labels, and ``<interest>.<name>`` for the named
+        losses an interest module returns) to its value; ``loss`` is their sum."""
         emb = self.merge(seqs)
-        B = labels.numel()
+        B = labels.shape[0]
         if self.zero_nonfinite_lookup_grads and self.training:
             looked_up = [jt.values() for jt in emb.values()] + ([pooled.values()] if pooled is not None else [])
             for t in looked_up:
@@ -182,9 +183,11 @@ class DenseArch(nn.Module):
         pooled_dict = pooled.to_dict() if pooled is not None else {}
         for f in self.user_features:
             parts.append(pooled_dict[f] if f in self.pooled_features else emb[f].values().view(B, -1))
-        logits = self.tower(torch.cat(parts, dim=-1)).squeeze(-1)
+        logits = self.tower(torch.cat(parts, dim=-1))  # [B, T]
         per_sample = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        terms = {"bce": (per_sample * weights).sum() / weights.sum().clamp(min=1.0), **extra}
+        bce_T = (per_sample * weights.unsqueeze(-1)).sum(0) / weights.sum().clamp(min=1.0)
+        names = ["bce"] if len(self.labels) == 1 else [f"bce.{name}" for name in self.labels]
+        terms = {**{n: bce_T[t] for t, n in enumerate(names)}, **extra}
         loss = _sum(list(terms.values()))
         return loss, logits, {k: v.detach() for k, v in terms.items()}
 
@@ -254,7 +257,8 @@ def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.de
     target = list(cfg.model.sequence.target) if cfg.model.target_in_tower else []
     width += sum(dims[f] for f in target) + sum(dims[f] for f in cfg.model.user_features)
     tower = MLP(in_dim=width, hidden_dims=list(cfg.model.tower.hidden), activation=cfg.model.tower.activation,
-                dropout=cfg.model.tower.dropout, out_dim=1)
+                dropout=cfg.model.tower.dropout, out_dim=len(cfg.data.labels))
     dense = DenseArch(sequences=sequences, interests=interests, target_features=target,
-                      user_features=list(cfg.model.user_features), pooled_features=pooled, tower=tower)
+                      user_features=list(cfg.model.user_features), pooled_features=pooled, tower=tower,
+                      labels=list(cfg.data.labels))
     return Model(sparse_arch=sparse, dense_arch=dense)

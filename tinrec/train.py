@@ -127,7 +127,7 @@ class Data:
     def units(self, split: str) -> list:
         if split not in self._units:
             files = split_files(self.cfg.data.path, split, self.meta)
-            self._units[split] = list_units(files, required_columns(self.features, self.dense))
+            self._units[split] = list_units(files, required_columns(self.features, self.dense, self.cfg.data.labels))
         return self._units[split]
 
     def stream(self, split: str, *, epoch: int = 0, train: bool = False, skip=None) -> ParquetStream:
@@ -137,7 +137,7 @@ class Data:
             batch_size=c.train.batch_size if train else c.train.eval_batch_size, max_len=c.data.max_len,
             time_bin_edges=self.edges, rank=self.env.rank, world_size=self.env.world_size,
             num_workers=c.data.num_workers, seed=c.seed, epoch=epoch, shuffle=train and c.data.shuffle,
-            drop_last=train, skip=skip, dense_sequence=self.dense)
+            drop_last=train, skip=skip, dense_sequence=self.dense, labels=c.data.labels)
 
     def loader(self, stream: ParquetStream) -> DataLoader:
         return DataLoader(stream, batch_size=None, num_workers=self.cfg.data.num_workers,
@@ -180,7 +180,8 @@ class Data:
         for batch in self.loader(stream):
             n, last = n + 1, batch
             yield batch
-        pad = last.as_padding() if last is not None else Batch.dummy(self.features, self.dense)
+        pad = last.as_padding() if last is not None else Batch.dummy(self.features, self.dense,
+                                                                     len(self.cfg.data.labels))
         for _ in range(total - n):
             yield pad
 
@@ -215,7 +216,7 @@ def build_training(cfg: Config, data: Data, env: DistEnv):
 def evaluate(pipeline: GuardedPipeline, model: torch.nn.Module, data: Data, split: str,
              show_progress: bool) -> Dict[str, Any]:
     model.eval()
-    acc = EvalAccumulator()
+    acc = EvalAccumulator(data.cfg.data.labels)
     pipeline.truncated = 0
     it = data.eval_batches(split)
     bar = tqdm(desc=f"eval {split}", unit="batch", disable=not show_progress, leave=False)
@@ -238,16 +239,22 @@ def evaluate(pipeline: GuardedPipeline, model: torch.nn.Module, data: Data, spli
 
 
 def format_table(metrics: Dict[str, Dict[str, Any]]) -> str:
+    """The splits' AUC / GAUC / logloss table; with several labels one row per split and label."""
     def num(v: Any, width: int) -> str:
         return f"{v:{width}.4f}" if v is not None else f"{'n/a':>{width}}"
 
-    rows = ["split  |    AUC |   GAUC | logloss | samples", "------ | ------ | ------ | ------- | -------"]
-    notes = []
+    rows = []  # (name, metrics)
     for split, m in metrics.items():
-        rows.append(f"{split:6s} | {num(m['auc'], 6)} | {num(m['gauc'], 6)} | {num(m['logloss'], 7)} | "
-                    f"{m['samples']:7d}")
-        notes += [f"{split} {k[:-len('_unavailable')]}: n/a, {v}" for k, v in m.items() if k.endswith("_unavailable")]
-    return "\n".join(rows + notes)
+        labels = m.get("labels")
+        rows += [(f"{split} {name}", lm) for name, lm in labels.items()] if labels else [(split, m)]
+    w = max(6, *(len(name) for name, _ in rows))
+    out = [f"{'split':{w}s} |    AUC |   GAUC | logloss | samples", f"{'-' * w} | ------ | ------ | ------- | -------"]
+    notes = []
+    for name, m in rows:
+        out.append(f"{name:{w}s} | {num(m['auc'], 6)} | {num(m['gauc'], 6)} | {num(m['logloss'], 7)} | "
+                   f"{m['samples']:7d}")
+        notes += [f"{name} {k[:-len('_unavailable')]}: n/a, {v}" for k, v in m.items() if k.endswith("_unavailable")]
+    return "\n".join(out + notes)
 
 
 def peak_memory_mib(device: torch.device) -> Dict[str, float]:
@@ -392,7 +399,7 @@ def _train(cfg: Config, env: DistEnv, resume: bool) -> Dict[str, Dict[str, Any]]
             step += 1
             state["global_step"] += 1
             g = state["global_step"]
-            seen += int(out[1].numel())
+            seen += int(out[1].shape[0])
             if guard.incident is not None:
                 if guard.mode == "stop":
                     bar.close()

@@ -288,7 +288,7 @@ def test_malformed_files_end_in_a_named_error_or_a_correct_batch(tmp_path_factor
             d = b.sparse.to_dict()
             got["target_item"] += d["target_item"].values().tolist()
             got["hist_item"] += [x.tolist() for x in d["hist_item"].to_dense()]
-            got["label"] += b.labels.tolist()
+            got["label"] += b.labels[:, 0].tolist()
         assert got["target_item"] == [r["target_item"] for r in rows]  # never a silently changed value
         assert got["hist_item"] == [r["hist_item"][-12:] for r in rows]
         assert got["label"] == [float(r["label"]) for r in rows]
@@ -297,3 +297,18 @@ def test_malformed_files_end_in_a_named_error_or_a_correct_batch(tmp_path_factor
     assert report["ok"] == (kind == "none")
     if not report["ok"]:
         assert any(file in e for k in report["problems"] for e in k["examples"])
+
+
+def test_task_labels_are_checked_like_the_label(tmp_path):
+    rows = random_rows(20, seed=14)
+    t = rows_table(rows, fmt.arrow_schema(with_feedback=False, with_watch_time=False, with_trigger=False))
+    like = [0] * 20
+    like[5] = 3
+    os.makedirs(tmp_path / "train")
+    file = str(tmp_path / "train" / "part-00000.parquet")
+    pq.write_table(t.append_column("label_like", pa.array(like, pa.int8())), file)
+    report = scan(str(tmp_path), None, show_progress=False)
+    assert report["problems"][0]["examples"] == [f"{file}: row 5: column 'label_like' must be 0 or 1, got 3"]
+    pq.write_table(t.append_column("label_like", pa.array([0.5] * 20, pa.float32())), file)
+    with pytest.raises(ValueError, match=r"column 'label_like' has type float, expected an integer column"):
+        list_units([file], ["label", "label_like"])

@@ -98,7 +98,7 @@ def test_loss_ignores_zero_weight_samples(tmp_path):
     cfg, model, batch, rows = _setup(tmp_path)
     loss, (logits, labels, users, weights, terms) = model(batch)
     assert set(terms) == {"bce"} and torch.equal(terms["bce"], loss.detach())  # the loss, named
-    assert logits.shape == (64,) and torch.isfinite(loss)
+    assert logits.shape == (64, 1) and labels.shape == (64, 1) and torch.isfinite(loss)
     flipped = batch.as_padding()
     flipped.weights[:32] = 1.0
     flipped.labels[32:] = 1.0 - flipped.labels[32:]  # changing labels under weight 0 changes nothing

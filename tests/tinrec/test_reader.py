@@ -39,7 +39,7 @@ def test_truncation_positions_and_time_bins(tmp_path):
         assert jt["hist_time_bin"][i].tolist() == (1 + np.searchsorted([100, 1000, 5000, 20000], dt, "right")).tolist()
         assert jt["target_position"][i].tolist() == [0] and jt["target_time_bin"][i].tolist() == [0]
         assert jt["target_item"][i].tolist() == [r["target_item"]]
-    assert b.labels.tolist() == [float(r["label"]) for r in rows[:8]]
+    assert b.labels[:, 0].tolist() == [float(r["label"]) for r in rows[:8]]
 
 
 def test_ranks_and_workers_partition_the_rows(tmp_path):

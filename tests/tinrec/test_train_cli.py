@@ -308,3 +308,35 @@ def test_cross_batch_state_is_identical_on_two_ranks_and_resumes_exactly(data_di
     assert p.returncode != 0
     run(train_args(data_dir, crashed, *STATEFUL, "train.epochs=1", "--resume"), torchrun=2)
     torch.testing.assert_close(_memory(crashed), memory, rtol=0, atol=0)
+
+
+def test_two_labels_train_two_heads_and_report_metrics_per_label(tmp_path):
+    """A dataset with a second label column (label_like) and data.labels=[label, label_like]: one tower output
+    and one named BCE term per label, and AUC / GAUC / logloss per label in metrics.json and the table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.tinrec.datasets import random_rows, write_dataset
+
+    rows = random_rows(400, seed=13)
+    for r in rows:  # the second task: like = 1 exactly when the target's category is 1 or 2 (learnable)
+        r["label_like"] = int(r["target_category"] in (1, 2))
+    data = write_dataset(str(tmp_path / "d"), {"train": rows[:300], "valid": rows[300:350], "test": rows[350:]})
+    for split in ("train", "valid", "test"):  # write_dataset's schema has one label: add the second column
+        path = os.path.join(data, split, "part-00000.parquet")
+        t = pq.read_table(path)
+        part = {"train": rows[:300], "valid": rows[300:350], "test": rows[350:]}[split]
+        pq.write_table(t.append_column("label_like", pa.array([r["label_like"] for r in part], pa.int8())), path,
+                       row_group_size=16)
+    run_dir = str(tmp_path / "run")
+    p = run(["train", CONFIG, f"run_dir={run_dir}", f"data.path={data}", "data.generate=null", "train.batch_size=16",
+             "model.tower.hidden=[16]", "data.max_len=12", "data.labels=[label,label_like]", "train.log_every=2",
+             "train.dense_optimizer.lr=0.01"])
+    m = _strict_json(os.path.join(run_dir, "metrics.json"))
+    assert set(m["test"]["labels"]) == {"label", "label_like"}
+    like = m["test"]["labels"]["label_like"]
+    assert like["samples"] == 50 and like["auc"] > 0.8  # the planted second task is learned
+    assert m["test"]["auc"] == m["test"]["labels"]["label"]["auc"]  # the first label's metrics stay at the top
+    (epoch,) = m["train"]["losses"]
+    assert {"bce.label", "bce.label_like"} <= set(epoch)
+    assert "test label_like" in p.stdout and "bce.label_like=" in p.stderr

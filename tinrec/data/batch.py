@@ -17,7 +17,7 @@ class Batch(Pipelineable):
     Attributes:
         sparse: every id feature (``tinrec.features``), scalars with length 1, sequences with the number of
             kept behaviours; built by the loader, never inside ``forward`` (or the pipeline stops overlapping).
-        labels: ``[B]`` float 0/1.
+        labels: ``[B, T]`` float 0/1, one column per label (``data.labels``; T = 1 for one task).
         user_ids: ``[B]`` int64, the group key of GAUC.
         weights: ``[B]`` float, 1 for real samples and 0 for the padding batches that keep ranks in step.
         dense: per-behaviour dense values (``tinrec/data/derived.py`` ``DENSE``), flat ``[N]`` in the jagged order of
@@ -59,17 +59,17 @@ class Batch(Pipelineable):
                      self.source, self.truncated)
 
     def __len__(self) -> int:
-        return int(self.labels.numel())
+        return int(self.labels.shape[0])
 
     @staticmethod
-    def dummy(keys: List[str], dense: List[str] = ()) -> "Batch":
+    def dummy(keys: List[str], dense: List[str] = (), num_labels: int = 1) -> "Batch":
         """A one-sample batch of id 0 with empty sequences and weight 0 (keeps ranks' step counts equal)."""
         from tinrec.features import is_sequence
 
         lengths = torch.tensor([0 if is_sequence(k) else 1 for k in keys], dtype=torch.int32)
         values = torch.zeros(int(lengths.sum()), dtype=torch.int64)
         kjt = KeyedJaggedTensor.from_lengths_sync(keys=list(keys), values=values, lengths=lengths)
-        return Batch(kjt, torch.zeros(1), torch.zeros(1, dtype=torch.int64), torch.zeros(1),
+        return Batch(kjt, torch.zeros(1, num_labels), torch.zeros(1, dtype=torch.int64), torch.zeros(1),
                      {k: torch.zeros(0, dtype=torch.int64) for k in dense}, source="padding")
 
     def as_padding(self) -> "Batch":

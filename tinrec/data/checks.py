@@ -54,6 +54,11 @@ class Problem:
         return f"{where}{col}{self.detail}"
 
 
+def kind_of(column: str) -> Optional[str]:
+    """The kind a column of the format must have, or None for a column the format does not know."""
+    return KINDS.get(column) or ("int" if column.startswith(fmt.TASK_LABEL_PREFIX) else None)
+
+
 def _is_int(t: pa.DataType) -> bool:
     return pa.types.is_integer(t)
 
@@ -79,7 +84,7 @@ def schema_problems(file: str, schema: pa.Schema, required: Sequence[str] = fmt.
     if missing:
         out.append(Problem("missing_column", file, None, f"missing column(s) {', '.join(missing)} (see docs/data.md)"))
     for name in schema.names:
-        kind = KINDS.get(name)
+        kind = kind_of(name)
         if kind is not None and not _kind_ok(kind, schema.field(name).type):
             out.append(Problem("column_type", file, name, f"has type {schema.field(name).type}, expected "
                                f"{KIND_TEXT[kind]} (values are never cast, see docs/data.md)"))
@@ -135,11 +140,12 @@ def value_problems(file: str, first_row: int, cols: Mapping[str, Column],
         rows = np.asarray(rows, dtype=np.int64)
         return Problem(kind, file, column, detail(int(rows[0])), tuple((rows + first_row).tolist()))
 
-    if fmt.LABEL in cols:
-        labels = np.asarray(cols[fmt.LABEL])
+    for c in [c for c in cols if c == fmt.LABEL or c.startswith(fmt.TASK_LABEL_PREFIX)]:
+        labels = np.asarray(cols[c])
         bad = np.flatnonzero((labels != 0) & (labels != 1))
         if bad.size:
-            yield problem("label", None, bad, lambda r: f"label must be 0 or 1, got {labels[r]}")
+            yield problem("label", None if c == fmt.LABEL else c, bad, lambda r, labels=labels, c=c: (
+                f"label must be 0 or 1, got {labels[r]}" if c == fmt.LABEL else f"must be 0 or 1, got {labels[r]}"))
     lists = {c: v for c, v in cols.items() if isinstance(v, tuple)}
     if lists:
         ref_name = fmt.HIST_ID_COLUMNS[0] if fmt.HIST_ID_COLUMNS[0] in lists else next(iter(lists))

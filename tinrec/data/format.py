@@ -24,6 +24,7 @@ import pyarrow as pa
 FORMAT_VERSION = 1
 
 LABEL = "label"
+TASK_LABEL_PREFIX = "label_"  # optional further labels for multi-task models: label_like, label_dislike, ... (0/1)
 USER_ID = "user_id"
 
 # Scalar id columns: user profile, target item and its attributes.

@@ -64,8 +64,8 @@ def split_files(path: str, split: str, meta: Optional[dict] = None) -> List[str]
     return files
 
 
-def required_columns(features: Sequence[str], dense: Sequence[str] = ()) -> List[str]:
-    """The Parquet columns read to build ``features`` (KJT keys) and the ``dense`` sequence values.
+def required_columns(features: Sequence[str], dense: Sequence[str] = (), labels: Sequence[str] = ()) -> List[str]:
+    """The Parquet columns read to build ``features`` (KJT keys), the ``dense`` sequence values and ``labels``.
 
     The timestamps and the history length are always read, whatever the model: the reader checks that every
     history is sorted and before its target (``tinrec/data/checks.py``), whatever the settings.
@@ -75,6 +75,7 @@ def required_columns(features: Sequence[str], dense: Sequence[str] = ()) -> List
         cols += list(derived.IDS[f].columns) if f in derived.IDS else [f]
     for name in dense:
         cols += list(derived.DENSE[name].columns)
+    cols += list(labels)
     return list(dict.fromkeys(cols))
 
 
@@ -138,13 +139,14 @@ class ParquetStream(IterableDataset):
         drop_last: drop each worker's last partial batch (training) or keep it (evaluation).
         skip: batches to skip per local worker (resume).
         dense_sequence: per-behaviour dense values to pass in ``Batch.dense`` (``tinrec/data/derived.py`` ``DENSE``).
+        labels: the label columns, one per task (``data.labels``): ``Batch.labels`` is ``[B, len(labels)]``.
     """
 
     def __init__(self, *, units: Sequence[Unit], features: Sequence[str], feature_rows: Mapping[str, Tuple[str, int]],
                  batch_size: int, max_len: int, time_bin_edges: Optional[np.ndarray], rank: int = 0,
                  world_size: int = 1, num_workers: int = 0, seed: int = 0, epoch: int = 0, shuffle: bool = False,
                  drop_last: bool = False, skip: Optional[Sequence[int]] = None,
-                 dense_sequence: Sequence[str] = ()) -> None:
+                 dense_sequence: Sequence[str] = (), labels: Sequence[str] = (fmt.LABEL,)) -> None:
         super().__init__()
         self.units = list(units)
         self.features = list(features)
@@ -157,7 +159,8 @@ class ParquetStream(IterableDataset):
         self.seed, self.epoch, self.shuffle, self.drop_last = seed, epoch, shuffle, drop_last
         self.skip = list(skip) if skip is not None else [0] * self.local_workers
         self.dense = list(dense_sequence)
-        self.columns = required_columns(self.features, self.dense)
+        self.labels = list(labels)
+        self.columns = required_columns(self.features, self.dense, self.labels)
         if "hist_time_bin" in self.features and self.edges is None:
             raise ValueError("hist_time_bin is read but no time-bin edges were given")
 
@@ -201,7 +204,7 @@ class ParquetStream(IterableDataset):
                 chunk = _take(chunk, np.arange(skip_rows, unit.rows))
                 skip_rows = 0
             pending.append(chunk)
-            pending_rows += len(chunk["label"])
+            pending_rows += len(chunk["_row"])
             while pending_rows >= self.batch_size:
                 merged = _concat(pending)
                 yield self._to_batch(_take(merged, np.arange(self.batch_size)))
@@ -221,13 +224,12 @@ class ParquetStream(IterableDataset):
         chunk.update(checks.to_columns(table))
         for problem in checks.value_problems(unit.file, unit.first_row, chunk, self.feature_rows):
             raise ValueError(problem.message())
-        chunk["label"] = chunk.pop(fmt.LABEL)
         if self.shuffle:
             chunk = _take(chunk, np.random.default_rng([self.seed, self.epoch, uid, 1]).permutation(n))
         return chunk
 
     def _to_batch(self, chunk: Dict[str, object]) -> Batch:
-        B = len(chunk["label"])
+        B = len(chunk["_row"])
         off, _ = chunk[fmt.HIST_ID_COLUMNS[0]] if fmt.HIST_ID_COLUMNS[0] in chunk else (np.zeros(B + 1, np.int64), None)
         full_len = np.diff(off)
         keep = np.minimum(full_len, self.max_len)  # [B]
@@ -252,7 +254,8 @@ class ParquetStream(IterableDataset):
         kjt = KeyedJaggedTensor.from_lengths_sync(
             keys=self.features, values=torch.cat(values), lengths=torch.cat(lengths).to(torch.int32))
         dense = {name: _tensor(derived.DENSE[name].compute(rows)) for name in self.dense}
-        return Batch(sparse=kjt, labels=torch.from_numpy(np.asarray(chunk["label"], dtype=np.float32)),
+        labels_BT = np.stack([np.asarray(chunk[c], dtype=np.float32) for c in self.labels], axis=1)
+        return Batch(sparse=kjt, labels=torch.from_numpy(labels_BT),
                      user_ids=_tensor(np.asarray(chunk[fmt.USER_ID])),
                      weights=torch.ones(B), dense=dense, source=self._source(chunk),
                      truncated=int((full_len > self.max_len).sum()))

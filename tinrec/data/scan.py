@@ -113,7 +113,7 @@ def scan(dataset: str, meta: Optional[Mapping] = None, *, max_examples: int = 3,
             for p in bad_schema:
                 errors.add(p)
             wrong = {p.column for p in bad_schema if p.column}
-            readable = [c for c in schema.names if c in checks.KINDS and c not in wrong]
+            readable = [c for c in schema.names if checks.kind_of(c) and c not in wrong]
             opened.append((split, path, md, readable))
             row_groups += md.num_row_groups
     bar = tqdm(total=row_groups, unit="row group", desc=f"check-data {dataset}", disable=not show_progress)
