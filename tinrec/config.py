@@ -325,6 +325,18 @@ def check_component(spec: Dict[str, Any], where: str, src: str) -> type:
     return cls
 
 
+def _inputs_of(cfg: Config, name: str) -> SequenceInputs:
+    spec = cfg.model.interests[name]
+    if "inputs" in spec:
+        return _convert(SequenceInputs, spec["inputs"], f"model.interests.{name}.inputs", "config")
+    return cfg.model.sequence
+
+
+def interest_inputs(cfg: Config) -> Dict[str, SequenceInputs]:
+    """The feature binding of every interest module (its own ``inputs`` or ``model.sequence``)."""
+    return {name: _inputs_of(cfg, name) for name in cfg.model.interests}
+
+
 def validate(cfg: Config, src: str) -> None:
     """Cross-field checks: components, feature bindings, table dims, sizes."""
     if not cfg.model.interests:
@@ -379,4 +391,4 @@ def validate(cfg: Config, src: str) -> None:
             owner[f] = tname
     from tinrec.features import check_bindings  # local: keeps config import light
 
-    check_bindings(cfg, owner, src)
+    check_bindings(cfg, interest_inputs(cfg), owner, src)

@@ -43,21 +43,8 @@ def is_sequence(feature: str) -> bool:
     return feature in SEQUENCE_FEATURES
 
 
-def _inputs_of(cfg: "Config", name: str) -> "SequenceInputs":
-    from tinrec.config import SequenceInputs, _convert
-
-    spec = cfg.model.interests[name]
-    if "inputs" in spec:
-        return _convert(SequenceInputs, spec["inputs"], f"model.interests.{name}.inputs", "config")
-    return cfg.model.sequence
-
-
-def interest_inputs(cfg: "Config") -> Dict[str, "SequenceInputs"]:
-    """The feature binding of every interest module (its own ``inputs`` or ``model.sequence``)."""
-    return {name: _inputs_of(cfg, name) for name in cfg.model.interests}
-
-
-def check_bindings(cfg: "Config", owner: Mapping[str, str], src: str) -> None:
+def check_bindings(cfg: "Config", bindings: Mapping[str, "SequenceInputs"], owner: Mapping[str, str],
+                   src: str) -> None:
     """Every feature a module or the tower reads exists, is read by a table, and widths line up."""
     tables = cfg.model.tables
     for tname, t in tables.items():
@@ -77,7 +64,7 @@ def check_bindings(cfg: "Config", owner: Mapping[str, str], src: str) -> None:
         table_of(f, "model.user_features")
         if is_sequence(f):
             raise ValueError(f"{src}: model.user_features: {f!r} is a sequence feature")
-    for name, inputs in interest_inputs(cfg).items():
+    for name, inputs in bindings.items():
         where = f"model.interests.{name}.inputs" if "inputs" in cfg.model.interests[name] else "model.sequence"
         if len(inputs.history) != len(inputs.target) or not inputs.history:
             raise ValueError(f"{src}: {where}: history and target must list the same number (>0) of features")
@@ -107,10 +94,10 @@ def behaviour_width(cfg: "Config", inputs: "SequenceInputs") -> int:
     return sum(cfg.model.tables[owner[h]].dim for h in inputs.history)
 
 
-def dense_sequence(cfg: "Config") -> List[str]:
+def dense_sequence(bindings: Mapping[str, "SequenceInputs"]) -> List[str]:
     """Dense per-behaviour values some interest module is bound to (``inputs.timestamps``/``sessions``)."""
     out = set()
-    for inputs in interest_inputs(cfg).values():
+    for inputs in bindings.values():
         if inputs.timestamps:
             out.add("hist_timestamp")
         if inputs.sessions:

@@ -31,8 +31,8 @@ from torchrec import EmbeddingBagCollection, EmbeddingCollection, KeyedJaggedTen
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from tinrec import state
-from tinrec.config import BINDING_KEYS, Config, SequenceInputs, resolve
-from tinrec.features import TEMPORAL_FEATURES, behaviour_width, interest_inputs, table_configs
+from tinrec.config import BINDING_KEYS, Config, SequenceInputs, interest_inputs, resolve
+from tinrec.features import TEMPORAL_FEATURES, behaviour_width, table_configs
 from tinrec.guard import finite_or_zero
 from tinrec.modules.mlp import MLP
 

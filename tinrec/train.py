@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from tinrec import checkpoint as ckpt
 from tinrec import hostmem
-from tinrec.config import Config, to_dict
+from tinrec.config import Config, interest_inputs, to_dict
 from tinrec.data.batch import Batch
 from tinrec.data.reader import ParquetStream, consumed_per_worker, list_units, read_meta, required_columns, split_files
 from tinrec.data.timebins import load_or_compute_edges
@@ -89,7 +89,7 @@ class Data:
         self.meta = read_meta(path)
         self.rows = resolve_rows(cfg, self.meta)
         self.features = used_features(cfg)
-        self.dense = dense_sequence(cfg)
+        self.dense = dense_sequence(interest_inputs(cfg))
         self.feature_rows = feature_rows(cfg, self.rows)
         self.edges = None
         self._units: Dict[str, list] = {}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinrec.config import load_config
+from tinrec.config import interest_inputs, load_config
 from tinrec.data.reader import ParquetStream, list_units, split_files
 from tinrec.features import dense_sequence, feature_rows, resolve_rows, used_features
 from tinrec.model import build_model
@@ -25,7 +25,8 @@ def _setup(tmp_path, config="default.yaml", overrides=()):
     feats = used_features(cfg)
     stream = ParquetStream(units=list_units(split_files(str(tmp_path), "train"), ["label"]), features=feats,
                            feature_rows=feature_rows(cfg, nrows), batch_size=64, max_len=8,
-                           time_bin_edges=np.array([100.0, 1000.0]), dense_sequence=dense_sequence(cfg))
+                           time_bin_edges=np.array([100.0, 1000.0]),
+                           dense_sequence=dense_sequence(interest_inputs(cfg)))
     torch.manual_seed(0)
     model = build_model(cfg, nrows, sparse_device=torch.device("cpu"))
     return cfg, model, next(iter(stream)), rows
