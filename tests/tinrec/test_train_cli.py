@@ -340,3 +340,19 @@ def test_two_labels_train_two_heads_and_report_metrics_per_label(tmp_path):
     (epoch,) = m["train"]["losses"]
     assert {"bce.label", "bce.label_like"} <= set(epoch)
     assert "test label_like" in p.stdout and "bce.label_like=" in p.stderr
+
+
+def test_a_setup_error_on_rank_0_stops_every_rank(tmp_path):
+    """Rank 0 prepares the data first; when that fails (here: a user's folder without meta.json), the other
+    ranks raise the same error at once instead of waiting for rank 0 (the setup wait is 24 h)."""
+    import time
+
+    from tests.tinrec.datasets import random_rows, write_dataset
+
+    data = write_dataset(str(tmp_path / "mine"), {"train": random_rows(50, seed=15)})
+    os.remove(os.path.join(data, "meta.json"))
+    t0 = time.monotonic()
+    p = run(["train", CONFIG, f"run_dir={tmp_path / 'run'}", f"data.path={data}"], torchrun=2, check=False)
+    assert p.returncode != 0 and time.monotonic() - t0 < 120
+    both = [line for line in p.stderr.splitlines() if f"data.path: {data} holds Parquet files" in line]
+    assert len(both) == 2, p.stderr[-3000:]  # rank 0's own error, and rank 1's copy of it
