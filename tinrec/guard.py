@@ -14,7 +14,8 @@ What happens next is ``train.on_nonfinite``:
   batch's file and row group; nothing is saved after the last good checkpoint, and checkpoint rotation
   never runs, so the last finite checkpoint stays.
 - ``skip``: the batch is skipped and counted (progress bar, TensorBoard, ``metrics.json``). Exact for a
-  non-finite loss (no backward at all; what the forward wrote into cross-batch state is undone). For a finite loss whose gradients are not finite, the dense step is
+  non-finite loss (no backward at all; what the forward wrote into cross-batch state is undone). For a
+  finite loss whose gradients are not finite, the dense step is
   skipped and each rank zeroes a non-finite gradient of its embedding lookups before the fused update
   (so no NaN ever enters a table); a rank whose own lookup gradients were finite has already applied its
   embedding update for that batch (fused into backward): documented, not hidden.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -60,12 +61,14 @@ class NonFiniteGuard:
     """
 
     def __init__(self, *, mode: str, dense_params: Iterable[torch.Tensor],
-                 state: Callable[[], List[torch.Tensor]] = list) -> None:
+                 state: Sequence[Tuple[str, torch.Tensor, str]] = ()) -> None:
         if mode not in MODES:
             raise ValueError(f"train.on_nonfinite: expected one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
         self.dense_params = list(dense_params)
-        self.state = state  # the cross-batch state buffers (tinrec/state.py): a skipped step's updates are undone
+        # the cross-batch state buffers (tinrec/state.py ``collect``): copied before each training forward, so a
+        # skipped step's update can be undone; the training loop syncs and checks them
+        self.state = list(state)
         self._saved: List[torch.Tensor] = []
         self.batch: Any = None  # the batch of the step in progress (set by the pipeline's forward)
         self.incident: Optional[Incident] = None  # this step's, if any
@@ -74,27 +77,26 @@ class NonFiniteGuard:
 
     def start(self, batch: Any, training: bool = False) -> None:
         self.batch, self.incident = batch, None
-        self._saved = [b.detach().clone() for b in self.state()] if training else []
+        self._saved = [b.detach().clone() for _, b, _ in self.state] if training else []
 
     def undo_state(self) -> None:
         """Put the cross-batch state back as it was before this step's forward (a skipped step)."""
         with torch.no_grad():
-            for b, saved in zip(self.state(), self._saved):
+            for (_, b, _), saved in zip(self.state, self._saved):
                 b.copy_(saved)
 
     def _source(self) -> str:
         return getattr(self.batch, "source", "") or "an unknown batch"
 
     def loss_ok(self, losses: torch.Tensor) -> bool:
-        """Is every rank's loss finite? (One all-reduce with several ranks.)"""
+        """Is every rank's loss finite? (One all-gather of a flag with several ranks; one host sync.)"""
         bad = (~torch.isfinite(losses.detach())).any().to(torch.float32).reshape(1)
-        mine = bool(bad.item())
         if _world() > 1:
             flags = [torch.zeros_like(bad) for _ in range(_world())]
             dist.all_gather(flags, bad)
-            ranks = [r for r, f in enumerate(flags) if f.item() > 0]
-        else:
-            ranks = [0] if mine else []
+            bad = torch.cat(flags)
+        ranks = [r for r, f in enumerate(bad.tolist()) if f > 0]
+        mine = (dist.get_rank() if _world() > 1 else 0) in ranks
         if not ranks:
             return True
         value = float(losses.detach().sum()) if mine else math.nan

@@ -208,7 +208,7 @@ def build_training(cfg: Config, data: Data, env: DistEnv):
     dense_params = dict(in_backward_optimizer_filter(dmp.named_parameters()))
     optimizer = combined_optimizer(cfg, dmp.fused_optimizer, dense_params)
     guard = NonFiniteGuard(mode=cfg.train.on_nonfinite, dense_params=dense_params.values(),
-                           state=lambda: [b for _, b, _ in dmp.module.cross_batch_buffers()])
+                           state=dmp.module.cross_batch_buffers())  # after DMP: the buffers' final tensors
     pipeline = GuardedPipeline(dmp, optimizer, env.device, guard)
     return dmp, optimizer, plan, pipeline
 
@@ -293,7 +293,7 @@ class LossLog:
         self.window_n = self.epoch_n = 0
 
     def add(self, terms: Dict[str, torch.Tensor]) -> None:
-        values = {k: float(v) for k, v in terms.items()}
+        values = dict(zip(terms, torch.stack(list(terms.values())).tolist()))  # one host sync for all terms
         values = {"loss": sum(values.values()), **values}
         for acc in (self.window, self.epoch):
             for k, v in values.items():
@@ -368,16 +368,12 @@ def _train(cfg: Config, env: DistEnv, resume: bool) -> Dict[str, Dict[str, Any]]
     max_steps = cfg.train.max_steps
     show = env.is_main
     done = False
-    last_saved = [state["global_step"] if resume else -1]
-
-    cross_batch = bool(model.module.cross_batch_buffers())
 
     def save(epoch: int, step_in_epoch: int) -> None:
-        check_identical(model.module.cross_batch_buffers())
+        check_identical(guard.state)
         state.update(epoch=epoch, step_in_epoch=step_in_epoch, steps_per_epoch=steps_per_epoch,
                      nonfinite_skipped=guard.skipped, nonfinite_skipped_steps=guard.skipped_steps)
         ckpt.save(ckpt_root, state["global_step"], model, optimizer, state, keep=cfg.train.keep_checkpoints)
-        last_saved[0] = state["global_step"]
 
     model.train()
     train_samples, train_seconds = 0, 0.0  # this process's training samples and time (evaluation excluded)
@@ -413,8 +409,7 @@ def _train(cfg: Config, env: DistEnv, resume: bool) -> Dict[str, Dict[str, Any]]
                             guard.incident.detail, guard.skipped)
             else:
                 losses.add(out[4])
-            if cross_batch:
-                state_sync(model.module.cross_batch_buffers())
+            state_sync(guard.state)
             bar.update(1)
             if g % cfg.train.log_every == 0 and writer is not None:
                 rate = seen / max(time.perf_counter() - t0, 1e-9)

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+from tests.tinrec.training import tiny_training
 from tinrec import dedup
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -109,21 +110,7 @@ def test_cpu_kernel_matches_fbgemms_cuda_kernel():
 
 def _train(tmp_path, index_dedup, steps=6):
     """Logits of ``steps`` training steps (TorchRec pipeline, fused rowwise Adagrad) then one eval step."""
-
-    from tinrec.config import load_config
-    from tinrec.distributed import init_distributed
-    from tinrec.train import Data, build_training
-
-    cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), [
-        f"data.path={tmp_path / 'data'}", f"run_dir={tmp_path / 'run'}", "data.num_workers=0",
-        "data.generate.num_users=60", "data.generate.num_items=40", "data.generate.num_categories=5",
-        "data.generate.train_rows=512", "data.generate.valid_rows=64", "data.generate.test_rows=64",
-        "data.generate.seq_len_mean=10.0", "data.generate.seq_len_max=20", "data.generate.show_progress=false",
-        "data.max_len=16", "train.batch_size=64", "train.sparse_optimizer.lr=0.5", f"train.index_dedup={index_dedup}"])
-    env = init_distributed()
-    data = Data(cfg, env)
-    batches = list(itertools.islice(data.loader(data.stream("train", train=True)), steps))
-    model, optimizer, _, pipeline = build_training(cfg, data, env)
+    batches, model, pipeline = tiny_training(tmp_path, f"train.index_dedup={index_dedup}", batches=steps)
     flags = [m._use_index_dedup for m in model.modules() if hasattr(m, "_use_index_dedup")]
     logits = []
     for mode, source in (("train", batches), ("eval", batches[:1])):  # as tinrec.train runs them: to the end

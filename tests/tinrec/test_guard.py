@@ -2,14 +2,12 @@
 fused embedding update nor the dense step), is reported with its batch, and training goes on after it."""
 
 import dataclasses
-import itertools
 import math
-import os
 
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.tinrec.training import tiny_training
 
 
 def _weights(model):
@@ -23,21 +21,8 @@ def _weights(model):
 
 @pytest.mark.parametrize("mode", ["stop", "skip"])
 def test_a_non_finite_loss_updates_nothing_and_names_its_batch(tmp_path, mode):
-    from tinrec.config import load_config
-    from tinrec.distributed import init_distributed
-    from tinrec.train import Data, build_training
-
-    cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), [
-        f"data.path={tmp_path / 'data'}", f"run_dir={tmp_path / 'run'}", "data.num_workers=0",
-        "data.generate.num_users=60", "data.generate.num_items=40", "data.generate.num_categories=5",
-        "data.generate.train_rows=512", "data.generate.valid_rows=64", "data.generate.test_rows=64",
-        "data.generate.seq_len_mean=10.0", "data.generate.seq_len_max=20", "data.generate.show_progress=false",
-        "data.max_len=16", "train.batch_size=64", "train.sparse_optimizer.lr=0.5", f"train.on_nonfinite={mode}"])
-    env = init_distributed()
-    data = Data(cfg, env)
-    good = list(itertools.islice(data.loader(data.stream("train", train=True)), 3))
+    good, model, pipeline = tiny_training(tmp_path, f"train.on_nonfinite={mode}")
     poisoned = dataclasses.replace(good[1], labels=torch.full_like(good[1].labels, math.nan))
-    model, _, _, pipeline = build_training(cfg, data, env)
     model.train()
     it = iter([good[0], poisoned, good[2]])
     pipeline.progress(it)

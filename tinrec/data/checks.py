@@ -96,6 +96,9 @@ def null_problems(file: str, first_row: int, table: pa.Table) -> List[Problem]:
     out = []
     for name in table.column_names:
         col = table.column(name)
+        chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+        if not col.null_count and not (_is_list(col.type) and any(c.values.null_count for c in chunks)):
+            continue  # the usual case, from the metadata alone
         arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         rows = np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))
         what = "is null"

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from tinrec.data import checks
 from tinrec.data import format as fmt
 from tinrec.data.io import write_bytes_atomic
+from tinrec.results import dumps
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +188,6 @@ def cached_check(dataset: str, meta: Mapping, *, show_progress: bool = True) -> 
             pass  # unreadable cache: check again
     log.info("checking %s before its first use (data.check; the result is cached in %s)", dataset, path)
     report = scan(dataset, meta, show_progress=show_progress)
-    from tinrec.results import dumps
-
     try:
         g_pathmgr.mkdirs(posixpath.dirname(path))
         write_bytes_atomic(path, dumps({"fingerprint": stamp, "report": report}).encode("utf-8"))
