@@ -69,7 +69,7 @@ def cases(B: int, L: int, Lq: int, D: int = 128) -> Dict[str, dict]:
 
     out["din_first_layer"] = {"L": L, "before": din_before, "after": lambda: din.first_layer(seq, q).sum()}
 
-    tin = TIN(dim=D, temporal=False)
+    tin = TIN(dim=D)
 
     def tin_before():
         w = torch.softmax((seq * q.unsqueeze(1)).sum(-1) / math.sqrt(D), dim=1)

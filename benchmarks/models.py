@@ -25,17 +25,17 @@ class Entry:
     quadratic: bool = False
 
     def resolved(self, dim: int) -> List[str]:
-        fields = [f"model.tables.item.dim={dim}", f"model.tables.category.dim={dim}"]
+        fields = [f"model.embeddings.main.item.dim={dim}", f"model.embeddings.main.category.dim={dim}"]
         return fields + [o.format(dim=dim, width=2 * dim) for o in self.overrides]
 
 
 MODELS = {
-    "tin": Entry("configs/default.yaml", ("model.tables.position.dim={width}",), lookup_bound=True),
-    "tin+compile": Entry("configs/default.yaml", ("model.tables.position.dim={width}", "model.compile=true"),
+    "tin": Entry("configs/default.yaml", ("model.embeddings.temporal.position.dim={width}",), lookup_bound=True),
+    "tin+compile": Entry("configs/default.yaml", ("model.embeddings.temporal.position.dim={width}", "model.compile=true"),
                          lookup_bound=True),
     "din": Entry("configs/din.yaml", peers=(("deepctr", "din"), ("rechub", "din")), lookup_bound=True),
     "din+compile": Entry("configs/din.yaml", ("model.compile=true",), lookup_bound=True),
-    "bst": Entry("configs/bst.yaml", ("model.tables.coe.dim={width}",), peers=(("rechub", "bst"),),
+    "bst": Entry("configs/bst.yaml", ("model.embeddings.temporal.coe.dim={width}",), peers=(("rechub", "bst"),),
                  quadratic=True),
     "dien": Entry("configs/dien.yaml", ("model.interests.dien.hidden={width}",), peers=(("deepctr", "dien"),)),
 }

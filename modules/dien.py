@@ -136,8 +136,6 @@ class DIEN(nn.Module):
         seq_BLD: Tensor,
         mask_BL: Tensor,
         query_BD: Tensor,
-        seq_time_BLD: Optional[Tensor] = None,
-        query_time_BD: Optional[Tensor] = None,
         neg_seq_BLD: Optional[Tensor] = None,
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """Extract, attend and evolve the interest; add the auxiliary loss in training.
@@ -146,8 +144,6 @@ class DIEN(nn.Module):
             seq_BLD: behaviour embeddings e_i, oldest first, right-padded, shape [B, L, D].
             mask_BL: bool, shape [B, L], True = real behaviour (a prefix of each row).
             query_BD: target embedding v, shape [B, D].
-            seq_time_BLD: accepted for a uniform interface and ignored, shape [B, L, D].
-            query_time_BD: accepted and ignored, shape [B, D].
             neg_seq_BLD: optional negatives e~_i aligned with the behaviours, shape [B, L, D]
                 (values under padding are ignored).
 
@@ -164,8 +160,6 @@ class DIEN(nn.Module):
             seq_BLD=seq_BLD,
             mask_BL=mask_BL,
             query_BD=query_BD,
-            seq_time_BLD=seq_time_BLD,
-            query_time_BD=query_time_BD,
         )
         if neg_seq_BLD is not None and neg_seq_BLD.shape != seq_BLD.shape:
             raise ValueError(

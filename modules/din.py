@@ -60,13 +60,11 @@ class DIN(nn.Module):
         activation: Activation = "prelu",
         softmax: bool = True,
         product: bool = True,
-        temporal: bool = False,
     ) -> None:
         super().__init__()
         if dim <= 0:
             raise ValueError(f"DIN dim must be positive, got {dim}")
         self.dim = dim
-        self.temporal = temporal
         self.softmax = softmax
         self.product = product
         self.activation_unit = MLP(
@@ -89,17 +87,17 @@ class DIN(nn.Module):
             seq_BLD: behaviour embeddings e_i, right-padded, shape [B, L, D].
             mask_BL: bool, shape [B, L], True = real behaviour.
             query_BD: target embedding v, shape [B, D].
-            seq_time_BLD: temporal encodings of the behaviours [B, L, D]: added to e_i when ``temporal``
-                (DIN with TTE / COE / TE, the TIN paper's Sec. 4.4 comparison), else ignored.
-            query_time_BD: the target's temporal encoding [B, D], added to v likewise.
+            seq_time_BLD: temporal encodings of the behaviours [B, L, D], added to e_i when given (DIN with
+                TTE / COE / TE, the TIN paper's Sec. 4.4 comparison).
+            query_time_BD: the target's temporal encoding [B, D], added to v; given with seq_time_BLD.
 
         Returns:
             [u, u ⊙ v] of shape [B, 2D] if ``product`` else u of shape [B, D]; u = 0 for empty
             histories.
         """
-        if self.temporal:
-            if seq_time_BLD is None or query_time_BD is None:
-                raise ValueError("DIN(temporal=True) needs seq_time_BLD and query_time_BD")
+        if (seq_time_BLD is None) != (query_time_BD is None):
+            raise ValueError("DIN: pass both seq_time_BLD and query_time_BD or neither")
+        if seq_time_BLD is not None:
             seq_BLD, query_BD = seq_BLD + seq_time_BLD, query_BD + query_time_BD
         check_inputs(dim=self.dim, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
         seq_BLD = zero_padding(seq_BLD, mask_BL)

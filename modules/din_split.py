@@ -24,7 +24,7 @@ tower sees v^TR once, never v^TA. ``learned_correlation`` follows Eq. 4: exp(z_i
 # Shape legend: B batch, L history length (padded), D = F * w behaviour width, F fields (features),
 # A = d_TA attention width, R = d_TR representation width.
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor, nn
@@ -74,8 +74,6 @@ class SplitDIN(nn.Module):
         seq_BLD: Tensor,
         mask_BL: Tensor,
         query_BD: Tensor,
-        seq_time_BLD: Optional[Tensor] = None,
-        query_time_BD: Optional[Tensor] = None,
     ) -> Tensor:
         """Eq. 6's tower input.
 
@@ -83,7 +81,6 @@ class SplitDIN(nn.Module):
             seq_BLD: behaviour embeddings, right-padded, shape [B, L, D].
             mask_BL: bool, shape [B, L], True = real behaviour.
             query_BD: target embedding, shape [B, D].
-            seq_time_BLD, query_time_BD: ignored (DIN has no temporal encoding).
 
         Returns:
             [u_int, v^TR, u_int ⊙ v^TR] of shape [B, 3R]; u_int = 0 for empty histories.
@@ -102,8 +99,6 @@ class SplitDIN(nn.Module):
         seq_BLD: Tensor,
         mask_BL: Tensor,
         query_BD: Tensor,
-        seq_time_BLD: Optional[Tensor] = None,
-        query_time_BD: Optional[Tensor] = None,
     ) -> Tensor:
         """exp(z_i) * ||e_i^TR ⊙ v^TR||_2 (TIN paper Eq. 4), shape [B, L], 0 at padding."""
         check_inputs(dim=self.dim, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)

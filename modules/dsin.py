@@ -16,7 +16,7 @@ the most recent session (= 0); it is ignored at padding. The rule is ``DSIN.sess
 with ``SESSION_GAP_S``; tinrec's loader computes the same on the jagged histories (``tinrec/data/reader.py``
 ``sessions``, with this constant; a test holds the two equal). Ranks within a session are counted per session id, so
 the layout does not assume contiguous sessions. ``seq_time_BLD`` (COE position embeddings,
-oldest = 1) is added to e when given; ``query_time_BD`` is ignored.
+oldest = 1) is added to e when given.
 
 Choices the paper leaves open (our choice unless a source is named):
 
@@ -172,7 +172,6 @@ class DSIN(nn.Module):
         mask_BL: Tensor,
         query_BD: Tensor,
         seq_time_BLD: Optional[Tensor] = None,
-        query_time_BD: Optional[Tensor] = None,
         session_BL: Tensor,
     ) -> Tensor:
         """Extract, interact and activate session interests; cost quadratic in T per session.
@@ -182,7 +181,6 @@ class DSIN(nn.Module):
             mask_BL: bool, shape [B, L], True = real behaviour.
             query_BD: target embedding v, shape [B, D].
             seq_time_BLD: COE position embeddings, shape [B, L, D], added to e_i; None = none.
-            query_time_BD: accepted for a uniform interface and ignored, shape [B, D].
             session_BL: int64 [B, L], session index from the most recent (= 0), ignored at padding.
 
         Returns:
@@ -194,7 +192,6 @@ class DSIN(nn.Module):
             mask_BL=mask_BL,
             query_BD=query_BD,
             seq_time_BLD=seq_time_BLD,
-            query_time_BD=query_time_BD,
         )
         if tuple(session_BL.shape) != tuple(mask_BL.shape) or session_BL.is_floating_point():
             raise ValueError(

@@ -143,8 +143,6 @@ class GRU4Rec(nn.Module):
         seq_BLD: Tensor,
         mask_BL: Tensor,
         query_BD: Tensor,
-        seq_time_BLD: Optional[Tensor] = None,
-        query_time_BD: Optional[Tensor] = None,
     ) -> Tensor:
         """Encode the history with the GRU.
 
@@ -152,8 +150,6 @@ class GRU4Rec(nn.Module):
             seq_BLD: behaviour embeddings e_i, oldest first, right-padded, shape [B, L, D].
             mask_BL: bool, shape [B, L], True = real behaviour (a prefix of each row).
             query_BD: target embedding v, shape [B, D].
-            seq_time_BLD: accepted for a uniform interface and ignored, shape [B, L, D].
-            query_time_BD: accepted and ignored, shape [B, D].
 
         Returns:
             [h, h ⊙ v_h] of shape [B, 2H]; zeros for empty histories.
@@ -166,8 +162,6 @@ class GRU4Rec(nn.Module):
             seq_BLD=seq_BLD,
             mask_BL=mask_BL,
             query_BD=query_BD,
-            seq_time_BLD=seq_time_BLD,
-            query_time_BD=query_time_BD,
         )
         mask_BT, _, (seq_BTD,) = trim_padding(mask_BL, seq_BLD)
         _, last_BH = run_gru(self.gru, seq_BTD, mask_BT)

@@ -11,7 +11,7 @@ Choices left open (our choice): the mean runs over valid behaviours only, an emp
 u = 0, and the target embedding v itself is concatenated by the model outside, not here.
 """
 # Shape legend: B batch, L history length (padded), D embedding width.
-from typing import Optional
+
 
 import torch
 from torch import Tensor, nn
@@ -45,8 +45,6 @@ class AvgPooling(nn.Module):
         seq_BLD: Tensor,
         mask_BL: Tensor,
         query_BD: Tensor,
-        seq_time_BLD: Optional[Tensor] = None,
-        query_time_BD: Optional[Tensor] = None,
     ) -> Tensor:
         """Average the valid behaviours.
 
@@ -54,8 +52,6 @@ class AvgPooling(nn.Module):
             seq_BLD: behaviour embeddings, right-padded, shape [B, L, D].
             mask_BL: bool, shape [B, L], True = real behaviour.
             query_BD: target embedding v, shape [B, D] (used only when ``product``).
-            seq_time_BLD: ignored.
-            query_time_BD: ignored.
 
         Returns:
             u of shape [B, D], or [u, u ⊙ v] of shape [B, 2D]; u = 0 for empty histories.

@@ -11,7 +11,7 @@ against the target v (the paper's r = F_t N_i^T). Used as the TIN paper's baseli
 
 Forward contract: the position embeddings are data. The framework looks up the chronological order
 encoding (COE: oldest behaviour = 1, the i-th behaviour = i) and passes it as ``seq_time_BLD``; it is
-added to e (e + p). ``seq_time_BLD=None`` means no position encoding. ``query_time_BD`` is ignored.
+added to e (e + p). ``seq_time_BLD=None`` means no position encoding.
 The mask must be right-padded (a prefix of True per row), as the framework builds it.
 
 Choices the paper leaves open or the CTR setting changes (our choice unless a source is named):
@@ -95,7 +95,6 @@ class SASRec(nn.Module):
         mask_BL: Tensor,
         query_BD: Tensor,
         seq_time_BLD: Optional[Tensor] = None,
-        query_time_BD: Optional[Tensor] = None,
     ) -> Tensor:
         """Encode the history; cost quadratic in L.
 
@@ -105,7 +104,6 @@ class SASRec(nn.Module):
             query_BD: target embedding v, shape [B, D].
             seq_time_BLD: COE position embeddings (oldest = 1), shape [B, L, D], added to e_i;
                 None = no position encoding.
-            query_time_BD: accepted for a uniform interface and ignored, shape [B, D].
 
         Returns:
             [h, h ⊙ v] of shape [B, 2D]; zeros for empty histories.
@@ -116,7 +114,6 @@ class SASRec(nn.Module):
             mask_BL=mask_BL,
             query_BD=query_BD,
             seq_time_BLD=seq_time_BLD,
-            query_time_BD=query_time_BD,
         )
         B, L, D = seq_BLD.shape
         if L == 0:

@@ -13,8 +13,8 @@ encodings (p, TTE-P or TTE-T, the target's being p_0) are looked up outside and 
   embedding size).
 - The softmax runs over the valid (non-padded) behaviours only; an empty history gives u = 0
   (our choice).
-- Ablations of Section 4.2 / Table 1: ``temporal=False`` (w/o TTE) uses e~ = e, v~ = v and ignores
-  the time inputs. ``attention=False`` (w/o TA) gives every valid behaviour the weight 1/|H|, i.e.
+- Ablations of Section 4.2 / Table 1: w/o TTE is TIN called without the time inputs (e~ = e, v~ = v;
+  in config, leave ``seq_time_BLD`` and ``query_time_BD`` unbound). ``attention=False`` (w/o TA) gives every valid behaviour the weight 1/|H|, i.e.
   u = mean_i(e~_i ⊙ v~_t) (our choice: the mean rather than Eq. 3's plain sum, so the scale does
   not grow with the history length). ``representation=False`` (w/o TR) gives
   u = sum_i alpha_i e~_i.
@@ -37,7 +37,6 @@ class TIN(nn.Module):
 
     Args:
         dim: embedding width D of behaviours, target and temporal encodings.
-        temporal: add the target-aware temporal encodings (TTE); False = "TIN w/o TTE".
         attention: softmax target-aware attention (TA); False = "TIN w/o TA" (uniform mean).
         representation: target-aware representation e~_i ⊙ v~_t (TR); False = "TIN w/o TR" (e~_i).
 
@@ -49,7 +48,6 @@ class TIN(nn.Module):
         self,
         *,
         dim: int,
-        temporal: bool = True,
         attention: bool = True,
         representation: bool = True,
     ) -> None:
@@ -57,7 +55,6 @@ class TIN(nn.Module):
         if dim <= 0:
             raise ValueError(f"TIN dim must be positive, got {dim}")
         self.dim = dim
-        self.temporal = temporal
         self.attention = attention
         self.representation = representation
         self.output_dim: int = dim
@@ -77,15 +74,14 @@ class TIN(nn.Module):
             seq_BLD: behaviour embeddings e_i, oldest first, right-padded, shape [B, L, D].
             mask_BL: bool, shape [B, L], True = real behaviour.
             query_BD: target embedding v_t, shape [B, D].
-            seq_time_BLD: behaviour temporal encodings p_{f(X_i)}, shape [B, L, D]; required when
-                ``temporal`` is True, ignored otherwise.
-            query_time_BD: target temporal encoding p_{f(X_t)}, shape [B, D]; same rule.
+            seq_time_BLD: behaviour temporal encodings p_{f(X_i)}, shape [B, L, D]; None = w/o TTE.
+            query_time_BD: target temporal encoding p_{f(X_t)}, shape [B, D]; given with seq_time_BLD.
 
         Returns:
             u of shape [B, D]; zeros for empty histories.
 
         Raises:
-            ValueError: on bad shapes, or a missing temporal encoding when ``temporal`` is True.
+            ValueError: on bad shapes, or only one of the two temporal encodings.
         """
         seq_tilde_BLD, query_tilde_BD = self._encode(
             seq_BLD, mask_BL, query_BD, seq_time_BLD, query_time_BD
@@ -145,15 +141,10 @@ class TIN(nn.Module):
             seq_time_BLD=seq_time_BLD,
             query_time_BD=query_time_BD,
         )
-        if not self.temporal:
+        if (seq_time_BLD is None) != (query_time_BD is None):
+            raise ValueError("TIN: pass both seq_time_BLD and query_time_BD (TTE) or neither (w/o TTE)")
+        if seq_time_BLD is None:
             return zero_padding(seq_BLD, mask_BL), query_BD
-        for name, value in (("seq_time_BLD", seq_time_BLD), ("query_time_BD", query_time_BD)):
-            if value is None:
-                raise ValueError(
-                    f"TIN(temporal=True) needs {name} (the target-aware temporal encodings); "
-                    "pass it or build TIN(temporal=False)"
-                )
-        assert seq_time_BLD is not None and query_time_BD is not None
         return zero_padding(seq_BLD + seq_time_BLD, mask_BL), query_BD + query_time_BD
 
     def _logits(self, seq_tilde_BLD: Tensor, query_tilde_BD: Tensor) -> Tensor:

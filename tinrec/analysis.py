@@ -20,6 +20,7 @@ unknown). Legend: B batch, L padded history length, N behaviours, C categories, 
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import warnings
@@ -36,7 +37,6 @@ from tinrec.data.reader import read_meta, split_files
 from tinrec.results import write_json
 
 BINS = (("poor", -1.0, 0.2), ("medium", 0.2, 0.8), ("strong", 0.8, 1.0))  # (name, low excl., high incl.)
-CORRELATION_ARGS = ("seq_BLD", "mask_BL", "query_BD", "seq_time_BLD", "query_time_BD")
 
 
 # ---- Ground truth (Eq. 1) --------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def learned_ctc(config, checkpoint: Optional[str] = None, split: str = "test", p
     for f in ("hist_category", "target_category"):
         if f not in data.features:
             raise ValueError(f"learned CTC needs the feature {f!r} in the model (read by a table of "
-                             f"model.tables); this config reads: {', '.join(data.features)}")
+                             f"model.embeddings); this config reads: {', '.join(data.features)}")
     C, P = _num_categories(data.meta, cfg.data.path), positions
     model = build_model(cfg, data.rows, sparse_device=torch.device("cpu"))
     name = correlation_module(model, interest)
@@ -177,15 +177,17 @@ def learned_ctc(config, checkpoint: Optional[str] = None, split: str = "test", p
     model.eval()
     stream = ParquetStream(units=data.units(split), features=data.features, feature_rows=data.feature_rows,
                            batch_size=cfg.train.eval_batch_size, max_len=cfg.data.max_len,
-                           time_bin_edges=data.edges, dense_sequence=data.dense)
+                           time_bin_edges=data.edges, dense_sequence=data.dense, max_lens=data.max_lens)
     total, count = np.zeros(C * C * P, dtype=np.float64), np.zeros(C * C * P, dtype=np.int64)
     module = model.interest_modules()[name]
+    accepted = inspect.signature(module.learned_correlation).parameters
     with torch.no_grad():
         for i, batch in enumerate(stream):
             if max_batches is not None and i >= max_batches:
                 break
-            inputs = model.module_inputs(batch)[name]
-            cor_BL, mask_BL = module.learned_correlation(**{k: inputs[k] for k in CORRELATION_ARGS}), inputs["mask_BL"]
+            inputs = model.module_inputs(batch)[name]  # the forward arguments: learned_correlation takes the same
+            cor_BL, mask_BL = module.learned_correlation(**{k: v for k, v in inputs.items() if k in accepted}), \
+                inputs["mask_BL"]
             kjt = batch.sparse.to_dict()
             lengths_B = kjt["hist_category"].lengths().long()
             cb_N = kjt["hist_category"].values().numpy()

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -162,13 +163,18 @@ def latest(ckpt_root: str) -> Optional[str]:
 def _config_key(fqn: str) -> str:
     """The config key that decides the shape of model parameter ``fqn``."""
     parts = fqn.split(".")
-    if parts[0] == "sparse_arch" and "weight" in parts:
-        return f"model.tables.{parts[parts.index('weight') - 1]}"
-    if parts[:2] == ["dense_arch", "interests"] and len(parts) > 2:
-        return f"model.interests.{parts[2]}"
-    if parts[:2] == ["dense_arch", "tower"]:
+    if parts[0] == "sparse_arch" and "weight" in parts and len(parts) > 2:
+        return f"model.embeddings.{parts[2]}.{parts[parts.index('weight') - 1]}"
+    if parts[:3] == ["dense_arch", "interest_arch", "interests"] and len(parts) > 3:
+        return f"model.interests.{parts[3]}"
+    if parts[:2] == ["dense_arch", "over_arch"]:
         return "model.tower (or the widths that feed it)"
     return "model"
+
+
+# Parameter paths of checkpoints written before embedding groups and inputs by name (tinrec 0.1: tables
+# grouped by width, ``sparse_arch.ecs.dim32``; ``dense_arch.interests`` / ``dense_arch.tower``).
+_BEFORE_GROUPS = re.compile(r"^model\.(sparse_arch\.ecs\.dim\d+\.|sparse_arch\.ebc\.|dense_arch\.(interests|tower)\.)")
 
 
 def _shape(t: Any) -> Optional[List[int]]:
@@ -182,9 +188,15 @@ def check_fits(path: str, model_state: Dict[str, Any]) -> None:
     except Exception as e:  # unreadable metadata: the load below reports it
         log.debug("no DCP metadata in %s: %s", path, e)
         return
+    old = next((k for k in saved if _BEFORE_GROUPS.match(k)), None)
+    if old is not None:
+        raise ValueError(f"{path}: written before embedding groups and inputs by name (it has {old[len('model.'):]}); "
+                         f"its parameter paths cannot be loaded into this model: retrain, or use tinrec 0.1 "
+                         f"(commit 8bbc339) for this checkpoint (docs/config.md, 'Migrating')")
     saved_shapes = {k[len("model."):]: list(v.size) for k, v in saved.items()
                     if k.startswith("model.") and hasattr(v, "size")}
-    for key, tensor in model_state.items():
+    # tables first: a table's width is usually the cause of the tower's (the widths that feed it)
+    for key, tensor in sorted(model_state.items(), key=lambda kv: not kv[0].startswith("sparse_arch.")):
         mine = _shape(tensor)
         if mine is None:
             continue

@@ -50,7 +50,8 @@ def cmd_validate(args) -> int:
     # Build on meta with placeholder sizes for 'auto' tables: checks the whole assembly without data.
     meta = {"tables": {n: 2 for n in cfg.model.tables}}
     build_model(cfg, resolve_rows(cfg, meta))
-    print(f"{args.config}: OK ({len(cfg.model.interests)} interest module(s), {len(cfg.model.tables)} tables)")
+    print(f"{args.config}: OK ({len(cfg.model.interests)} interest module(s), {len(cfg.model.tables)} tables in "
+          f"{len(cfg.model.embeddings)} embedding group(s))")
     return 0
 
 

@@ -44,15 +44,21 @@ class TableConfig:
 
 
 @dataclass
-class SequenceInputs:
-    """Which features make a behaviour, the target, and their temporal encoding."""
+class InputSpec:
+    """One named input of the interest modules and the tower (``model.inputs``; ``tinrec/inputs.py``).
 
-    history: List[str] = field(default_factory=lambda: ["hist_item", "hist_category"])
-    target: List[str] = field(default_factory=lambda: ["target_item", "target_category"])
-    temporal: Literal["position", "time_bin", "coe", "timestamp", "none"] = "position"
-    negatives: Optional[Literal["in_batch"]] = None  # sampled negative behaviours for auxiliary losses (DIEN)
-    timestamps: bool = False  # pass the behaviours' timestamps (seq_timestamp_BL)
-    sessions: bool = False  # pass session indices (session_BL, DSIN)
+    Exactly one of ``features`` (embedded ids), ``mask`` (a sequence's validity) or ``dense`` (values the loader
+    passes without embedding) is set. Shapes: ids of a sequence ``[B, L, D]`` (concat: D the sum of the tables'
+    widths; sum: one width; stack: ``[B, L, F, D]``), ids of a sample ``[B, D]`` (stack: ``[B, F, D]``); a mask
+    ``[B, L]`` bool; dense values ``[B, L]`` / ``[B]`` for one column, ``[B, L, F]`` / ``[B, F]`` for a list.
+    """
+
+    features: Optional[List[str]] = None
+    group: Optional[str] = None  # the embedding group to read, needed when a feature is in several
+    combine: Literal["concat", "sum", "stack"] = "concat"
+    negatives: Optional[Literal["in_batch"]] = None  # each behaviour replaced by one drawn from the batch (DIEN)
+    mask: Optional[str] = None  # a sequence's name: [B, L], True at kept behaviours
+    dense: Optional[Union[str, List[str]]] = None  # dense columns (timestamps, sessions, watch time, ...)
 
 
 @dataclass
@@ -60,29 +66,54 @@ class TowerConfig:
     hidden: List[int] = field(default_factory=lambda: [200, 80])
     activation: Literal["relu", "prelu", "sigmoid", "dice"] = "relu"  # modules/mlp.py ACTIVATIONS
     dropout: float = 0.0
+    inputs: List[str] = field(default_factory=list)  # named inputs concatenated after the interest outputs
 
 
 @dataclass
 class ModelConfig:
-    interests: Dict[str, Dict[str, Any]]
-    sequence: SequenceInputs = field(default_factory=SequenceInputs)
-    user_features: List[str] = field(default_factory=lambda: ["user_id", "user_age", "user_gender"])
+    """The model: embedding groups, named inputs, interest modules bound to them, the tower."""
+
+    embeddings: Dict[str, Dict[str, TableConfig]]  # group -> table name -> table (table names unique overall)
+    interests: Dict[str, Dict[str, Any]]  # name -> {_component_, constructor args, inputs: {forward arg: input}}
+    inputs: Dict[str, InputSpec] = field(default_factory=dict)
     tower: TowerConfig = field(default_factory=TowerConfig)
-    tables: Dict[str, TableConfig] = field(default_factory=dict)
-    target_in_tower: bool = True  # False: the interest module hands the tower its own target view (SplitDIN)
     compile: bool = False  # torch.compile each interest module in place (dynamic shapes; same state dict)
+
+    @property
+    def tables(self) -> Dict[str, TableConfig]:
+        """Every table by name, over all groups (names are unique across groups: the planner keys by them)."""
+        return {name: t for group in self.embeddings.values() for name, t in group.items()}
+
+    def group_of(self, table: str) -> str:
+        return next(g for g, tables in self.embeddings.items() if table in tables)
+
+    def table_key(self, table: str) -> str:
+        """The config key of a table, for messages: ``model.embeddings.<group>.<table>``."""
+        return f"model.embeddings.{self.group_of(table)}.{table}"
+
+
+@dataclass
+class SequenceConfig:
+    """One behaviour sequence of the data (its list columns are ``<name>_*``, docs/data.md)."""
+
+    max_len: Optional[int] = None  # keep its most recent max_len behaviours (default: data.max_len)
 
 
 @dataclass
 class DataConfig:
     path: str
     generate: Optional[Dict[str, Any]] = None  # keyword arguments of tinrec.data.generate.generate_dataset
-    max_len: int = 200
+    max_len: int = 200  # every sequence's, unless data.sequences.<name>.max_len says otherwise
+    sequences: Dict[str, SequenceConfig] = field(default_factory=dict)
     time_bins: int = 10
     num_workers: int = 1
     shuffle: bool = True
     labels: List[str] = field(default_factory=lambda: ["label"])  # label columns; several: one head each
     check: bool = True  # scan the dataset on first use (tinrec check-data; cached in <path>/.tinrec/check.json)
+
+    def max_len_of(self, sequence: str) -> int:
+        s = self.sequences.get(sequence)
+        return s.max_len if s is not None and s.max_len is not None else self.max_len
 
 
 @dataclass
@@ -173,9 +204,116 @@ def read_yaml(path: str) -> Dict[str, Any]:
     return raw
 
 
+# Keys of the model contract before inputs by name, and where their content went (docs/config.md, "Migrating").
+MOVED = {
+    "tables": "model.embeddings.<group>.<table> (tables in named embedding groups)",
+    "sequence": "model.inputs (named inputs) and model.interests.<name>.inputs (forward argument -> input)",
+    "user_features": "model.inputs (e.g. user: {features: [user_id, ...]}) listed in model.tower.inputs",
+    "target_in_tower": "model.tower.inputs (list the target input there, or leave it out)",
+}
+
+
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+def expand(pattern: str, where: str, src: str, columns=None) -> List[str]:
+    """A feature family: ``user_f{00..39}`` -> user_f00 ... user_f39 (zero-padded like the first bound);
+    ``ctx_*`` -> the dataset's columns that match, sorted (``columns``: the dataset's, or None if unknown)."""
+    m = _RANGE.search(pattern)
+    if m:
+        lo, hi = int(m.group(1)), int(m.group(2))
+        if hi < lo:
+            raise ValueError(f"{src}: {where}: empty range in {pattern!r}")
+        width = len(m.group(1))
+        return [x for i in range(lo, hi + 1)
+                for x in expand(pattern[:m.start()] + str(i).zfill(width) + pattern[m.end():], where, src, columns)]
+    if "*" in pattern:
+        if columns is None:
+            raise ValueError(f"{src}: {where}: the pattern {pattern!r} needs the dataset's columns, and there is no "
+                             f"dataset at data.path yet (generate it, or name the features: user_f{{00..39}})")
+        rx = re.compile("^" + ".*".join(map(re.escape, pattern.split("*"))) + "$")
+        found = sorted(c for c in columns if rx.match(c))
+        if not found:
+            raise ValueError(f"{src}: {where}: no column of the dataset matches {pattern!r}")
+        return found
+    return [pattern]
+
+
+def _is_pattern(name: str) -> bool:
+    return "*" in name or bool(_RANGE.search(name))
+
+
+def expand_families(raw: Dict[str, Any], src: str) -> None:
+    """Expand feature families in place: table names and features of ``model.embeddings`` (a table whose name
+    is a pattern is one table per match, reading the feature of its name unless ``features`` says otherwise,
+    with the same pattern expanded in step) and the features of ``model.inputs`` and of inline bindings."""
+    model = raw.get("model")
+    if not isinstance(model, dict):
+        return
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    columns = None
+    if any(_is_pattern(str(x)) for x in _family_names(model)):
+        from tinrec.data import schema  # local: only configs with families pay for it
+
+        columns = schema.columns(str(data.get("path", "")), data.get("generate"))
+
+    def features(values, where):
+        if not isinstance(values, list):
+            return values
+        return [f for i, v in enumerate(values) for f in (expand(v, f"{where}[{i}]", src, columns)
+                                                           if isinstance(v, str) else [v])]
+
+    for g, tables in (model.get("embeddings") or {}).items():
+        if not isinstance(tables, dict):
+            continue
+        out = {}
+        for name, spec in tables.items():
+            where = f"model.embeddings.{g}.{name}"
+            if not _is_pattern(str(name)) or not isinstance(spec, dict):
+                if isinstance(spec, dict) and "features" in spec:
+                    spec = dict(spec, features=features(spec["features"], f"{where}.features"))
+                out[name] = spec
+                continue
+            names = expand(str(name), where, src, columns)
+            given = spec.get("features")
+            per = [expand(str(f), f"{where}.features", src, columns) for f in given] if isinstance(given, list) else None
+            for k, n in enumerate(names):
+                if per is not None and any(len(p) not in (1, len(names)) for p in per):
+                    raise ValueError(f"{src}: {where}.features: a pattern there must expand to as many names as the "
+                                     f"table's ({len(names)})")
+                feats = [p[k] if len(p) == len(names) else p[0] for p in per] if per is not None else [n]
+                out[n] = dict(spec, features=feats)
+        tables.clear()
+        tables.update(out)
+    for name, spec in (model.get("inputs") or {}).items():
+        if isinstance(spec, dict) and "features" in spec:
+            spec["features"] = features(spec["features"], f"model.inputs.{name}.features")
+    for name, spec in (model.get("interests") or {}).items():
+        bound = spec.get("inputs") if isinstance(spec, dict) else None
+        for arg, value in (bound or {}).items() if isinstance(bound, dict) else ():
+            if isinstance(value, dict) and "features" in value:
+                value["features"] = features(value["features"], f"model.interests.{name}.inputs.{arg}.features")
+
+
+def _family_names(model: Dict[str, Any]):
+    for tables in (model.get("embeddings") or {}).values():
+        for name, spec in (tables or {}).items() if isinstance(tables, dict) else ():
+            yield name
+            if isinstance(spec, dict) and isinstance(spec.get("features"), list):
+                yield from spec["features"]
+    for spec in (model.get("inputs") or {}).values():
+        if isinstance(spec, dict) and isinstance(spec.get("features"), list):
+            yield from spec["features"]
+
+
 def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
     """Read ``path``, apply ``overrides`` and validate everything, components included."""
     raw = apply_overrides(read_yaml(path), overrides)
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    for key, where in MOVED.items():
+        if key in model:
+            raise ValueError(f"{path}: model.{key}: replaced by {where}; see docs/config.md, 'Migrating'")
+    expand_families(raw, path)
     cfg = from_dict(Config, raw, path)
     validate(cfg, path)
     return cfg
@@ -325,31 +463,25 @@ def check_component(spec: Dict[str, Any], where: str, src: str) -> type:
     return cls
 
 
-def _inputs_of(cfg: Config, name: str) -> SequenceInputs:
-    spec = cfg.model.interests[name]
-    if "inputs" in spec:
-        return _convert(SequenceInputs, spec["inputs"], f"model.interests.{name}.inputs", "config")
-    return cfg.model.sequence
-
-
-def interest_inputs(cfg: Config) -> Dict[str, SequenceInputs]:
-    """The feature binding of every interest module (its own ``inputs`` or ``model.sequence``)."""
-    return {name: _inputs_of(cfg, name) for name in cfg.model.interests}
-
-
 def validate(cfg: Config, src: str) -> None:
     """Cross-field checks: components, feature bindings, table dims, sizes."""
     if not cfg.model.interests:
         raise ValueError(f"{src}: model.interests: at least one interest module is required")
     for name, spec in cfg.model.interests.items():
         check_component(spec, f"model.interests.{name}", src)
-        if "inputs" in spec:
-            _convert(SequenceInputs, spec["inputs"], f"model.interests.{name}.inputs", src)
     for key, value in (("train.epochs", cfg.train.epochs), ("train.batch_size", cfg.train.batch_size),
                        ("train.eval_batch_size", cfg.train.eval_batch_size), ("data.max_len", cfg.data.max_len),
                        ("data.time_bins", cfg.data.time_bins)):
         if value < 1:
             raise ValueError(f"{src}: {key}: must be >= 1, got {value}")
+    from tinrec.data.format import SAMPLE_PREFIXES  # local: keeps config import light (pyarrow)
+
+    for name, seq in cfg.data.sequences.items():
+        if "_" in name or not name or name in SAMPLE_PREFIXES:
+            raise ValueError(f"{src}: data.sequences.{name}: a sequence's name is the prefix of its columns "
+                             f"(<name>_item, ...): no underscore, not one of {', '.join(SAMPLE_PREFIXES)}")
+        if seq.max_len is not None and seq.max_len < 1:
+            raise ValueError(f"{src}: data.sequences.{name}.max_len: must be >= 1, got {seq.max_len}")
     from tinrec.hostmem import CHOICES as HOST_MEMORY  # local: keeps config import light
 
     if cfg.train.host_memory not in HOST_MEMORY:
@@ -375,20 +507,18 @@ def validate(cfg: Config, src: str) -> None:
     if not math.isfinite(cfg.train.grad_clip) or cfg.train.grad_clip < 0:
         raise ValueError(f"{src}: train.grad_clip: must be a finite number >= 0 (0 disables), got {cfg.train.grad_clip}")
     if not cfg.model.tables:
-        raise ValueError(f"{src}: model.tables: no embedding tables declared")
-    owner: Dict[str, str] = {}
+        raise ValueError(f"{src}: model.embeddings: no embedding tables declared")
     for tname, t in cfg.model.tables.items():
+        key = cfg.model.table_key(tname)
         if isinstance(t.rows, str) and t.rows != "auto":
-            raise ValueError(f"{src}: model.tables.{tname}.rows: expected an integer or 'auto', got {t.rows!r}")
+            raise ValueError(f"{src}: {key}.rows: expected an integer or 'auto', got {t.rows!r}")
         if isinstance(t.rows, int) and t.rows < 1:
-            raise ValueError(f"{src}: model.tables.{tname}.rows: must be >= 1")
+            raise ValueError(f"{src}: {key}.rows: must be >= 1")
         if t.dim < 1 or t.dim % 4:
-            raise ValueError(f"{src}: model.tables.{tname}.dim: must be a positive multiple of 4 (fbgemm's fused "
+            raise ValueError(f"{src}: {key}.dim: must be a positive multiple of 4 (fbgemm's fused "
                              f"embedding kernels), got {t.dim}")
-        for f in t.features:
-            if f in owner:
-                raise ValueError(f"{src}: model.tables.{tname}.features: {f!r} is already read by table {owner[f]!r}")
-            owner[f] = tname
-    from tinrec.features import check_bindings  # local: keeps config import light
+    from tinrec import inputs  # local: keeps config import light
+    from tinrec.features import check_tables
 
-    check_bindings(cfg, interest_inputs(cfg), owner, src)
+    check_tables(cfg, src)
+    inputs.bindings(cfg, src)

@@ -9,7 +9,7 @@ A spec (YAML)::
     table: metrics                 # metrics (default) | cost: only training samples/s and peak memory
     rows:
       - {name: TIN, config: configs/default.yaml, overrides: []}
-      - {name: TIN w/o TTE, config: configs/default.yaml, overrides: [model.interests.tin.temporal=false]}
+      - {name: TIN w/o TTE, config: configs/default.yaml, overrides: [model.interests.tin.inputs.seq_time_BLD=null, model.interests.tin.inputs.query_time_BD=null]}
 
 Each run is ``tinrec train CONFIG seed=S run_dir=... OVERRIDES --resume`` in a subprocess, so a killed
 experiment continues where it stopped and finished runs are not repeated. The table (Markdown) and the

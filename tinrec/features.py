@@ -6,150 +6,152 @@ come straight from a Parquet column of the same name (``docs/data.md``); the oth
 position, time-interval bin, COE, calendar, negatives) are computed by the loader from the registry in
 ``tinrec/data/derived.py``, which also gives their tables' sizes.
 
-Tables are declared in config (``model.tables``); the features a table lists share its rows, so
-``target_item`` and ``hist_item`` read one item table.
+Tables are declared in config in embedding groups (``model.embeddings``); the features a table lists share
+its rows, so ``target_item`` and ``hist_item`` read one item table; a feature read by tables of two groups is
+embedded twice (multi-embedding).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Mapping, Tuple
+import difflib
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Set, Tuple
 
 from tinrec.data import derived
 from tinrec.data import format as fmt
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tinrec.config import Config, SequenceInputs
-
-SCALAR_COLUMNS = fmt.USER_COLUMNS + fmt.TARGET_COLUMNS + fmt.TRIGGER_COLUMNS + (fmt.PAGE,)
-SEQUENCE_COLUMNS = fmt.HIST_ID_COLUMNS + (fmt.HIST_FEEDBACK,)
-DERIVED_SEQUENCE = tuple(f for f, d in derived.IDS.items() if d.sequence)  # computed by the loader
-DERIVED_SCALAR = tuple(f for f, d in derived.IDS.items() if not d.sequence)
-DENSE_SEQUENCE = tuple(derived.DENSE)  # dense (not embedded) per-behaviour values the loader can pass along
-
-SCALAR_FEATURES = SCALAR_COLUMNS + DERIVED_SCALAR
-SEQUENCE_FEATURES = SEQUENCE_COLUMNS + DERIVED_SEQUENCE
-ALL_FEATURES = SCALAR_FEATURES + SEQUENCE_FEATURES
-
-# temporal encoding -> (history features, target features); several features are summed (TE).
-TEMPORAL_FEATURES = {
-    "position": (("hist_position",), ("target_position",)),
-    "time_bin": (("hist_time_bin",), ("target_time_bin",)),
-    "coe": (("hist_coe",), ("target_coe",)),
-    "timestamp": (("hist_hour", "hist_weekday", "hist_month"), ("target_hour", "target_weekday", "target_month")),
-}
-
+    from tinrec.config import Config
 
 def is_sequence(feature: str) -> bool:
-    return feature in SEQUENCE_FEATURES
+    return fmt.sequence_of(feature) is not None
 
 
-def check_bindings(cfg: "Config", bindings: Mapping[str, "SequenceInputs"], owner: Mapping[str, str],
-                   src: str) -> None:
-    """Every feature a module or the tower reads exists, is read by a table, and widths line up."""
-    tables = cfg.model.tables
-    for tname, t in tables.items():
-        for f in t.features:
-            if f not in ALL_FEATURES:
-                raise ValueError(f"{src}: model.tables.{tname}.features: unknown feature {f!r} "
-                                 f"(known: {', '.join(ALL_FEATURES)})")
-            if t.pooled and is_sequence(f):
-                raise ValueError(f"{src}: model.tables.{tname}: sequence feature {f!r} needs pooled: false")
-
-    def table_of(feature: str, where: str) -> str:
-        if feature not in owner:
-            raise ValueError(f"{src}: {where}: feature {feature!r} is not read by any table in model.tables")
-        return owner[feature]
-
-    for f in cfg.model.user_features:
-        table_of(f, "model.user_features")
-        if is_sequence(f):
-            raise ValueError(f"{src}: model.user_features: {f!r} is a sequence feature")
-    for name, inputs in bindings.items():
-        where = f"model.interests.{name}.inputs" if "inputs" in cfg.model.interests[name] else "model.sequence"
-        if len(inputs.history) != len(inputs.target) or not inputs.history:
-            raise ValueError(f"{src}: {where}: history and target must list the same number (>0) of features")
-        for h, t in zip(inputs.history, inputs.target):
-            if not is_sequence(h):
-                raise ValueError(f"{src}: {where}.history: {h!r} is not a sequence feature")
-            if is_sequence(t):
-                raise ValueError(f"{src}: {where}.target: {t!r} is not a scalar feature")
-            th, tt = tables[table_of(h, where)], tables[table_of(t, where)]
-            if th.pooled or tt.pooled:
-                raise ValueError(f"{src}: {where}: {h!r} and {t!r} must be read by tables with pooled: false")
-            if th.dim != tt.dim:
-                raise ValueError(f"{src}: {where}: {h!r} (dim {th.dim}) and {t!r} (dim {tt.dim}) differ in width")
-        if inputs.temporal != "none":
-            width = sum(tables[owner[h]].dim for h in inputs.history)
-            hist_t, target_t = TEMPORAL_FEATURES[inputs.temporal]
-            for f in hist_t + target_t:
-                tt = tables[table_of(f, f"{where}.temporal")]
-                if tt.pooled or tt.dim != width:
-                    raise ValueError(
-                        f"{src}: {where}.temporal: the table of {f!r} must have pooled: false and dim {width} "
-                        f"(the behaviour width, sum of the history tables' dims), got dim {tt.dim}")
+def sequence_of(feature: str) -> Optional[str]:
+    """The sequence a feature's values span (one per kept behaviour), or None for a per-sample feature
+    (``tinrec/data/format.py``: the name says which)."""
+    return fmt.sequence_of(feature)
 
 
-def behaviour_width(cfg: "Config", inputs: "SequenceInputs") -> int:
-    owner = {f: n for n, t in cfg.model.tables.items() for f in t.features}
-    return sum(cfg.model.tables[owner[h]].dim for h in inputs.history)
+def is_derived(feature: str) -> bool:
+    return derived.lookup(feature) is not None
 
 
-def dense_sequence(bindings: Mapping[str, "SequenceInputs"]) -> List[str]:
-    """Dense per-behaviour values some interest module is bound to (``inputs.timestamps``/``sessions``)."""
-    out = set()
-    for inputs in bindings.values():
-        if inputs.timestamps:
-            out.add("hist_timestamp")
-        if inputs.sessions:
-            out.add("hist_session")
-    return sorted(out)
+def known_columns(cfg: "Config") -> Optional[Set[str]]:
+    """The dataset's stored columns, without reading data: its meta.json ``columns``, else the footer of its
+    first train file, else the generator's columns for ``data.generate``; None when none of these exists yet
+    (the features are then checked when the files are opened)."""
+    from tinrec.data import schema
+
+    return schema.columns(cfg.data.path, cfg.data.generate)
+
+
+def check_tables(cfg: "Config", src: str) -> None:
+    """Every feature a table reads exists (a derived id, or a column of the dataset when its columns are
+    known); pooled tables read per-sample features; a group's sequence tables share one width (one
+    EmbeddingCollection per group); a feature is read once per group."""
+    stored = known_columns(cfg)
+    seen: Dict[str, str] = {}
+    for group, tables in cfg.model.embeddings.items():
+        widths: Dict[int, str] = {}
+        in_group: Dict[str, str] = {}
+        for tname, t in tables.items():
+            key = f"model.embeddings.{group}.{tname}"
+            if tname in seen:
+                raise ValueError(f"{src}: {key}: table name {tname!r} is already used in group {seen[tname]!r} "
+                                 f"(names are global: the planner and the optimizer key tables by name)")
+            seen[tname] = group
+            for f in t.features:
+                if stored is not None and not is_derived(f) and f not in stored:
+                    close = difflib.get_close_matches(f, sorted(stored), n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise ValueError(f"{src}: {key}.features: unknown feature {f!r}: not a column of the dataset "
+                                     f"{cfg.data.path} nor a derived feature{hint}")
+                if t.pooled and is_sequence(f):
+                    raise ValueError(f"{src}: {key}: sequence feature {f!r} needs pooled: false")
+                if f in in_group:
+                    raise ValueError(f"{src}: {key}.features: {f!r} is already read by table {in_group[f]!r} of "
+                                     f"group {group!r} (a feature is read once per group; use another group to "
+                                     f"embed it twice)")
+                in_group[f] = tname
+            if not t.pooled:
+                widths.setdefault(t.dim, tname)
+        if len(widths) > 1:
+            (d1, t1), (d2, t2) = list(widths.items())[:2]
+            raise ValueError(f"{src}: model.embeddings.{group}: tables {t1!r} (dim {d1}) and {t2!r} (dim {d2}) "
+                             f"differ in width; a group's tables with pooled: false share one width (one "
+                             f"TorchRec EmbeddingCollection per group): put them in separate groups")
+
+
+# The KeyedJaggedTensor's key order for the format's own features (per-sample first); others follow in the
+# order the tables list them.
+KEY_ORDER = (fmt.USER_COLUMNS + fmt.TARGET_COLUMNS + fmt.TRIGGER_COLUMNS + (fmt.PAGE,)
+             + tuple(derived.TARGET_IDS) + fmt.HIST_ID_COLUMNS + (fmt.HIST_FEEDBACK,)
+             + tuple(f"{fmt.HISTORY}_{suffix}" for suffix in derived.SEQUENCE_IDS))
 
 
 def used_features(cfg: "Config") -> List[str]:
-    """KJT keys, in a fixed order: every feature some table reads."""
-    feats = [f for t in cfg.model.tables.values() for f in t.features]
-    return sorted(feats, key=ALL_FEATURES.index)
+    """KJT keys, in a fixed order: every feature some table reads (once, however many groups read it)."""
+    feats = list(dict.fromkeys(f for t in cfg.model.tables.values() for f in t.features))
+    rank = {f: i for i, f in enumerate(KEY_ORDER)}
+    return sorted(feats, key=lambda f: (is_sequence(f), rank.get(f, len(rank)), feats.index(f)))
 
 
 def resolve_rows(cfg: "Config", meta: Mapping) -> Dict[str, int]:
-    """Table name -> rows, resolving ``rows: auto`` from the dataset's meta.json and the data config."""
+    """Table name -> rows, resolving ``rows: auto`` from the dataset's meta.json and the data config.
+
+    An ``auto`` table of derived features takes their size (``tinrec/data/derived.py``); any other takes the
+    meta.json table of its name, else the one its features' column indexes (``hist_item`` -> ``item``)."""
     out = {}
     meta_tables = meta.get("tables", {}) if meta else {}
     for name, t in cfg.model.tables.items():
-        auto = derived.table_rows(t.features, cfg.data.max_len, cfg.data.time_bins)
+        auto = derived.table_rows(t.features, cfg.data.max_len_of, cfg.data.time_bins)
+        by_column = {fmt.COLUMN_TABLES.get(f) for f in t.features} - {None}
         if t.rows != "auto":
             out[name] = int(t.rows)
         elif auto is not None:
             out[name] = auto
         elif name in meta_tables:
             out[name] = int(meta_tables[name])
+        elif len(by_column) == 1 and next(iter(by_column)) in meta_tables:
+            out[name] = int(meta_tables[next(iter(by_column))])
         else:
-            raise ValueError(f"model.tables.{name}.rows: 'auto', but the dataset's meta.json has no table "
+            raise ValueError(f"{cfg.model.table_key(name)}.rows: 'auto', but the dataset's meta.json has no table "
                              f"{name!r} (it has: {', '.join(meta_tables) or 'none'}); set rows explicitly")
     return out
 
 
 def feature_rows(cfg: "Config", rows: Mapping[str, int]) -> Dict[str, Tuple[str, int]]:
-    """Feature -> (table name, rows): the id range the loader checks."""
-    return {f: (name, rows[name]) for name, t in cfg.model.tables.items() for f in t.features}
+    """Feature -> (table name, rows): the id range the loader checks (the smallest table reading it)."""
+    out: Dict[str, Tuple[str, int]] = {}
+    for name, t in cfg.model.tables.items():
+        for f in t.features:
+            if f not in out or rows[name] < out[f][1]:
+                out[f] = (name, rows[name])
+    return out
+
+
+def dense_used(cfg: "Config") -> List[str]:
+    """Dense columns some input reads (``model.inputs.X.dense``, inline bindings included)."""
+    from tinrec import inputs
+
+    interests, _ = inputs.bindings(cfg)
+    return sorted({c for b in interests.values() for i in b.values() if i.kind == "dense" for c in i.features})
 
 
 def table_configs(cfg: "Config", rows: Mapping[str, int]):
-    """TorchRec configs: ``({dim: [EmbeddingConfig]}, [EmbeddingBagConfig])``.
-
-    Sequence tables are grouped by ``embedding_dim`` (one EmbeddingCollection must share it).
-    """
+    """TorchRec configs per embedding group: ``{group: ([EmbeddingConfig], [EmbeddingBagConfig])}``."""
     from torchrec import EmbeddingBagConfig, EmbeddingConfig
     from torchrec.modules.embedding_configs import PoolingType
 
-    by_dim: Dict[int, list] = {}
-    bags = []
-    for name, t in cfg.model.tables.items():
-        if t.pooled:
-            bags.append(EmbeddingBagConfig(name=name, embedding_dim=t.dim, num_embeddings=rows[name],
-                                           feature_names=list(t.features), pooling=PoolingType.SUM))
-        else:
-            by_dim.setdefault(t.dim, []).append(
-                EmbeddingConfig(name=name, embedding_dim=t.dim, num_embeddings=rows[name],
-                                feature_names=list(t.features)))
-    return dict(sorted(by_dim.items())), bags
+    out = {}
+    for group, tables in cfg.model.embeddings.items():
+        seq, bags = [], []
+        for name, t in tables.items():
+            if t.pooled:
+                bags.append(EmbeddingBagConfig(name=name, embedding_dim=t.dim, num_embeddings=rows[name],
+                                               feature_names=list(t.features), pooling=PoolingType.SUM))
+            else:
+                seq.append(EmbeddingConfig(name=name, embedding_dim=t.dim, num_embeddings=rows[name],
+                                           feature_names=list(t.features)))
+        out[group] = (seq, bags)
+    return out

@@ -2,14 +2,17 @@
 
 A model is a chain of named stages::
 
-    SparseArch    TorchRec EmbeddingCollections (one per embedding dim, jagged lookups) + an
-                  EmbeddingBagCollection (pooled lookups); built on ``meta``, sharded by DMP
-    DenseArch     (one FX leaf for the training pipeline)
-      SequenceArch   jagged lookups -> padded ``[B, L, D]`` behaviours, ``[B, L]`` mask, ``[B, D]`` target,
-                     and the temporal encodings (position / time-bin embeddings) each module is bound to
-      InterestArch   the interest modules from ``modules/`` (``_component_`` in config)
-      tower          MLP over [interest outputs, target embedding, user features] -> logit
-      loss           BCE (weighted: padding batches count 0) + the modules' auxiliary losses
+    SparseArch     every lookup, through TorchRec: per embedding group (``model.embeddings``) one
+                   EmbeddingCollection (its jagged tables, one width) and one EmbeddingBagCollection (its pooled
+                   tables); built on ``meta``, sharded by DMP
+    DenseArch      (one FX leaf for the training pipeline)
+      InputArch      lookups + the batch's dense values -> the named inputs (``tinrec/inputs.py``), each distinct
+                     one computed once per batch: padded ``[B, L, D]`` sequences, masks, ``[B, D]`` / ``[B, F, D]``
+                     per-sample embeddings, dense values
+      InterestArch   the interest modules from ``modules/`` (``_component_`` in config), each called with the
+                     inputs its forward arguments are bound to
+      OverArch       the tower, an MLP over [interest outputs, ``model.tower.inputs``] -> one logit per label,
+                     and the loss: BCE (weighted: padding batches count 0) + the modules' named losses
 
 ``Model.forward(batch)`` returns ``(loss, (logits, labels, user_ids, weights, loss_terms))`` as
 ``TrainPipelineSparseDist`` expects; ``loss_terms`` names every term of the loss (``bce``, and
@@ -23,32 +26,38 @@ from __future__ import annotations
 import functools
 import inspect
 import operator
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingCollection, KeyedJaggedTensor, KeyedTensor
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
+from tinrec import inputs as inputs_mod
 from tinrec import state
-from tinrec.config import BINDING_KEYS, Config, SequenceInputs, interest_inputs, resolve
-from tinrec.features import TEMPORAL_FEATURES, behaviour_width, table_configs
+from tinrec.config import BINDING_KEYS, Config, resolve
+from tinrec.data.derived import integer_dense
+from tinrec.features import table_configs
 from tinrec.guard import finite_or_zero
+from tinrec.inputs import Input
 from tinrec.modules.mlp import MLP
 
 
 class SparseArch(nn.Module):
-    """Every embedding lookup: one EmbeddingCollection per dim, plus one EmbeddingBagCollection."""
+    """Every embedding lookup: per embedding group, an EmbeddingCollection (jagged tables) and an
+    EmbeddingBagCollection (pooled tables). Module paths: ``ecs.<group>.embeddings.<table>``,
+    ``ebcs.<group>.embedding_bags.<table>`` (a table's checkpoint and plan keys name its group and itself)."""
 
-    def __init__(self, *, ec_tables: Mapping[int, list], ebc_tables: list, device: torch.device) -> None:
+    def __init__(self, *, groups: Mapping[str, Tuple[list, list]], device: torch.device) -> None:
         super().__init__()
-        self.ecs = nn.ModuleDict({f"dim{d}": EmbeddingCollection(tables=t, device=device)
-                                  for d, t in ec_tables.items()})
-        self.ebc = EmbeddingBagCollection(tables=ebc_tables, device=device) if ebc_tables else None
+        self.ecs = nn.ModuleDict({g: EmbeddingCollection(tables=seq, device=device)
+                                  for g, (seq, _) in groups.items() if seq})
+        self.ebcs = nn.ModuleDict({g: EmbeddingBagCollection(tables=bags, device=device)
+                                   for g, (_, bags) in groups.items() if bags})
 
-    def forward(self, features: KeyedJaggedTensor) -> Tuple[List[Dict[str, JaggedTensor]], Optional[KeyedTensor]]:
-        seqs = [ec(features) for ec in self.ecs.values()]
-        pooled = self.ebc(features) if self.ebc is not None else None
+    def forward(self, features: KeyedJaggedTensor) -> Tuple[Dict[str, Dict[str, JaggedTensor]], Dict[str, KeyedTensor]]:
+        seqs = {g: ec(features) for g, ec in self.ecs.items()}
+        pooled = {g: ebc(features) for g, ebc in self.ebcs.items()}
         return seqs, pooled
 
 
@@ -79,117 +88,162 @@ def _sum(tensors: List[torch.Tensor]) -> torch.Tensor:
     return functools.reduce(operator.add, tensors)
 
 
-class SequenceArch(nn.Module):
-    """Jagged lookups -> the dense tensors one interest module reads (no parameters)."""
+class InputArch(nn.Module):
+    """Lookups and dense values -> every distinct named input (no parameters).
 
-    def __init__(self, *, inputs: SequenceInputs) -> None:
+    Per sequence, the mask and the padding slots are computed once (from ``Batch.lengths``); per input key,
+    the tensor once, however many modules read it."""
+
+    def __init__(self, *, inputs: Sequence[Input]) -> None:
         super().__init__()
-        self.history = list(inputs.history)
-        self.target = list(inputs.target)
-        self.temporal = None if inputs.temporal == "none" else TEMPORAL_FEATURES[inputs.temporal]
-        self.negatives = inputs.negatives
-        self.timestamps = inputs.timestamps
-        self.sessions = inputs.sessions
+        self.inputs = list({i.key: i for i in inputs}.values())
 
-    def extra_inputs(self) -> List[str]:
-        """Forward arguments beyond the common five that this binding supplies."""
-        return ([] if self.negatives is None else ["neg_seq_BLD"]) + (["seq_timestamp_BL"] if self.timestamps else []) \
-            + (["session_BL"] if self.sessions else [])
+    def forward(self, seqs: Mapping[str, Mapping[str, JaggedTensor]], pooled: Mapping[str, KeyedTensor],
+                lengths: Mapping[str, torch.Tensor], dense: Mapping[str, torch.Tensor], B: int
+                ) -> Dict[str, torch.Tensor]:
+        layout: Dict[str, Tuple[int, torch.Tensor]] = {}  # sequence -> (L, mask [B, L])
+        slots: Dict[str, torch.Tensor] = {}
+        pooled_dicts: Dict[str, Dict[str, torch.Tensor]] = {}
 
-    def forward(self, emb: Mapping[str, JaggedTensor],
-                dense: Optional[Mapping[str, torch.Tensor]] = None) -> Dict[str, Optional[torch.Tensor]]:
-        first = emb[self.history[0]]
-        lengths_B = first.lengths()
-        B = lengths_B.numel()
-        L = max(int(lengths_B.max()) if B else 0, 1)
-        mask_BL = torch.arange(L, device=lengths_B.device)[None, :] < lengths_B[:, None]
-        slots_N = _slots(lengths_B, L, first.values().shape[0])
+        def seq_layout(seq: str) -> Tuple[int, torch.Tensor]:
+            if seq not in layout:
+                lengths_B = lengths[seq]
+                L = max(int(lengths_B.max()) if B else 0, 1)
+                layout[seq] = (L, torch.arange(L, device=lengths_B.device)[None, :] < lengths_B[:, None])
+            return layout[seq]
 
-        def pad(values_Nd: torch.Tensor) -> torch.Tensor:
-            return _padded(values_Nd, slots_N, B, L)
+        def pad(seq: str, values_Nd: torch.Tensor) -> torch.Tensor:
+            L, _ = seq_layout(seq)
+            if seq not in slots:
+                slots[seq] = _slots(lengths[seq], L, values_Nd.shape[0])
+            return _padded(values_Nd, slots[seq], B, L)
 
-        # the history fields are concatenated while jagged ([N, D]), then padded once
-        hist = [emb[f].values() for f in self.history]
-        seq_BLD = pad(hist[0] if len(hist) == 1 else torch.cat(hist, dim=-1))
-        query_BD = torch.cat([emb[f].values().view(B, -1) for f in self.target], dim=-1)
-        out = {"seq_BLD": seq_BLD, "mask_BL": mask_BL, "query_BD": query_BD,
-               "seq_time_BLD": None, "query_time_BD": None}
-        if self.temporal is not None:
-            hist_t, target_t = self.temporal  # several features (timestamp encoding) are summed
-            out["seq_time_BLD"] = pad(_sum([emb[f].values() for f in hist_t]))
-            out["query_time_BD"] = _sum([emb[f].values() for f in target_t]).view(B, -1)
-        if self.negatives == "in_batch":
-            # one negative per behaviour: a behaviour drawn uniformly from the whole batch's histories
-            # (DIEN's auxiliary loss; the global torch RNG is seeded and checkpointed)
-            flat_ND = hist[0] if len(hist) == 1 else torch.cat(hist, dim=-1)
-            pick_N = torch.randint(0, max(flat_ND.shape[0], 1), (flat_ND.shape[0],), device=flat_ND.device)
-            out["neg_seq_BLD"] = pad(flat_ND[pick_N])
-        if self.timestamps:
-            out["seq_timestamp_BL"] = pad(dense["hist_timestamp"].unsqueeze(-1)).squeeze(-1)
-        if self.sessions:
-            sess = pad(dense["hist_session"].unsqueeze(-1) + 1).squeeze(-1) - 1  # -1 at padding
-            out["session_BL"] = sess
+        def scalar(group: str, f: str, pooled_f: bool) -> torch.Tensor:
+            if pooled_f:
+                if group not in pooled_dicts:
+                    pooled_dicts[group] = pooled[group].to_dict()
+                return pooled_dicts[group][f]
+            return seqs[group][f].values().view(B, -1)
+
+        out: Dict[str, torch.Tensor] = {}
+        for i in self.inputs:
+            if i.kind == "mask":
+                out[i.key] = seq_layout(i.sequence)[1]
+            elif i.kind == "dense":
+                cols = [dense[c] for c in i.features]
+                if i.sequence is None:
+                    out[i.key] = cols[0] if i.squeeze else torch.stack(cols, dim=-1)
+                else:
+                    flat = cols[0].unsqueeze(-1) if len(cols) == 1 else torch.stack(cols, dim=-1)
+                    fill = DENSE_PAD.get(i.features[0], 0) if len(cols) == 1 else 0
+                    padded = pad(i.sequence, flat - fill) + fill if fill else pad(i.sequence, flat)
+                    out[i.key] = padded.squeeze(-1) if i.squeeze else padded
+            elif i.sequence is not None:
+                vals = [seqs[g][f].values() for g, f in zip(i.groups, i.features)]  # [N, d] each
+                if i.combine == "concat":
+                    flat_Nd = vals[0] if len(vals) == 1 else torch.cat(vals, dim=-1)
+                    if i.negatives == "in_batch":
+                        # one negative per behaviour: a behaviour drawn uniformly from the whole batch's
+                        # sequences (DIEN's auxiliary loss; the global torch RNG is seeded and checkpointed)
+                        pick_N = torch.randint(0, max(flat_Nd.shape[0], 1), (flat_Nd.shape[0],), device=flat_Nd.device)
+                        flat_Nd = flat_Nd[pick_N]
+                    out[i.key] = pad(i.sequence, flat_Nd)
+                elif i.combine == "sum":
+                    out[i.key] = pad(i.sequence, _sum(vals))
+                else:  # stack: [N, F, d] padded as [N, F * d]
+                    N = vals[0].shape[0]
+                    out[i.key] = pad(i.sequence, torch.stack(vals, dim=1).view(N, -1)).view(B, -1, i.fields, i.width)
+            else:
+                parts = [scalar(g, f, p) for g, f, p in zip(i.groups, i.features, i.pooled)]
+                if i.combine == "concat":
+                    out[i.key] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+                elif i.combine == "sum":
+                    out[i.key] = _sum(parts)
+                else:
+                    out[i.key] = torch.stack(parts, dim=1)
         return out
 
 
-class DenseArch(nn.Module):
-    """Sequences -> interest modules -> tower -> loss. One FX leaf of the training pipeline."""
+# Dense columns padded with another value than 0: sessions are -1 at padding (modules/dsin.py).
+DENSE_PAD = {"hist_session": -1}
 
-    def __init__(self, *, sequences: Dict[str, SequenceArch], interests: Dict[str, nn.Module],
-                 target_features: List[str], user_features: List[str], pooled_features: List[str],
-                 tower: nn.Module, labels: List[str] = ("label",)) -> None:
+
+class InterestArch(nn.Module):
+    """The interest modules, each called with the inputs its forward arguments are bound to."""
+
+    def __init__(self, *, interests: Mapping[str, nn.Module], bindings: Mapping[str, Mapping[str, Input]]) -> None:
         super().__init__()
-        self.sequences = nn.ModuleDict(sequences)
-        self.interests = nn.ModuleDict(interests)
-        self.target_features = list(target_features)
-        self.user_features = list(user_features)
-        self.pooled_features = set(pooled_features)
-        self.tower = tower
-        self.labels = list(labels)  # one tower output per label (data.labels)
-        # train.on_nonfinite=skip: a non-finite gradient of the lookups is zeroed before the fused embedding
-        # update (tinrec/guard.py), so no NaN ever enters a table
-        self.zero_nonfinite_lookup_grads = False
+        self.interests = nn.ModuleDict(dict(interests))
+        self.bindings = {name: {arg: i.key for arg, i in b.items()} for name, b in bindings.items()}
 
-    def merge(self, seqs: List[Dict[str, JaggedTensor]]) -> Dict[str, JaggedTensor]:
-        emb: Dict[str, JaggedTensor] = {}
-        for d in seqs:
-            emb.update(d)
-        return emb
+    def module_inputs(self, values: Mapping[str, torch.Tensor]) -> Dict[str, Dict[str, torch.Tensor]]:
+        return {name: {arg: values[key] for arg, key in b.items()} for name, b in self.bindings.items()}
 
-    def forward(self, seqs: List[Dict[str, JaggedTensor]], pooled: Optional[KeyedTensor], labels: torch.Tensor,
-                weights: torch.Tensor, dense: Optional[Dict[str, torch.Tensor]] = None
-                ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
-        """Returns ``(loss, logits [B, T], terms)`` for ``labels [B, T]``: ``terms`` maps each loss term's name
-        (``bce``, or ``bce.<label>`` per label with several labels, and ``<interest>.<name>`` for the named
-        losses an interest module returns) to its value; ``loss`` is their sum."""
-        emb = self.merge(seqs)
-        B = labels.shape[0]
-        if self.zero_nonfinite_lookup_grads and self.training:
-            looked_up = [jt.values() for jt in emb.values()] + ([pooled.values()] if pooled is not None else [])
-            for t in looked_up:
-                if t.requires_grad:
-                    t.register_hook(finite_or_zero)
-        parts, extra = [], {}
+    def forward(self, values: Mapping[str, torch.Tensor]) -> Tuple[List[torch.Tensor], Dict[str, torch.Tensor]]:
+        """Returns the modules' outputs ([B, output_dim] each, config order) and their named losses
+        (``<interest>.<name>``)."""
+        parts, losses = [], {}
         for name, module in self.interests.items():
-            out = module(**self.sequences[name](emb, dense))
+            out = module(**{arg: values[key] for arg, key in self.bindings[name].items()})
             if isinstance(out, tuple):  # (output, {loss name: scalar}): the module's own losses, e.g. DIEN's aux
-                out, losses = out
-                if not isinstance(losses, dict):
+                out, named = out
+                if not isinstance(named, dict):
                     raise TypeError(f"model.interests.{name}: forward returned a tuple whose second item is not a "
-                                    f"dict of named losses (got {type(losses).__name__})")
-                extra.update({f"{name}.{k}": v for k, v in losses.items()})
+                                    f"dict of named losses (got {type(named).__name__})")
+                losses.update({f"{name}.{k}": v for k, v in named.items()})
             parts.append(out)
-        parts += [emb[f].values().view(B, -1) for f in self.target_features]
-        pooled_dict = pooled.to_dict() if pooled is not None else {}
-        for f in self.user_features:
-            parts.append(pooled_dict[f] if f in self.pooled_features else emb[f].values().view(B, -1))
-        logits = self.tower(torch.cat(parts, dim=-1))  # [B, T]
+        return parts, losses
+
+
+class OverArch(nn.Module):
+    """The tower over [interest outputs, tower inputs] -> logits [B, T], and the loss."""
+
+    def __init__(self, *, tower: nn.Module, inputs: Sequence[Input], labels: Sequence[str] = ("label",)) -> None:
+        super().__init__()
+        self.tower = tower
+        self.inputs = [i.key for i in inputs]
+        self.labels = list(labels)  # one tower output per label (data.labels)
+
+    def forward(self, parts: List[torch.Tensor], values: Mapping[str, torch.Tensor], extra: Mapping[str, torch.Tensor],
+                labels: torch.Tensor, weights: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
+        logits = self.tower(torch.cat(list(parts) + [values[k] for k in self.inputs], dim=-1))  # [B, T]
         per_sample = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         bce_T = (per_sample * weights.unsqueeze(-1)).sum(0) / weights.sum().clamp(min=1.0)
         names = ["bce"] if len(self.labels) == 1 else [f"bce.{name}" for name in self.labels]
         terms = {**{n: bce_T[t] for t, n in enumerate(names)}, **extra}
         loss = _sum(list(terms.values()))
         return loss, logits, {k: v.detach() for k, v in terms.items()}
+
+
+class DenseArch(nn.Module):
+    """InputArch -> InterestArch -> OverArch. One FX leaf of the training pipeline."""
+
+    def __init__(self, *, input_arch: InputArch, interest_arch: InterestArch, over_arch: OverArch) -> None:
+        super().__init__()
+        self.input_arch = input_arch
+        self.interest_arch = interest_arch
+        self.over_arch = over_arch
+        # train.on_nonfinite=skip: a non-finite gradient of the lookups is zeroed before the fused embedding
+        # update (tinrec/guard.py), so no NaN ever enters a table
+        self.zero_nonfinite_lookup_grads = False
+
+    def inputs(self, seqs, pooled, lengths, dense, B: int) -> Dict[str, torch.Tensor]:
+        return self.input_arch(seqs, pooled, lengths, dense, B)
+
+    def forward(self, seqs: Dict[str, Dict[str, JaggedTensor]], pooled: Dict[str, KeyedTensor], labels: torch.Tensor,
+                weights: torch.Tensor, lengths: Dict[str, torch.Tensor], dense: Dict[str, torch.Tensor]
+                ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
+        """Returns ``(loss, logits [B, T], terms)`` for ``labels [B, T]``: ``terms`` maps each loss term's name
+        (``bce``, or ``bce.<label>`` per label with several labels, and ``<interest>.<name>`` for the named
+        losses an interest module returns) to its value; ``loss`` is their sum."""
+        if self.zero_nonfinite_lookup_grads and self.training:
+            looked_up = [jt.values() for d in seqs.values() for jt in d.values()] + [kt.values() for kt in pooled.values()]
+            for t in looked_up:
+                if t.requires_grad:
+                    t.register_hook(finite_or_zero)
+        values = self.input_arch(seqs, pooled, lengths, dense, labels.shape[0])
+        parts, extra = self.interest_arch(values)
+        return self.over_arch(parts, values, extra, labels, weights)
 
 
 class Model(nn.Module):
@@ -203,14 +257,14 @@ class Model(nn.Module):
 
     def interest_modules(self) -> Dict[str, nn.Module]:
         """The interest modules by config name (``model.interests``)."""
-        return dict(self.dense_arch.interests.items())
+        return dict(self.dense_arch.interest_arch.interests.items())
 
-    def module_inputs(self, batch) -> Dict[str, Dict[str, Optional[torch.Tensor]]]:
+    def module_inputs(self, batch) -> Dict[str, Dict[str, torch.Tensor]]:
         """Each interest module's forward arguments for ``batch``, exactly as training feeds them (for analyses
         and benchmarks of a module alone; on an unsharded model)."""
-        seqs, _ = self.sparse_arch(batch.sparse)
-        emb = self.dense_arch.merge(seqs)
-        return {name: arch(emb, batch.dense) for name, arch in self.dense_arch.sequences.items()}
+        seqs, pooled = self.sparse_arch(batch.sparse)
+        values = self.dense_arch.input_arch(seqs, pooled, batch.lengths, batch.dense, len(batch))
+        return self.dense_arch.interest_arch.module_inputs(values)
 
     def cross_batch_buffers(self) -> List[state.StateBuffer]:
         """The interest modules' cross-batch state buffers as they are now (``tinrec/state.py``)."""
@@ -218,13 +272,13 @@ class Model(nn.Module):
 
     def forward(self, batch):
         seqs, pooled = self.sparse_arch(batch.sparse)
-        loss, logits, terms = self.dense_arch(seqs, pooled, batch.labels, batch.weights, batch.dense)
+        loss, logits, terms = self.dense_arch(seqs, pooled, batch.labels, batch.weights, batch.lengths, batch.dense)
         return loss, (logits.detach(), batch.labels, batch.user_ids, batch.weights, terms)
 
 
 def build_interest(spec: Mapping, dim: int, where: str, fields: int = 1) -> nn.Module:
-    """Build one interest module; the builder supplies ``dim`` (behaviour width) and, to constructors that
-    take it, ``fields`` (how many features are concatenated into a behaviour)."""
+    """Build one interest module; the builder supplies ``dim`` and, to constructors that take it, ``fields``:
+    the width and the field count of the input bound to the module's first forward argument."""
     cls = resolve(str(spec["_component_"]), where, "config")
     kwargs = {k: v for k, v in spec.items() if k not in BINDING_KEYS}
     if "fields" in inspect.signature(cls.__init__).parameters:
@@ -235,30 +289,51 @@ def build_interest(spec: Mapping, dim: int, where: str, fields: int = 1) -> nn.M
     return module
 
 
+def _example(i: Input) -> torch.Tensor:
+    """A zero tensor of ``i``'s shape for a batch of 2 and sequences of 3 (rows of 2 and 1 behaviours)."""
+    lead = [2, 3] if i.sequence else [2]
+    if i.kind == "mask":
+        return torch.tensor([[True, True, False], [True, False, False]])
+    if i.kind == "dense":
+        integer = all(integer_dense(c) for c in i.features)
+        return torch.zeros(lead + ([] if i.squeeze else [i.fields]), dtype=torch.int64 if integer else torch.float32)
+    return torch.zeros(lead + ([i.fields, i.width] if i.combine == "stack" else [i.width]))
+
+
+def dry_run(module: nn.Module, bound: Mapping[str, Input], where: str) -> None:
+    """Call ``module`` once on zero inputs of the bound shapes, so that inputs that do not fit it (a temporal
+    encoding narrower than the behaviours) are a config error naming the key, before anything trains. In
+    eval mode, without gradients, on a forked RNG: nothing about the module or the run changes."""
+    was_training = module.training
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            module.eval()(**{arg: _example(i) for arg, i in bound.items()})
+    except (ValueError, RuntimeError, TypeError, IndexError) as e:
+        shapes = ", ".join(f"{arg} {i.shape()}" for arg, i in bound.items())
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{where}.inputs: the bound inputs ({shapes}) do not fit the module: {first}") from None
+    finally:
+        module.train(was_training)
+
+
 def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.device = torch.device("meta")) -> Model:
     """Build the model from config; embedding tables on ``sparse_device`` (``meta`` until DMP shards them)."""
-    ec_tables, ebc_tables = table_configs(cfg, rows)
-    sparse = SparseArch(ec_tables=ec_tables, ebc_tables=ebc_tables, device=sparse_device)
-    dims = {f: t.dim for t in cfg.model.tables.values() for f in t.features}
-    pooled = [f for t in cfg.model.tables.values() if t.pooled for f in t.features]
-    sequences, interests, width = {}, {}, 0
-    for name, inputs in interest_inputs(cfg).items():
-        sequences[name] = SequenceArch(inputs=inputs)
-        interests[name] = build_interest(cfg.model.interests[name], behaviour_width(cfg, inputs),
-                                         f"model.interests.{name}", fields=len(inputs.history))
-        accepted = inspect.signature(interests[name].forward).parameters
-        for extra in sequences[name].extra_inputs():
-            if extra not in accepted:
-                raise ValueError(f"model.interests.{name}.inputs: supplies {extra}, which "
-                                 f"{cfg.model.interests[name]['_component_']}.forward does not take")
+    sparse = SparseArch(groups=table_configs(cfg, rows), device=sparse_device)
+    bindings, tower_inputs = inputs_mod.bindings(cfg)
+    interests, width = {}, 0
+    for name, bound in bindings.items():
+        first = bound[inputs_mod.first_argument(resolve(str(cfg.model.interests[name]["_component_"]), name, "config"))]
+        interests[name] = build_interest(cfg.model.interests[name], first.width, f"model.interests.{name}",
+                                         fields=first.fields)
+        dry_run(interests[name], bound, f"model.interests.{name}")
         width += interests[name].output_dim
         if cfg.model.compile:  # in place: the parameter names (and so checkpoints) do not change
             interests[name].compile(dynamic=True)
-    target = list(cfg.model.sequence.target) if cfg.model.target_in_tower else []
-    width += sum(dims[f] for f in target) + sum(dims[f] for f in cfg.model.user_features)
+    width += sum(i.width for i in tower_inputs)
     tower = MLP(in_dim=width, hidden_dims=list(cfg.model.tower.hidden), activation=cfg.model.tower.activation,
                 dropout=cfg.model.tower.dropout, out_dim=len(cfg.data.labels))
-    dense = DenseArch(sequences=sequences, interests=interests, target_features=target,
-                      user_features=list(cfg.model.user_features), pooled_features=pooled, tower=tower,
-                      labels=list(cfg.data.labels))
+    every = [i for b in bindings.values() for i in b.values()] + tower_inputs
+    dense = DenseArch(input_arch=InputArch(inputs=every),
+                      interest_arch=InterestArch(interests=interests, bindings=bindings),
+                      over_arch=OverArch(tower=tower, inputs=tower_inputs, labels=list(cfg.data.labels)))
     return Model(sparse_arch=sparse, dense_arch=dense)

@@ -129,7 +129,7 @@ def table_rows(cfg: Config, meta: Optional[Mapping]) -> Dict[str, int]:
         if meta is not None:
             raise
         raise ValueError(f"{e}; {cfg.data.path} has no dataset (meta.json): generate it first (tinrec gen-data, or "
-                         f"train once) or give every 'auto' table its rows (model.tables.NAME.rows=N)") from None
+                         f"train once) or give every 'auto' table its rows (model.embeddings.GROUP.NAME.rows=N)") from None
 
 
 def _dense_estimate(model: torch.nn.Module) -> int:
@@ -252,11 +252,11 @@ def explain_failure(cfg: Config, rows: Mapping[str, int], cluster: Cluster, mode
     for name in (too_big or by_size)[:3]:
         types = cons[name].sharding_types or []
         if "row_wise" not in types:
-            hints.append(f"shard {name} row-wise (model.tables.{name}.sharding_types=[row_wise])")
+            hints.append(f"shard {name} row-wise ({cfg.model.table_key(name)}.sharding_types=[row_wise])")
     if by_size:
         big = by_size[0]
         dim = cfg.model.tables[big].dim
-        hints.append(f"a smaller dim for {big} (model.tables.{big}.dim, now {dim}: storage scales with it)")
+        hints.append(f"a smaller dim for {big} ({cfg.model.table_key(big)}.dim, now {dim}: storage scales with it)")
     hints += ["more GPUs (--nodes)", "fp16 embedding weights (halve table storage) and fp16 outputs (halve the "
               "lookup output buffers and their communication; TorchRec's data_type / output_dtype, not yet tinrec "
               "config keys)", "fewer rows (hash or prune rare ids)"]

@@ -27,12 +27,13 @@ from tqdm import tqdm
 
 from tinrec import checkpoint as ckpt
 from tinrec import hostmem
-from tinrec.config import Config, interest_inputs, to_dict
+from tinrec.config import Config, to_dict
 from tinrec.data.batch import Batch
-from tinrec.data.reader import ParquetStream, consumed_per_worker, list_units, read_meta, required_columns, split_files
+from tinrec.data.reader import (ParquetStream, consumed_per_worker, list_units, read_kinds, read_meta,
+                                 required_columns, sequences_of, split_files)
 from tinrec.data.timebins import load_or_compute_edges
 from tinrec.distributed import DistEnv, barrier, collective_timeout, init_distributed, main_first, sum_ranks
-from tinrec.features import dense_sequence, feature_rows, resolve_rows, used_features
+from tinrec.features import dense_used, feature_rows, resolve_rows, used_features
 from tinrec.guard import GuardedPipeline, NonFiniteError, NonFiniteGuard
 from tinrec.metrics import EvalAccumulator
 from tinrec.model import build_model
@@ -89,15 +90,18 @@ class Data:
         self.meta = read_meta(path)
         self.rows = resolve_rows(cfg, self.meta)
         self.features = used_features(cfg)
-        self.dense = dense_sequence(interest_inputs(cfg))
+        self.dense = dense_used(cfg)
         self.feature_rows = feature_rows(cfg, self.rows)
-        self.edges = None
+        self.edges: Dict[str, np.ndarray] = {}
+        self.max_lens = {s: cfg.data.max_len_of(s) for s in sequences_of(self.features, self.dense)}
         self._units: Dict[str, list] = {}
         for split in ("train", "valid", "test"):
             self.units(split)  # every file's schema, before anything reads a row
-        with main_first(env):
-            if "hist_time_bin" in self.features:
-                self.edges = load_or_compute_edges(path, split_files(path, "train", self.meta), cfg.data.time_bins)
+        with main_first(env):  # each sequence whose time-interval bins some feature reads
+            for seq in dict.fromkeys(f.rsplit("_time_bin", 1)[0] for f in self.features
+                                     if f.endswith("_time_bin") and f != "target_time_bin"):
+                self.edges[seq] = load_or_compute_edges(path, split_files(path, "train", self.meta),
+                                                        cfg.data.time_bins, sequence=seq)
 
     def _prepare(self, path: str) -> None:
         """Rank 0: generate the dataset if it is missing (only into a folder tinrec may write), then check it
@@ -127,7 +131,8 @@ class Data:
     def units(self, split: str) -> list:
         if split not in self._units:
             files = split_files(self.cfg.data.path, split, self.meta)
-            self._units[split] = list_units(files, required_columns(self.features, self.dense, self.cfg.data.labels))
+            self._units[split] = list_units(files, required_columns(self.features, self.dense, self.cfg.data.labels),
+                                            read_kinds(self.features, self.dense))
         return self._units[split]
 
     def stream(self, split: str, *, epoch: int = 0, train: bool = False, skip=None) -> ParquetStream:
@@ -135,7 +140,7 @@ class Data:
         return ParquetStream(
             units=self.units(split), features=self.features, feature_rows=self.feature_rows,
             batch_size=c.train.batch_size if train else c.train.eval_batch_size, max_len=c.data.max_len,
-            time_bin_edges=self.edges, rank=self.env.rank, world_size=self.env.world_size,
+            time_bin_edges=self.edges, max_lens=self.max_lens, rank=self.env.rank, world_size=self.env.world_size,
             num_workers=c.data.num_workers, seed=c.seed, epoch=epoch, shuffle=train and c.data.shuffle,
             drop_last=train, skip=skip, dense_sequence=self.dense, labels=c.data.labels)
 

@@ -21,7 +21,7 @@ def test_one_point_through_torchrec_and_module_alone():
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["model"] == "din" and r["seq_len"] == 12 and r["batch"] == 8 and r["threads"] == 1
-    assert "model.tables.item.dim=64" in r["overrides"]
+    assert "model.embeddings.main.item.dim=64" in r["overrides"]
     # item 64 + category 64 per behaviour; training moves 5 x 4 bytes per value, inference 2 x 4
     assert r["lookup_bytes"] == {"per_behaviour_width": 128, "train": 5 * 4 * 128 * 12, "infer": 2 * 4 * 128 * 12,
                                  "train_sequence_tensor": 2 * 4 * 128 * 12}

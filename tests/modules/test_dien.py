@@ -175,12 +175,6 @@ def test_aux_loss_hand_example():
     aux.backward()
 
 
-def test_time_inputs_are_accepted_and_ignored():
-    model, batch = make_dien().eval(), without_negatives(make_batch([3, 1]))
-    with_time = dict(batch, seq_time_BLD=torch.randn(2, 5, D), query_time_BD=torch.randn(2, D))
-    torch.testing.assert_close(model(**with_time), model(**batch))
-
-
 def test_bad_arguments_raise_value_error():
     with pytest.raises(ValueError, match="positive"):
         DIEN(dim=0)

@@ -27,12 +27,6 @@ def test_shape_padding_invariance_and_empty_rows(softmax, product, activation):
         checks.assert_padding_is_ignored(din.train(training), batch, zero_rows=[2], atol=1e-6)
 
 
-def test_time_inputs_are_accepted_and_ignored():
-    din, batch = make_din().eval(), make_batch([3, 1])
-    with_time = dict(batch, seq_time_BLD=torch.randn(2, 5, D), query_time_BD=torch.randn(2, D))
-    torch.testing.assert_close(din(**with_time), din(**batch))
-
-
 @pytest.mark.parametrize("softmax", [True, False])
 @pytest.mark.parametrize("activation", ["prelu", "dice"])
 def test_gradients(softmax, activation):
@@ -141,14 +135,14 @@ def test_bad_arguments_raise_value_error():
                    query_BD=torch.zeros(2, D))
 
 
-def test_temporal_flag_adds_the_encodings():
+def test_temporal_encodings_given_are_added():
     batch = make_batch([4, 2, 0])
     g = torch.Generator().manual_seed(3)
     B, L, _ = batch["seq_BLD"].shape
     time = dict(seq_time_BLD=torch.randn(B, L, D, generator=g), query_time_BD=torch.randn(B, D, generator=g))
-    plain, temporal = make_din(), make_din(temporal=True)
+    din = make_din()
     summed = dict(batch, seq_BLD=batch["seq_BLD"] + time["seq_time_BLD"], query_BD=batch["query_BD"] + time["query_time_BD"])
-    torch.testing.assert_close(temporal(**batch, **time), plain(**summed))
-    torch.testing.assert_close(plain(**batch, **time), plain(**batch))  # ignored without the flag
+    torch.testing.assert_close(din(**batch, **time), din(**summed))
+    assert not torch.allclose(din(**batch, **time), din(**batch))
     with pytest.raises(ValueError, match="seq_time_BLD"):
-        temporal(**batch)
+        din(**batch, seq_time_BLD=time["seq_time_BLD"])

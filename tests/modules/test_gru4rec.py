@@ -52,12 +52,6 @@ def test_dropout_only_in_training():
     checks.assert_dropout_only_in_training(make_gru4rec, make_batch([4, 2, 3]), seed=2)
 
 
-def test_time_inputs_are_accepted_and_ignored():
-    model, batch = make_gru4rec().eval(), make_batch([3, 1])
-    with_time = dict(batch, seq_time_BLD=torch.randn(2, 5, D), query_time_BD=torch.randn(2, D))
-    torch.testing.assert_close(model(**with_time), model(**batch))
-
-
 def test_bad_arguments_raise_value_error():
     with pytest.raises(ValueError, match="hidden"):
         GRU4Rec(dim=D, hidden=0)

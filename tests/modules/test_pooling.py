@@ -27,8 +27,6 @@ def test_values_shape_padding_invariance_and_empty_rows(product):
     torch.testing.assert_close(out_BO, expected)
     assert torch.equal(out_BO[2], torch.zeros(pool.output_dim))
     torch.testing.assert_close(pool(**with_garbage_padding(batch)), out_BO, rtol=0, atol=1e-6)
-    with_time = dict(batch, seq_time_BLD=torch.randn(3, 4, D), query_time_BD=torch.randn(3, D))
-    assert torch.equal(pool(**with_time), out_BO)  # time inputs are ignored
 
 
 @pytest.mark.parametrize("product", [False, True])

@@ -86,11 +86,10 @@ def test_attention_mask_masks_padded_keys_and_never_a_whole_row():
     assert torch.equal(keys[:, 0, 0], torch.tensor([[True, True, False], [True, False, False]]))
 
 
-def test_seq_time_is_added_and_query_time_ignored():
+def test_seq_time_is_added():
     model, batch = make_sasrec().eval(), make_batch([4, 2])
     summed = dict(batch, seq_BLD=batch["seq_BLD"] + batch.pop("seq_time_BLD"))
     torch.testing.assert_close(model(**make_batch([4, 2])), model(**summed))
-    torch.testing.assert_close(model(**summed, query_time_BD=torch.randn(2, D)), model(**summed))
 
 
 def test_bad_arguments_raise_value_error():

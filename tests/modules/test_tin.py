@@ -15,6 +15,11 @@ FLAGS = list(itertools.product([True, False], repeat=3))  # (temporal, attention
 make_batch = partial(batches.make_batch, D=4, time=True)
 
 
+def without_time(batch):
+    """TIN w/o TTE: the module called without the temporal encodings."""
+    return {k: v for k, v in batch.items() if "time" not in k}
+
+
 # Hand example: B=1, L=3 (last slot padded), D=2.
 E = [[1.0, 0.0], [0.5, -1.0]]
 P = [[0.1, 0.2], [-0.3, 0.4]]
@@ -61,9 +66,10 @@ def test_hand_example_learned_correlation_eq5_and_ablations():
 
 @pytest.mark.parametrize("temporal,attention,representation", FLAGS)
 def test_shape_padding_invariance_and_empty_rows(temporal, attention, representation):
-    tin = TIN(dim=4, temporal=temporal, attention=attention, representation=representation)
+    tin = TIN(dim=4, attention=attention, representation=representation)
     assert tin.output_dim == 4
     batch = make_batch([5, 2, 0, 1])
+    batch = batch if temporal else without_time(batch)
     checks.assert_padding_is_ignored(tin, batch, zero_rows=[2], atol=1e-6)
     cor_BL = tin.learned_correlation(**batch)
     torch.testing.assert_close(
@@ -78,8 +84,8 @@ def test_gradients_reach_the_valid_inputs_only(temporal, attention, representati
         k: (v.requires_grad_() if v.is_floating_point() else v)
         for k, v in make_batch([3, 0]).items()
     }
-    tin = TIN(dim=4, temporal=temporal, attention=attention, representation=representation)
-    tin(**batch).pow(2).sum().backward()
+    tin = TIN(dim=4, attention=attention, representation=representation)
+    tin(**(batch if temporal else without_time(batch))).pow(2).sum().backward()
     mask_BL = batch["mask_BL"]
     # With neither TA nor TR the target does not enter u at all (u = mean of e~_i).
     uses_target = attention or representation
@@ -106,15 +112,15 @@ def test_determinism_under_manual_seed():
     assert torch.equal(outs[0], outs[1])
 
 
-def test_no_tte_equals_tin_fed_zero_time_embeddings_and_ignores_time_inputs():
+def test_no_tte_equals_tin_fed_zero_time_embeddings():
     batch = make_batch([5, 3, 0])
     zero_time = dict(batch, seq_time_BLD=torch.zeros(3, 5, 4), query_time_BD=torch.zeros(3, 4))
-    no_tte = TIN(dim=4, temporal=False)
     expected_BD = TIN(dim=4)(**zero_time)
-    torch.testing.assert_close(no_tte(**batch), expected_BD)
-    no_time = {k: v for k, v in batch.items() if "time" not in k}
-    torch.testing.assert_close(no_tte(**no_time), expected_BD)
+    torch.testing.assert_close(TIN(dim=4)(**without_time(batch)), expected_BD)
     assert not torch.allclose(TIN(dim=4)(**batch)[:2], expected_BD[:2])
+    for half in ("seq_time_BLD", "query_time_BD"):  # one encoding without the other is a binding mistake
+        with pytest.raises(ValueError, match="both seq_time_BLD and query_time_BD"):
+            TIN(dim=4)(**without_time(batch), **{half: batch[half]})
 
 
 def test_no_ta_is_the_mean_of_the_target_aware_representation():

@@ -4,8 +4,6 @@ Output: ``W (masked mean of the behaviours) ⊙ m`` with ``m`` an exponential mo
 mean target embedding, updated in training forwards: ``m <- decay m + (1 - decay) mean_b v_b``.
 """
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 
@@ -20,8 +18,7 @@ class EmaMemory(nn.Module):
         self.register_buffer("memory_D", torch.ones(dim))
         self.output_dim: int = dim
 
-    def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor, seq_time_BLD: Optional[Tensor] = None,
-                query_time_BD: Optional[Tensor] = None) -> Tensor:
+    def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor) -> Tensor:
         if self.training:
             with torch.no_grad():
                 self.memory_D.mul_(self.decay).add_(query_BD.mean(0), alpha=1 - self.decay)

@@ -122,9 +122,9 @@ def test_learned_ctc_needs_learned_correlation_and_category_features(hand_data, 
     cfg = load_config(os.path.join(REPO, "configs", "avgpool_concat.yaml"), over)
     with pytest.raises(ValueError, match=r"no module of model.interests \(AvgPooling\) has a learned_correlation"):
         learned_ctc(cfg, str(tmp_path / "none"))
-    cfg = load_config(CONFIG, over + ["model.sequence.history=[hist_item]", "model.sequence.target=[target_item]",
-                                      "model.tables.category.features=[target_brand, hist_brand]",
-                                      "model.tables.position.dim=32"])
+    cfg = load_config(CONFIG, over + ["model.embeddings.main.category.features=[target_brand, hist_brand]",
+                                      "model.inputs.behaviours.features=[hist_item, hist_brand]",
+                                      "model.inputs.target.features=[target_item, target_brand]"])
     with pytest.raises(ValueError, match="needs the feature 'hist_category'"):
         learned_ctc(cfg, str(tmp_path / "none"))
     cfg = load_config(CONFIG, over)

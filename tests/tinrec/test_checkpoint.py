@@ -122,3 +122,19 @@ def test_a_checkpoint_of_another_model_is_refused_in_one_line(tmp_path):
     wider = torch.nn.Linear(5, 2)
     with pytest.raises(ValueError, match=r"weight has shape \[2, 4\] in the checkpoint, \[2, 5\] in this config"):
         ckpt.load(path, wider)
+
+
+def test_a_checkpoint_from_before_embedding_groups_is_refused_saying_so(tmp_path):
+    """Parameter paths of tinrec 0.1 (tables grouped by width, ``sparse_arch.ecs.dim32``) cannot be mapped onto
+    groups without the old config; the refusal says what the checkpoint is and what to do."""
+    init_distributed()
+    old = torch.nn.Module()
+    old.sparse_arch = torch.nn.Module()
+    old.sparse_arch.ecs = torch.nn.ModuleDict({"dim32": torch.nn.Linear(2, 2)})
+    path = ckpt.save(str(tmp_path / "ckpt"), 1, old, torch.optim.SGD(old.parameters(), lr=0.1), {})
+    new = torch.nn.Module()
+    new.sparse_arch = torch.nn.Module()
+    new.sparse_arch.ecs = torch.nn.ModuleDict({"main": torch.nn.Linear(2, 2)})
+    with pytest.raises(ValueError, match=r"step-00000001: written before embedding groups and inputs by name \(it has "
+                                         r"sparse_arch\.ecs\.dim32\.weight\); .*retrain, or use tinrec 0\.1 \(commit 8bbc339\)"):
+        ckpt.load(path, new)

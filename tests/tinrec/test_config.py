@@ -66,12 +66,13 @@ def test_typo_names_key_path_and_file(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("train.batch_size=big", r"train\.batch_size: expected an integer"),
     # table widths fbgemm's fused kernels refuse are refused at load time, not deep in fbgemm
-    ("model.tables.item.dim=33", r"c\.yaml: model\.tables\.item\.dim: must be a positive multiple of 4 .*got 33"),
+    ("model.embeddings.main.item.dim=33", r"c\.yaml: model\.embeddings\.main\.item\.dim: must be a positive multiple of 4 .*got 33"),
     ("train.host_memory=pool", r"c\.yaml: train\.host_memory: expected one of cached, system, got 'pool'"),
-    ("model.tables.position.dim=16", r"model\.sequence\.temporal: the table of 'hist_position' must have .*dim 64"),
+    ("model.embeddings.main.item.dim=16", r"c\.yaml: model\.embeddings\.main: tables '\w+' \(dim \d+\) and '\w+' \(dim \d+\) "
+                                          r"differ in width; .*put them in separate groups$"),
     # a typo in a module argument must not silently run the default model (YAML reads it as a string)
-    ("model.interests.tin.temporal=flase",
-     r"c\.yaml: model\.interests\.tin\.temporal: expected true or false, got 'flase'$"),
+    ("model.interests.tin.attention=flase",
+     r"c\.yaml: model\.interests\.tin\.attention: expected true or false, got 'flase'$"),
     ("model.tower.activation=swish", r"c\.yaml: model\.tower\.activation: must be one of \[.*'dice'\], got 'swish'$"),
     ("train.dense_optimizer.lr=-0.001", r"c\.yaml: train\.dense_optimizer\.lr: must be a finite number > 0, got -0\.001$"),
     ("train.sparse_optimizer.lr=.nan", r"c\.yaml: train\.sparse_optimizer\.lr: must be a finite number > 0, got nan$"),
@@ -101,8 +102,8 @@ def test_overrides_apply(tmp_path):
 
 def test_component_arguments_checked_against_signature(tmp_path):
     path = _write(tmp_path, yaml.safe_dump(_default_dict()))
-    with pytest.raises(ValueError, match=r"model\.interests\.tin\.temporl: not an argument of .*did you mean 'temporal'"):
-        load_config(path, ["model.interests.tin.temporl=false"])
+    with pytest.raises(ValueError, match=r"model\.interests\.tin\.atention: not an argument of .*did you mean 'attention'"):
+        load_config(path, ["model.interests.tin.atention=false"])
     with pytest.raises(ValueError, match=r"model\.interests\.tin\.dim: set by the model builder"):
         load_config(path, ["model.interests.tin.dim=64"])
     with pytest.raises(ValueError, match=r"model\.interests\.tin\._component_: cannot import"):
@@ -111,10 +112,75 @@ def test_component_arguments_checked_against_signature(tmp_path):
 
 def test_unknown_feature_and_missing_file(tmp_path):
     path = _write(tmp_path, yaml.safe_dump(_default_dict()))
-    with pytest.raises(ValueError, match=r"model\.tables\.item\.features: unknown feature 'hist_itm'"):
-        load_config(path, ["model.tables.item.features=[target_item, hist_itm]"])
+    with pytest.raises(ValueError, match=r"model\.embeddings\.main\.item\.features: unknown feature 'hist_itm'"):
+        load_config(path, ["model.embeddings.main.item.features=[target_item, hist_itm]"])
     with pytest.raises(ValueError, match=r"nope\.yaml: config file not found"):
         load_config(str(tmp_path / "nope.yaml"))
+
+
+@pytest.mark.parametrize("override, message", [
+    # a forward argument without a default and no binding; a binding the module does not take
+    ("model.interests.tin.inputs.mask_BL=null",
+     r"c\.yaml: model\.interests\.tin\.inputs\.mask_BL: argument of tinrec\.modules\.tin\.TIN\.forward has no binding$"),
+    ("model.interests.tin.inputs.session_BL=mask",
+     r"c\.yaml: model\.interests\.tin\.inputs\.session_BL: not an argument of tinrec\.modules\.tin\.TIN\.forward "
+     r"\(its arguments: seq_BLD, mask_BL, query_BD, seq_time_BLD, query_time_BD\)$"),
+    ("model.interests.tin.inputs.query_BD=targett",
+     r"c\.yaml: model\.interests\.tin\.inputs\.query_BD: no input named 'targett' in model\.inputs"),
+    ("model.inputs.target.features=[target_item, hist_item]",
+     r"c\.yaml: model\.inputs\.target\.features: .* mix sequences and per-sample features"),
+    ("model.inputs.user.combine=sum", r"c\.yaml: model\.inputs\.user\.combine: sum needs features of one width, "
+                                      r"got user_id 16, user_age 8, user_gender 8$"),
+    ("model.inputs.user.combine=stack", r"c\.yaml: model\.inputs\.user\.combine: stack needs features of one width"),
+    ("model.inputs.mask={mask: long}", r"c\.yaml: model\.inputs\.mask\.mask: 'long' is not a sequence any table reads"),
+    ("model.inputs.mask={mask: hist, dense: hist_timestamp}",
+     r"c\.yaml: model\.inputs\.mask: set exactly one of features, mask, dense \(got mask, dense\)$"),
+    ("model.inputs.behaviours.group=temporal",
+     r"c\.yaml: model\.inputs\.behaviours\.features: 'hist_item' is not read by any table of group 'temporal'$"),
+    ("model.inputs.user.negatives=in_batch", r"c\.yaml: model\.inputs\.user\.negatives: needs sequence features"),
+    ("model.tower.inputs=[behaviours]", r"c\.yaml: model\.tower\.inputs\[0\]: the tower concatenates \[B, D\] inputs; "
+                                        r"this one is \[B, L, 64\]$"),
+    ("model.embeddings.temporal.item={dim: 64, features: [hist_position]}",
+     r"c\.yaml: model\.embeddings\.temporal\.item: table name 'item' is already used in group 'main'"),
+    ("model.embeddings.main.item2={dim: 32, features: [hist_item]}",
+     r"c\.yaml: model\.embeddings\.main\.item2\.features: 'hist_item' is already read by table 'item' of group 'main'"),
+    ("model.embeddings.main.user.features=[hist_item]",
+     r"c\.yaml: model\.embeddings\.main\.user: sequence feature 'hist_item' needs pooled: false"),
+])
+def test_bad_binding_names_the_key(tmp_path, override, message):
+    path = _write(tmp_path, yaml.safe_dump(_default_dict()))
+    with pytest.raises(ValueError, match=message):
+        load_config(path, [override])
+
+
+def test_inputs_that_do_not_fit_a_module_are_a_config_error_before_training():
+    """The builder calls each module once on zero inputs of the bound shapes (tinrec/model.py dry_run)."""
+    cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), ["model.embeddings.temporal.position.dim=32"])
+    rng = torch.get_rng_state()
+    with pytest.raises(ValueError, match=r"^model\.interests\.tin\.inputs: the bound inputs \(seq_BLD \[B, L, 64\], .*"
+                                         r"seq_time_BLD \[B, L, 32\], .*\) do not fit the module: seq_time_BLD must have"):
+        build_model(cfg, resolve_rows(cfg, {"tables": {n: 10 for n in cfg.model.tables}}))
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_a_feature_in_two_groups_needs_the_group_named(tmp_path):
+    """The same ids embedded twice (multi-embedding): an input must say which group it reads."""
+    path = _write(tmp_path, yaml.safe_dump(_default_dict()))
+    twice = ["model.embeddings.wide={item_wide: {dim: 16, features: [hist_item, target_item]}}"]
+    with pytest.raises(ValueError, match=r"model\.inputs\.behaviours\.group: 'hist_item' is read in groups main, wide: "
+                                         r"say which one$"):
+        load_config(path, twice)
+    cfg = load_config(path, twice + ["model.inputs.behaviours.group=main", "model.inputs.target.group=main"])
+    assert cfg.model.group_of("item_wide") == "wide"
+
+
+@pytest.mark.parametrize("key", ["tables", "sequence", "user_features", "target_in_tower"])
+def test_a_key_of_the_old_contract_says_where_it_went(tmp_path, key):
+    raw = _default_dict()
+    raw["model"][key] = {"x": 1}
+    path = _write(tmp_path, yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=rf"c\.yaml: model\.{key}: replaced by .*docs/config\.md, 'Migrating'$"):
+        load_config(path)
 
 
 def test_bad_override_syntax():

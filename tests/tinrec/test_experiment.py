@@ -20,7 +20,7 @@ def test_experiment_table_relative_change_cost_and_skip(tmp_path):
     spec = {"name": "exp", "seeds": [0, 1], "baseline": "Avg", "overrides": common,
             "rows": [{"name": "Avg", "config": "configs/avgpool_concat.yaml"},
                      {"name": "TIN w/o TTE", "config": "configs/default.yaml",
-                      "overrides": ["model.interests.tin.temporal=false"]}]}
+                      "overrides": ["model.interests.tin.inputs.seq_time_BLD=null", "model.interests.tin.inputs.query_time_BD=null"]}]}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "runs"
@@ -41,7 +41,7 @@ def test_experiment_table_relative_change_cost_and_skip(tmp_path):
     table = (out / "exp" / "results.md").read_text()
     delta = 100 * (results["TIN w/o TTE"]["gauc_mean"] / results["Avg"]["gauc_mean"] - 1)
     tin_line = next(line for line in table.splitlines() if line.startswith("| TIN w/o TTE |"))
-    assert f"| {delta:+.2f} |" in tin_line and "model.interests.tin.temporal=false" in tin_line
+    assert f"| {delta:+.2f} |" in tin_line and "model.interests.tin.inputs.seq_time_BLD=null" in tin_line
     assert "peak RSS MiB" in table and "seed=<seed>" in tin_line
 
     # a re-run reuses finished runs: nothing is trained again, the metrics files are untouched

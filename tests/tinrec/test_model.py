@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from tinrec.config import interest_inputs, load_config
+from tinrec.config import load_config
 from tinrec.data.reader import ParquetStream, list_units, split_files
-from tinrec.features import dense_sequence, feature_rows, resolve_rows, used_features
+from tinrec.features import dense_used, feature_rows, resolve_rows, used_features
 from tinrec.model import build_model
 from tests.tinrec.datasets import random_rows, write_dataset
 
@@ -26,7 +26,7 @@ def _setup(tmp_path, config="default.yaml", overrides=()):
     stream = ParquetStream(units=list_units(split_files(str(tmp_path), "train"), ["label"]), features=feats,
                            feature_rows=feature_rows(cfg, nrows), batch_size=64, max_len=8,
                            time_bin_edges=np.array([100.0, 1000.0]),
-                           dense_sequence=dense_sequence(interest_inputs(cfg)))
+                           dense_sequence=dense_used(cfg))
     torch.manual_seed(0)
     model = build_model(cfg, nrows, sparse_device=torch.device("cpu"))
     return cfg, model, next(iter(stream)), rows
@@ -35,7 +35,7 @@ def _setup(tmp_path, config="default.yaml", overrides=()):
 def test_target_and_history_share_one_table(tmp_path):
     cfg, model, batch, rows = _setup(tmp_path)
     seqs, _ = model.sparse_arch(batch.sparse)
-    emb = model.dense_arch.merge(seqs)
+    emb = seqs["main"]
     hist_ids = batch.sparse["hist_item"].values()
     target_ids = batch.sparse["target_item"].values()
     common = set(hist_ids.tolist()) & set(target_ids.tolist())
@@ -46,22 +46,20 @@ def test_target_and_history_share_one_table(tmp_path):
     assert torch.equal(h, t)
 
 
-def test_sequence_arch_pads_right_with_mask(tmp_path):
+def test_input_arch_pads_right_with_mask(tmp_path):
     cfg, model, batch, rows = _setup(tmp_path)
-    seqs, _ = model.sparse_arch(batch.sparse)
-    emb = model.dense_arch.merge(seqs)
-    out = model.dense_arch.sequences["tin"](emb)
+    out = model.module_inputs(batch)["tin"]
     lengths = batch.sparse["hist_item"].lengths()
     assert out["mask_BL"].sum(1).tolist() == lengths.tolist()
     assert out["seq_BLD"].shape == (64, int(lengths.max()), 64)
     assert torch.all(out["seq_BLD"][~out["mask_BL"]] == 0)
     # row i, slot j holds the j-th kept behaviour: item embedding then category embedding
     i = int(torch.argmax(lengths))
-    item_tab = model.sparse_arch.ecs["dim32"].embeddings["item"].weight
+    item_tab = model.sparse_arch.ecs["main"].embeddings["item"].weight
     start = int(lengths[:i].sum())
     first_id = batch.sparse["hist_item"].values()[start]
     assert torch.equal(out["seq_BLD"][i, 0, :32], item_tab[first_id])
-    assert torch.equal(out["query_time_BD"], model.sparse_arch.ecs["dim64"].embeddings["position"].weight[0].expand(64, 64))
+    assert torch.equal(out["query_time_BD"], model.sparse_arch.ecs["temporal"].embeddings["position"].weight[0].expand(64, 64))
 
 
 def test_jagged_to_padded_matches_a_loop_and_routes_gradients():
@@ -135,9 +133,9 @@ def test_split_din_gets_fields_from_the_builder_and_the_tower_sees_only_v_tr(tmp
     cfg, model, batch, rows = _setup(tmp_path, "din_split.yaml", ["model.interests.din.attention_dim=16"])
     mod = model.interest_modules()["din"]
     assert (mod.fields, mod.attention_dim, mod.representation_dim) == (2, 16, 112)
-    assert model.dense_arch.target_features == []
+    assert cfg.model.tower.inputs == ["user"]
     user_width = sum(cfg.model.tables[t].dim for t in ("user", "age", "gender"))
-    assert model.dense_arch.tower.layers[0].in_features == 3 * 112 + user_width
+    assert model.dense_arch.over_arch.tower.layers[0].in_features == 3 * 112 + user_width
     # the target's TA columns reach the loss only through the attention weights
     out = mod(**model.module_inputs(batch)["din"])
     assert out.shape == (64, 3 * 112)
@@ -154,6 +152,6 @@ def test_model_compile_keeps_parameter_names_values_and_gradients(tmp_path):
     for model in (eager, compiled):
         loss, (logits, *_) = model(batch)
         loss.backward()
-        results.append((loss.detach(), logits, model.sparse_arch.ecs["dim32"].embeddings["item"].weight.grad))
+        results.append((loss.detach(), logits, model.sparse_arch.ecs["main"].embeddings["item"].weight.grad))
     for got, want in zip(results[1], results[0]):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

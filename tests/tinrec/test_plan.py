@@ -20,8 +20,8 @@ PRODUCTION = sorted(glob.glob(os.path.join(REPO, "configs", "production", "*.yam
 PROD_1B = os.path.join(REPO, "configs", "production", "tin_1b_items.yaml")
 PROD_10B = os.path.join(REPO, "configs", "production", "tin_10b_items.yaml")
 # the default config with small explicit tables and no dataset
-SMALL = ["data.path=/nonexistent", "data.generate=null", "model.tables.item.rows=500", "model.tables.category.rows=20",
-         "model.tables.user.rows=50", "model.tables.age.rows=9", "model.tables.gender.rows=3"]
+SMALL = ["data.path=/nonexistent", "data.generate=null", "model.embeddings.main.item.rows=500", "model.embeddings.main.category.rows=20",
+         "model.embeddings.main.user.rows=50", "model.embeddings.main.age.rows=9", "model.embeddings.main.gender.rows=3"]
 
 
 def cli_plan(*argv):
@@ -32,10 +32,10 @@ def cli_plan(*argv):
 
 def test_small_model_placements_by_hand():
     # two equal table-wise tables on two GPUs go to different ranks; a row-wise table spans both
-    cfg = load_config(DEFAULT, SMALL + ["model.tables.item.rows=100000", "model.tables.item.sharding_types=[table_wise]",
-                                        "model.tables.category.rows=100000", "model.tables.category.dim=32",
-                                        "model.tables.category.sharding_types=[table_wise]",
-                                        "model.tables.position.sharding_types=[row_wise]"])
+    cfg = load_config(DEFAULT, SMALL + ["model.embeddings.main.item.rows=100000", "model.embeddings.main.item.sharding_types=[table_wise]",
+                                        "model.embeddings.main.category.rows=100000", "model.embeddings.main.category.dim=32",
+                                        "model.embeddings.main.category.sharding_types=[table_wise]",
+                                        "model.embeddings.temporal.position.sharding_types=[row_wise]"])
     _, rep = plan(cfg, Cluster(nodes=1, gpus_per_node=2))
     t = rep["tables"]
     assert t["item"]["sharding_type"] == "table_wise" and t["category"]["sharding_type"] == "table_wise"
@@ -51,7 +51,7 @@ def test_small_model_placements_by_hand():
 
 
 def test_pooling_factors_sources():
-    cfg = load_config(DEFAULT, ["data.max_len=20", "model.tables.category.pooling_factor=3"])
+    cfg = load_config(DEFAULT, ["data.max_len=20", "model.embeddings.main.category.pooling_factor=3"])
     pf, src = pooling_factors(cfg, {"mean_history_length": 12.5})
     assert pf["item"] == [1.0, 12.5] and pf["user"] == [1.0] and pf["category"] == [3.0, 3.0] and "meta.json" in src
     assert pooling_factors(cfg, {"mean_history_length": 40.0})[0]["item"] == [1.0, 20.0]  # capped at data.max_len
@@ -69,7 +69,7 @@ def test_plan_reads_the_dataset_meta(tmp_path):
     _, rep = plan(cfg, Cluster(nodes=1, gpus_per_node=2, compute_device="cpu"))
     assert rep["tables"]["item"]["rows"] == 700 and rep["tables"]["item"]["ids_per_sample"] == 43
     assert "meta.json" in rep["pooling_factors_from"]
-    with pytest.raises(ValueError, match=r"has no dataset \(meta.json\).*model.tables.NAME.rows"):
+    with pytest.raises(ValueError, match=r"has no dataset \(meta.json\).*model.embeddings.GROUP.NAME.rows"):
         plan(load_config(DEFAULT, ["data.path=/nonexistent"]), Cluster(nodes=1))
 
 
@@ -108,8 +108,8 @@ def test_impossible_topology_names_tables_and_amounts():
 
 
 def test_suggests_row_wise_for_a_large_table_wise_table():
-    cfg = load_config(PROD_1B, ["model.tables.item.sharding_types=[table_wise]"])
-    with pytest.raises(ValueError, match=r"shard item row-wise \(model.tables.item.sharding_types=\[row_wise\]\)"):
+    cfg = load_config(PROD_1B, ["model.embeddings.item.item.sharding_types=[table_wise]"])
+    with pytest.raises(ValueError, match=r"shard item row-wise \(model.embeddings.item.item.sharding_types=\[row_wise\]\)"):
         plan(cfg, Cluster(nodes=2, gpus_per_node=8))
 
 

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -83,10 +84,11 @@ def test_train_crash_resume_eval(data_dir, tmp_path):
     assert m["data"]["train_rows"] == 2400 and m["data"]["train_rows_left_out_per_epoch"] == 2400 % 64
     assert 0 < m["test"]["histories_truncated_to_max_len"] < 400
     # a config whose tables differ from the checkpoint's: one line naming the key, no traceback
-    p = run(["eval", CONFIG, f"run_dir={run_dir}", f"data.path={data_dir}", *TINY, "model.tables.item.dim=16",
-             "model.tables.category.dim=48"], check=False)
+    p = run(["eval", CONFIG, f"run_dir={run_dir}", f"data.path={data_dir}", *TINY, "model.embeddings.main.item.dim=16",
+             "model.embeddings.main.category.dim=16", "model.embeddings.temporal.position.dim=32"], check=False)
     assert p.returncode == 2, p.stderr[-2000:]
-    assert "does not fit this config at model.tables.item" in p.stderr and "Traceback" not in p.stderr
+    assert re.search(r"does not fit this config at model\.embeddings\.main\.(item|category): sparse_arch\.ecs\.main\.",
+                     p.stderr) and "Traceback" not in p.stderr  # the table, not the tower it feeds
     p = run(["eval", CONFIG, f"run_dir={run_dir}", f"data.path={data_dir}", *TINY, "model.tower.hidden=[32,8]"],
             check=False)
     assert p.returncode == 2 and "does not fit this config at model.tower" in p.stderr and "Traceback" not in p.stderr
@@ -117,8 +119,8 @@ def test_two_process_gloo_training(data_dir, tmp_path):
 
 def test_two_ranks_row_wise_with_and_without_index_dedup_agree(data_dir, tmp_path):
     """Index dedup across ranks: row-wise (ids bucketed to their rank after dedup) and column-wise tables."""
-    shard = ["train.epochs=1", "model.tables.item.sharding_types=[row_wise]",
-             "model.tables.category.sharding_types=[column_wise]"]
+    shard = ["train.epochs=1", "model.embeddings.main.item.sharding_types=[row_wise]",
+             "model.embeddings.main.category.sharding_types=[column_wise]"]
     metrics = {}
     for dedup in ("true", "false"):
         run_dir = str(tmp_path / dedup)
@@ -289,11 +291,12 @@ def test_named_losses_are_logged_by_name(data_dir, tmp_path):
     assert {"train/loss", "train/loss/bce", "train/loss/dien.aux"} <= set(tb.Tags()["scalars"])
 
 
-STATEFUL = ["model.interests={m: {_component_: tests.tinrec.stateful.EmaMemory}}", "model.sequence.temporal=none"]
+STATEFUL = ["model.interests={m: {_component_: tests.tinrec.stateful.EmaMemory, "
+            "inputs: {seq_BLD: behaviours, mask_BL: mask, query_BD: target}}}"]
 
 
 def _memory(run_dir):
-    return final_weights(run_dir)[1]["dense_arch.interests.m.memory_D"]
+    return final_weights(run_dir)[1]["dense_arch.interest_arch.interests.m.memory_D"]
 
 
 def test_cross_batch_state_is_identical_on_two_ranks_and_resumes_exactly(data_dir, tmp_path):

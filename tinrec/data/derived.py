@@ -1,9 +1,14 @@
 """Derived features: what the loader computes from the stored columns, one registry instead of if-chains.
 
-Each entry says which stored columns it needs (beyond the history length, always read), how many rows its
-table has when the table says ``rows: auto`` (None: the table's size comes from ``meta.json``, like any id
-table), and how its values are computed from one batch's rows. ``tinrec/features.py`` (the feature
+Each entry says which stored columns it needs (beyond the sequence's length, always read), how many rows
+its table has when the table says ``rows: auto`` (None: the table's size comes from ``meta.json``, like any
+id table), and how its values are computed from one batch's rows. ``tinrec/features.py`` (the feature
 schema, table sizes), ``tinrec/data/reader.py`` (columns read, the KeyedJaggedTensor) read it.
+
+Every sequence ``S`` of the data (``hist``, and any other: ``long``, ``click``, ...) has the sequence
+features below as ``S_position``, ``S_time_bin``, ... (``hist_*`` in the table), each computed from that
+sequence's kept behaviours, its timestamps ``S_timestamp`` and its own ``max_len`` (``data.sequences``). The
+target's features (``target_*``) are relative to ``hist``.
 
 Ids (looked up in embedding tables, keys of the KeyedJaggedTensor):
 
@@ -22,14 +27,15 @@ hist_/target_hour  both      UTC hour 0-23 of the timestamp (TE)                
 hist_neg_item      sequence  an item drawn uniformly from the item table (DIEN's negatives)    the table's
 =================  ========  ================================================================  ==============
 
-Dense per-behaviour values (``Batch.dense``, not embedded): ``hist_timestamp`` (int64 seconds) and
-``hist_session`` (DSIN's sessions, most recent = 0, ``modules/dsin.py`` ``SESSION_GAP_S``).
+Dense values (``Batch.dense``, not embedded, ``model.inputs.X.dense``): any stored column that is not read
+as ids (``hist_timestamp``, int64 seconds; ``hist_watch_time``, float; per-sample numbers), and the derived
+``S_session`` (DSIN's sessions, most recent = 0, ``modules/dsin.py`` ``SESSION_GAP_S``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -41,15 +47,16 @@ CALENDAR_ROWS = {"hour": 24, "weekday": 7, "month": 12}
 
 @dataclass
 class Rows:
-    """One batch's rows, as derived features see them.
+    """One batch's rows of one sequence, as derived features see them.
 
     Attributes:
-        chunk: stored columns: scalars [B], lists (offsets [B+1], values) of the full histories.
-        keep: [B] kept behaviours per row (the most recent ``max_len``).
+        chunk: stored columns: scalars [B], lists (offsets [B+1], values) of the full sequences.
+        keep: [B] kept behaviours per row (the most recent ``max_len`` of the sequence).
         idx: [N] flat indices, into a list column's values, of the kept behaviours (oldest first).
         coe: [N] chronological order of each kept behaviour within its row, oldest = 1.
-        edges: inner edges of the time-interval bins (seconds), or None.
+        edges: inner edges of the sequence's time-interval bins (seconds), or None.
         rng: the batch's seeded generator (negative sampling), made on first use.
+        sequence: the sequence's name (its columns are ``<sequence>_*``).
         table_rows: rows of the table that reads the feature being computed.
     """
 
@@ -59,10 +66,12 @@ class Rows:
     coe: np.ndarray
     edges: Optional[np.ndarray]
     rng: Callable[[], np.random.Generator]
+    sequence: str = fmt.HISTORY
     table_rows: int = 0
 
     def hist(self, column: str) -> np.ndarray:
-        return np.asarray(self.chunk[column][1])[self.idx]
+        """The kept values of list column ``column``; ``{seq}`` stands for the sequence's name."""
+        return np.asarray(self.chunk[column.format(seq=self.sequence)][1])[self.idx]
 
     def scalar(self, column: str) -> np.ndarray:
         return np.asarray(self.chunk[column])
@@ -71,7 +80,7 @@ class Rows:
 @dataclass(frozen=True)
 class Derived:
     sequence: bool
-    columns: Tuple[str, ...]
+    columns: Tuple[str, ...]  # stored columns it reads; ``{seq}`` stands for the sequence's name
     rows: Optional[Callable[[int, int], int]]  # (max_len, time_bins) -> table rows; None: from meta.json
     compute: Callable[[Rows], np.ndarray]
 
@@ -105,8 +114,11 @@ def sessions(ts: np.ndarray, lengths: np.ndarray, gap_seconds: int = SESSION_GAP
     return (last_r[row] - cum).astype(np.int64)
 
 
+TS = "{seq}_timestamp"
+
+
 def _time_bin(r: Rows) -> np.ndarray:
-    dt = np.repeat(r.scalar(fmt.TARGET_TIMESTAMP), r.keep) - r.hist(fmt.HIST_TIMESTAMP)
+    dt = np.repeat(r.scalar(fmt.TARGET_TIMESTAMP), r.keep) - r.hist(TS)
     return 1 + np.searchsorted(r.edges, dt, side="right")
 
 
@@ -118,30 +130,64 @@ _POSITION_ROWS = lambda max_len, bins: max_len + 1  # noqa: E731
 _TIME_BIN_ROWS = lambda max_len, bins: bins + 1  # noqa: E731
 _COE_ROWS = lambda max_len, bins: max_len + 2  # noqa: E731
 
-IDS: Dict[str, Derived] = {
-    "hist_position": Derived(True, (), _POSITION_ROWS, lambda r: np.repeat(r.keep, r.keep) - r.coe + 1),
+# Per sequence, by the suffix after ``<sequence>_``.
+SEQUENCE_IDS: Dict[str, Derived] = {
+    "position": Derived(True, (), _POSITION_ROWS, lambda r: np.repeat(r.keep, r.keep) - r.coe + 1),
+    "time_bin": Derived(True, (TS, fmt.TARGET_TIMESTAMP), _TIME_BIN_ROWS, _time_bin),
+    "coe": Derived(True, (), _COE_ROWS, lambda r: r.coe),
+}
+# The target's, relative to ``hist``.
+TARGET_IDS: Dict[str, Derived] = {
     "target_position": Derived(False, (), _POSITION_ROWS, _origin),
-    "hist_time_bin": Derived(True, (fmt.HIST_TIMESTAMP, fmt.TARGET_TIMESTAMP), _TIME_BIN_ROWS, _time_bin),
     "target_time_bin": Derived(False, (), _TIME_BIN_ROWS, _origin),
-    "hist_coe": Derived(True, (), _COE_ROWS, lambda r: r.coe),
     "target_coe": Derived(False, (), _COE_ROWS, lambda r: r.keep + 1),
 }
 for _unit, _n in CALENDAR_ROWS.items():
-    IDS[f"hist_{_unit}"] = Derived(True, (fmt.HIST_TIMESTAMP,), lambda max_len, bins, n=_n: n,
-                                   lambda r, u=_unit: calendar(r.hist(fmt.HIST_TIMESTAMP), u))
-    IDS[f"target_{_unit}"] = Derived(False, (fmt.TARGET_TIMESTAMP,), lambda max_len, bins, n=_n: n,
-                                     lambda r, u=_unit: calendar(r.scalar(fmt.TARGET_TIMESTAMP), u))
-IDS["hist_neg_item"] = Derived(True, (), None,
-                               lambda r: r.rng().integers(1, max(r.table_rows, 2), size=int(r.idx.size)))
-
-DENSE: Dict[str, Derived] = {
-    "hist_timestamp": Derived(True, (fmt.HIST_TIMESTAMP,), None, lambda r: r.hist(fmt.HIST_TIMESTAMP)),
-    "hist_session": Derived(True, (fmt.HIST_TIMESTAMP,), None,
-                            lambda r: sessions(r.hist(fmt.HIST_TIMESTAMP), r.keep)),
+    SEQUENCE_IDS[_unit] = Derived(True, (TS,), lambda max_len, bins, n=_n: n, lambda r, u=_unit: calendar(r.hist(TS), u))
+    TARGET_IDS[f"target_{_unit}"] = Derived(False, (fmt.TARGET_TIMESTAMP,), lambda max_len, bins, n=_n: n,
+                                            lambda r, u=_unit: calendar(r.scalar(fmt.TARGET_TIMESTAMP), u))
+SEQUENCE_IDS["neg_item"] = Derived(True, (), None,
+                                   lambda r: r.rng().integers(1, max(r.table_rows, 2), size=int(r.idx.size)))
+SEQUENCE_DENSE: Dict[str, Derived] = {
+    "session": Derived(True, (TS,), None, lambda r: sessions(r.hist(TS), r.keep)),
 }
 
 
-def table_rows(features, max_len: int, time_bins: int) -> Optional[int]:
-    """Rows of an ``auto`` table whose features are all derived ids with one table size, else None."""
-    sizes = {IDS[f].rows(max_len, time_bins) if f in IDS and IDS[f].rows else None for f in features}
-    return sizes.pop() if len(sizes) == 1 and None not in sizes else None
+def _split(feature: str) -> Tuple[Optional[str], str]:
+    seq = fmt.sequence_of(feature)
+    return seq, (feature[len(seq) + 1:] if seq else feature)
+
+
+def lookup(feature: str) -> Optional[Tuple[Derived, str]]:
+    """The derived id ``feature`` is, and the sequence it is computed from; None for a stored column."""
+    seq, suffix = _split(feature)
+    if seq is not None:
+        return (SEQUENCE_IDS[suffix], seq) if suffix in SEQUENCE_IDS else None
+    return (TARGET_IDS[feature], fmt.HISTORY) if feature in TARGET_IDS else None
+
+
+def lookup_dense(column: str) -> Optional[Tuple[Derived, str]]:
+    """The derived dense value ``column`` is (``S_session``), and its sequence; None for a stored column."""
+    seq, suffix = _split(column)
+    return (SEQUENCE_DENSE[suffix], seq) if seq is not None and suffix in SEQUENCE_DENSE else None
+
+
+def columns(derived: Derived, sequence: str) -> Tuple[str, ...]:
+    return tuple(c.format(seq=sequence) for c in derived.columns)
+
+
+def table_rows(features: Iterable[str], max_len: Callable[[str], int], time_bins: int) -> Optional[int]:
+    """Rows of an ``auto`` table whose features are all derived ids with a size (the largest of theirs: a
+    position table read by two sequences covers the longer), else None."""
+    sizes = []
+    for f in features:
+        found = lookup(f)
+        if found is None or found[0].rows is None:
+            return None
+        sizes.append(found[0].rows(max_len(found[1]), time_bins))
+    return max(sizes) if sizes else None
+
+
+def integer_dense(column: str) -> bool:
+    """Whether a dense value is an integer (timestamps, sessions) rather than a float (watch time, ...)."""
+    return column.endswith(("_timestamp", "_session"))

@@ -12,7 +12,12 @@ A dataset is a folder (any iopath path) holding::
     .tinrec-generated              # only in a folder tinrec generated (it may regenerate into it)
     ground_truth.npz               # only for generated data: the planted semantic-temporal weights
 
-Sequences are list columns ordered oldest behaviour first. Every id is an int64 in ``[0, rows)`` of the
+Sequences are list columns ordered oldest behaviour first. A sample may carry several sequences (a lifelong
+and a short-term one; clicks, non-clicks, likes and dislikes): a list column ``<sequence>_<field>`` belongs to
+the sequence before its first underscore (``hist_item`` and ``hist_timestamp`` to ``hist``, ``long_item`` to
+``long``); the list columns of one sequence have one element per behaviour, and its timestamps, when it has
+them, are ``<sequence>_timestamp``. Columns whose name starts with one of :data:`SAMPLE_PREFIXES` are per
+sample (one value per row), whatever else follows (``user_f07``, ``ctx_f12``, ``item_f03``). Every id is an int64 in ``[0, rows)`` of the
 table that reads it; 0 is "unknown" by convention (the generator never emits it for real entities).
 Timestamps are int64 seconds (Unix epoch).
 """
@@ -41,6 +46,21 @@ HIST_WATCH_TIME = "hist_watch_time"  # optional: seconds watched (float32)
 # Optional trigger / scrolling context (DEI2N).
 TRIGGER_COLUMNS = ("trigger_item", "trigger_category")
 PAGE = "page"  # 1 = first page
+
+# Name prefixes of per-sample columns (user profile, target, trigger, context, item side, page, labels).
+SAMPLE_PREFIXES = ("user", "target", "trigger", "ctx", "item", "page", "label")
+HISTORY = "hist"  # the sequence every dataset has
+
+
+def sequence_of(column: str) -> "str | None":
+    """The sequence a column's values span (one per behaviour), or None for a per-sample column."""
+    prefix = column.split("_", 1)[0]
+    return None if prefix in SAMPLE_PREFIXES or "_" not in column else prefix
+
+
+def timestamp_column(sequence: str) -> str:
+    return f"{sequence}_timestamp"
+
 
 FEEDBACK_CLICK, FEEDBACK_LIKE, FEEDBACK_DISLIKE, FEEDBACK_NON_CLICK = 0, 1, 2, 3
 

@@ -62,6 +62,16 @@ mean of ``exp(-dt/3600/tau_time_hours)`` over the train behaviours at position p
 behaviour has that position); all zeros when the effect is disabled. Also ``positions`` (1..P) and
 ``mean_decay``.
 
+Optional columns (off by default; the columns above and their values do not change when they are on)
+---------------------------------------------------------------------------------------------------------
+* ``short_len = K > 0``: a second sequence ``short_*`` (item, category, timestamp, watch time): the most
+  recent ``min(L, K)`` behaviours of the history, as a short-term sequence beside the long one.
+* ``extra_features = {user: n_u, item: n_i, ctx: n_c, rows: R}``: families of extra id columns
+  ``user_f00..``, ``item_f00..``, ``ctx_f00..`` (two digits, three from 100 on) with ids in 1..R-1: a user's
+  and an item's are fixed per user / per target item (``default_rng([seed, 998])``), a context's drawn per
+  row (``default_rng([seed, split_index, chunk_index, 77])``). They carry no effect (issue-free filler for
+  wide models); ``meta.json`` gives each its table size R.
+
 Output is streamed: chunks of ``row_group_size`` rows are generated (vectorised, no per-row Python) and
 written as row groups, ``rows_per_file`` rows per file; files are written under a ``.tmp`` name and renamed
 when complete, and ``meta.json`` is written last (a dataset is complete iff it has ``meta.json``).
@@ -181,7 +191,8 @@ def merge_effects(effects: Optional[dict]) -> dict:
 class _World:
     """Static users and items, and vectorised samplers over them."""
 
-    def __init__(self, rng: np.random.Generator, U: int, N: int, C: int, B: int, A: int) -> None:
+    def __init__(self, rng: np.random.Generator, U: int, N: int, C: int, B: int, A: int, seed: int = 0) -> None:
+        self.seed, self._extra = seed, {}
         self.U, self.N, self.C = U, N, C
         # Items (index 0 = unknown, unused).
         cat = np.zeros(N + 1, np.int64)
@@ -226,6 +237,16 @@ class _World:
         self.user_bias = np.r_[0.0, rng.normal(0.0, 0.3, U)]
         self.gap_mean = np.r_[0.0, np.exp(rng.normal(np.log(24 * 3600.0), 1.0, U))]
 
+    def extra_ids(self, prefix: str, count: int, rows: int) -> np.ndarray:
+        """[U + 1 or N + 1, count] fixed extra ids of each user or item (``extra_features``), from their own
+        generator so that the rest of the world does not change."""
+        key = (prefix, count, rows)
+        if key not in self._extra:
+            n = self.U + 1 if prefix == "user" else self.N + 1
+            g = np.random.default_rng([self.seed, 998, 0 if prefix == "user" else 1])
+            self._extra[key] = g.integers(1, rows, (n, count))
+        return self._extra[key]
+
     def favourite(self, rng: np.random.Generator, users: np.ndarray) -> np.ndarray:
         k = (rng.random(users.size)[:, None] >= self.fav_cum[users]).sum(axis=1)
         return self.fav[users, np.minimum(k, NUM_FAVOURITES - 1)]
@@ -255,8 +276,66 @@ def _list_array(offsets: pa.Array, values: np.ndarray, typ: pa.DataType) -> pa.A
 # ------------------------------------------------------------------------------------------------------------
 
 
+def family(prefix: str, count: int) -> list:
+    """The column names of an extra id family: ``user_f00``, ... (three digits from 100 columns on)."""
+    digits = max(2, len(str(count - 1)))
+    return [f"{prefix}_f{i:0{digits}d}" for i in range(count)]
+
+
+def extra_schema(short_len: int, extra: Dict[str, int]) -> list:
+    """Arrow fields of the optional columns, in the order they are written."""
+    fields = []
+    if short_len:
+        fields += [pa.field("short_item", pa.list_(pa.int64())), pa.field("short_category", pa.list_(pa.int64())),
+                   pa.field("short_timestamp", pa.list_(pa.int64())), pa.field("short_watch_time", pa.list_(pa.float32()))]
+    for prefix in ("user", "item", "ctx"):
+        fields += [pa.field(c, pa.int64()) for c in family(prefix, extra.get(prefix, 0))]
+    return fields
+
+
+def columns(**params) -> list:
+    """The column names ``generate_dataset(**params)`` writes (without generating anything)."""
+    extra = _check_extra(params.get("extra_features"))
+    return fmt.arrow_schema().names + [f.name for f in extra_schema(int(params.get("short_len", 0) or 0), extra)]
+
+
+def _check_extra(extra: Optional[dict]) -> Dict[str, int]:
+    extra = dict(extra or {})
+    unknown = set(extra) - {"user", "item", "ctx", "rows"}
+    if unknown:
+        raise ValueError(f"extra_features: unknown key(s) {sorted(unknown)} (expected user, item, ctx, rows)")
+    out = {k: _check_int(f"extra_features.{k}", extra.get(k, 0), 0) for k in ("user", "item", "ctx")}
+    out["rows"] = _check_int("extra_features.rows", extra.get("rows", 100), 2)
+    return out
+
+
+def _extras(world: _World, n: int, users: np.ndarray, target_item: np.ndarray, offsets: np.ndarray,
+            cols: Dict[str, Any], short_len: int, extra: Dict[str, int], ctx_rng: np.random.Generator) -> None:
+    """Add the optional columns of one chunk to ``cols`` (no draw from the chunk's main generator)."""
+    if short_len:
+        L = np.diff(offsets)
+        keep = np.minimum(L, short_len)
+        new_off = np.concatenate([[0], np.cumsum(keep)])
+        idx = np.arange(new_off[-1]) + np.repeat(offsets[1:] - keep - new_off[:-1], keep)
+        off = pa.array(new_off.astype(np.int32), type=pa.int32())
+        for name, src in (("item", "hist_item"), ("category", "hist_category"), ("timestamp", fmt.HIST_TIMESTAMP),
+                          ("watch_time", fmt.HIST_WATCH_TIME)):
+            values = cols[src].values.to_numpy(zero_copy_only=False)[idx]
+            cols[f"short_{name}"] = _list_array(off, values, cols[src].type.value_type)
+    R = extra["rows"]
+    for prefix, key in (("user", users), ("item", target_item)):
+        names = family(prefix, extra[prefix])
+        if names:
+            table = world.extra_ids(prefix, len(names), R)
+            for j, c in enumerate(names):
+                cols[c] = pa.array(table[key, j], type=pa.int64())
+    for c in family("ctx", extra["ctx"]):
+        cols[c] = pa.array(ctx_rng.integers(1, R, n), type=pa.int64())
+
+
 def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_mean: float, seq_len_max: int,
-           eff: dict, schema: pa.Schema):
+           eff: dict, schema: pa.Schema, short_len: int = 0, extra: Optional[Dict[str, int]] = None,
+           ctx_rng: Optional[np.random.Generator] = None):
     """``n`` rows as an Arrow table, plus (p, dt seconds) of every behaviour for the ground-truth stats."""
     C = world.C
     st, ctx_eff, trig, fb = eff["semantic_temporal"], eff["context"], eff["trigger"], eff["feedback"]
@@ -359,6 +438,8 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
         "trigger_category": pa.array(trigger_cat, type=i64),
         fmt.PAGE: pa.array(page.astype(np.int32), type=pa.int32()),
     }
+    if short_len or extra:
+        _extras(world, n, users, target_item, offsets, cols, short_len, extra or _check_extra(None), ctx_rng)
     table = pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
     return table, int(label.sum()), p, dt
 
@@ -425,6 +506,8 @@ def generate_dataset(
     row_group_size: int = 4096,
     gt_positions: int = 50,
     effects: Optional[dict] = None,
+    short_len: int = 0,
+    extra_features: Optional[dict] = None,
     show_progress: bool = True,
 ) -> dict:
     """Generate the synthetic dataset into ``out_dir`` (any iopath path); returns the meta dict it wrote.
@@ -448,6 +531,11 @@ def generate_dataset(
         "gt_positions": _check_int("gt_positions", gt_positions, 1),
         "effects": merge_effects(effects),
     }
+    if short_len:  # only when on, so the meta.json of a default dataset does not change
+        params["short_len"] = _check_int("short_len", short_len, 0)
+    extra = _check_extra(extra_features)
+    if extra_features:
+        params["extra_features"] = extra
     if isinstance(seq_len_mean, bool) or not isinstance(seq_len_mean, numbers.Real) or not seq_len_mean > 0 \
             or not math.isfinite(seq_len_mean):
         raise ValueError(f"seq_len_mean: expected a number > 0, got {seq_len_mean!r}")
@@ -470,8 +558,8 @@ def generate_dataset(
                 g_pathmgr.rm(posixpath.join(folder, name))
 
     world = _World(np.random.default_rng([params["seed"], 999]), params["num_users"], params["num_items"], C,
-                   params["num_brands"], params["num_authors"])
-    schema = fmt.arrow_schema()
+                   params["num_brands"], params["num_authors"], seed=params["seed"])
+    schema = pa.schema(list(fmt.arrow_schema()) + extra_schema(params.get("short_len", 0), extra))
     split_rows = {"train": params["train_rows"], "valid": params["valid_rows"], "test": params["test_rows"]}
     decay_sum, decay_count = np.zeros(P), np.zeros(P)
     time_gt = eff["semantic_temporal"]["enabled"] and eff["semantic_temporal"]["decay"] == "time"
@@ -488,7 +576,8 @@ def generate_dataset(
                     n = min(params["row_group_size"], n_rows - start)
                     rng = np.random.default_rng([params["seed"], split_index, chunk_index])
                     table, c, p, dt = _chunk(world, rng, n, split, params["seq_len_mean"], params["seq_len_max"],
-                                             eff, schema)
+                                             eff, schema, params.get("short_len", 0), extra if extra_features else None,
+                                             np.random.default_rng([params["seed"], split_index, chunk_index, 77]))
                     writer.write(table)
                     clicks += c
                     if split == "train":
@@ -530,7 +619,9 @@ def generate_dataset(
         "generator": params,
         "tables": {"user": params["num_users"] + 1, "item": params["num_items"] + 1, "category": C + 1,
                    "brand": params["num_brands"] + 1, "author": params["num_authors"] + 1,
-                   "age": NUM_AGES + 1, "gender": NUM_GENDERS + 1},
+                   "age": NUM_AGES + 1, "gender": NUM_GENDERS + 1,
+                   **{c: extra["rows"] for p in ("user", "item", "ctx") for c in family(p, extra[p])}},
+        "columns": {f.name: str(f.type) for f in schema},
         "splits": splits,
         "max_seq_len": params["seq_len_max"],
         "mean_history_length": train_behaviours / max(1, split_rows["train"]),  # planner pooling factors

@@ -29,7 +29,6 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from tinrec.data import checks, derived
 from tinrec.data import format as fmt
 from tinrec.data.batch import Batch
-from tinrec.features import is_sequence
 
 
 @dataclass(frozen=True)
@@ -64,24 +63,47 @@ def split_files(path: str, split: str, meta: Optional[dict] = None) -> List[str]
     return files
 
 
-def required_columns(features: Sequence[str], dense: Sequence[str] = (), labels: Sequence[str] = ()) -> List[str]:
-    """The Parquet columns read to build ``features`` (KJT keys), the ``dense`` sequence values and ``labels``.
+def sequences_of(features: Sequence[str], dense: Sequence[str] = ()) -> List[str]:
+    """The sequences read to build ``features`` and ``dense``: ``hist`` always (its checks run whatever the
+    model), then the others in order of first use."""
+    seqs = [fmt.HISTORY]
+    for f in list(features) + list(dense):
+        found = derived.lookup(f) or derived.lookup_dense(f)
+        seqs.append(found[1] if found else fmt.sequence_of(f))
+    return [s for s in dict.fromkeys(seqs) if s is not None]
 
-    The timestamps and the history length are always read, whatever the model: the reader checks that every
-    history is sorted and before its target (``tinrec/data/checks.py``), whatever the settings.
+
+def required_columns(features: Sequence[str], dense: Sequence[str] = (), labels: Sequence[str] = ()) -> List[str]:
+    """The Parquet columns read to build ``features`` (KJT keys), the ``dense`` values and ``labels``.
+
+    Each sequence's timestamps (its lengths, and what the reader checks: sorted, before the target) and the
+    history's first id column are always read, whatever the model (``tinrec/data/checks.py``).
     """
-    cols = [fmt.LABEL, fmt.USER_ID, fmt.TARGET_TIMESTAMP, fmt.HIST_TIMESTAMP, fmt.HIST_ID_COLUMNS[0]]
-    for f in features:
-        cols += list(derived.IDS[f].columns) if f in derived.IDS else [f]
-    for name in dense:
-        cols += list(derived.DENSE[name].columns)
+    cols = [fmt.LABEL, fmt.USER_ID, fmt.TARGET_TIMESTAMP, fmt.HIST_ID_COLUMNS[0]]
+    cols += [fmt.timestamp_column(s) for s in sequences_of(features, dense)]
+    for f in list(features) + list(dense):
+        found = derived.lookup(f) or derived.lookup_dense(f)
+        cols += list(derived.columns(*found)) if found else [f]
     cols += list(labels)
     return list(dict.fromkeys(cols))
 
 
-def list_units(files: Sequence[str], columns: Sequence[str]) -> List[Unit]:
+def read_kinds(features: Sequence[str], dense: Sequence[str] = ()) -> Dict[str, str]:
+    """How the model reads stored columns: ids are integers (never cast), dense values numbers."""
+    out = {}
+    for f in features:
+        if derived.lookup(f) is None:
+            out[f] = "ints" if fmt.sequence_of(f) else "int"
+    for c in dense:
+        if derived.lookup_dense(c) is None:
+            out[c] = "numbers" if fmt.sequence_of(c) else "number"
+    return out
+
+
+def list_units(files: Sequence[str], columns: Sequence[str], kinds: Optional[Mapping[str, str]] = None) -> List[Unit]:
     """Row groups of ``files``. Each file must have the format's required columns and ``columns``, every
-    column of the right type (ValueError naming file and column; ``checks.schema_problems``)."""
+    column of the right type (ValueError naming file and column; ``checks.schema_problems``); ``kinds``: the
+    kind columns the format does not know must have as the model reads them (:func:`read_kinds`)."""
     units = []
     for path in files:
         with g_pathmgr.open(path, "rb") as f:
@@ -90,7 +112,7 @@ def list_units(files: Sequence[str], columns: Sequence[str]) -> List[Unit]:
             except Exception as e:  # pyarrow raises several types for corrupt files
                 raise ValueError(f"{path}: not a readable Parquet file: {e}") from None
             required = list(dict.fromkeys(list(fmt.REQUIRED_COLUMNS) + list(columns)))
-            problems = checks.schema_problems(path, pf.schema_arrow, required)
+            problems = checks.schema_problems(path, pf.schema_arrow, required, kinds)
             if problems:
                 raise ValueError(problems[0].message())
             first = 0
@@ -132,28 +154,36 @@ class ParquetStream(IterableDataset):
         features: KJT keys, in order.
         feature_rows: feature -> (table, rows): ids outside ``[0, rows)`` raise ValueError.
         batch_size: samples per batch.
-        max_len: keep the most recent ``max_len`` behaviours.
-        time_bin_edges: sorted inner edges (seconds) of the time-interval bins; bin ids 1..len(edges)+1.
+        max_len: keep the most recent ``max_len`` behaviours of each sequence (``max_lens`` per sequence overrides).
+        time_bin_edges: sorted inner edges (seconds) of the time-interval bins; bin ids 1..len(edges)+1; one
+            array (the history's) or a mapping sequence -> edges.
         rank, world_size, num_workers: the global worker grid.
         seed, epoch, shuffle: row-group order and in-unit row order are seeded by (seed, epoch, unit).
         drop_last: drop each worker's last partial batch (training) or keep it (evaluation).
         skip: batches to skip per local worker (resume).
-        dense_sequence: per-behaviour dense values to pass in ``Batch.dense`` (``tinrec/data/derived.py`` ``DENSE``).
+        dense_sequence: dense values to pass in ``Batch.dense`` (stored columns, or ``<sequence>_session``).
+        max_lens: sequence -> its ``max_len`` (``data.sequences``).
         labels: the label columns, one per task (``data.labels``): ``Batch.labels`` is ``[B, len(labels)]``.
     """
 
     def __init__(self, *, units: Sequence[Unit], features: Sequence[str], feature_rows: Mapping[str, Tuple[str, int]],
-                 batch_size: int, max_len: int, time_bin_edges: Optional[np.ndarray], rank: int = 0,
+                 batch_size: int, max_len: int, time_bin_edges, rank: int = 0,
                  world_size: int = 1, num_workers: int = 0, seed: int = 0, epoch: int = 0, shuffle: bool = False,
                  drop_last: bool = False, skip: Optional[Sequence[int]] = None,
-                 dense_sequence: Sequence[str] = (), labels: Sequence[str] = (fmt.LABEL,)) -> None:
+                 dense_sequence: Sequence[str] = (), labels: Sequence[str] = (fmt.LABEL,),
+                 max_lens: Optional[Mapping[str, int]] = None) -> None:
         super().__init__()
         self.units = list(units)
         self.features = list(features)
         self.feature_rows = dict(feature_rows)
         self.batch_size = batch_size
         self.max_len = max_len
-        self.edges = None if time_bin_edges is None else np.asarray(time_bin_edges, dtype=np.float64)
+        self.max_lens = dict(max_lens or {})
+        if time_bin_edges is None or isinstance(time_bin_edges, Mapping):
+            edges = dict(time_bin_edges or {})
+        else:
+            edges = {fmt.HISTORY: time_bin_edges}
+        self.edges = {k: np.asarray(v, dtype=np.float64) for k, v in edges.items()}
         self.rank, self.world_size = rank, world_size
         self.local_workers = max(1, num_workers)
         self.seed, self.epoch, self.shuffle, self.drop_last = seed, epoch, shuffle, drop_last
@@ -161,8 +191,11 @@ class ParquetStream(IterableDataset):
         self.dense = list(dense_sequence)
         self.labels = list(labels)
         self.columns = required_columns(self.features, self.dense, self.labels)
-        if "hist_time_bin" in self.features and self.edges is None:
-            raise ValueError("hist_time_bin is read but no time-bin edges were given")
+        self.sequences = sequences_of(self.features, self.dense)
+        for f in self.features:
+            found = derived.lookup(f)
+            if found and found[0] is derived.SEQUENCE_IDS["time_bin"] and found[1] not in self.edges:
+                raise ValueError(f"{f} is read but no time-bin edges were given for sequence {found[1]!r}")
 
     # ---- assignment ----------------------------------------------------------------------------------------
     def _ordered_units(self) -> List[Tuple[int, Unit]]:
@@ -228,37 +261,55 @@ class ParquetStream(IterableDataset):
             chunk = _take(chunk, np.random.default_rng([self.seed, self.epoch, uid, 1]).permutation(n))
         return chunk
 
-    def _to_batch(self, chunk: Dict[str, object]) -> Batch:
-        B = len(chunk["_row"])
-        off, _ = chunk[fmt.HIST_ID_COLUMNS[0]] if fmt.HIST_ID_COLUMNS[0] in chunk else (np.zeros(B + 1, np.int64), None)
-        full_len = np.diff(off)
-        keep = np.minimum(full_len, self.max_len)  # [B]
+    def _rows(self, chunk: Dict[str, object], sequence: str, B: int) -> derived.Rows:
+        """The kept (most recent ``max_len``) behaviours of one sequence of the batch."""
+        ts = fmt.timestamp_column(sequence)
+        off = chunk[ts][0] if ts in chunk else np.zeros(B + 1, np.int64)
+        keep = np.minimum(np.diff(off), self.max_lens.get(sequence, self.max_len))  # [B]
         new_off = np.concatenate([[0], np.cumsum(keep)])
         # flat indices of the most recent `keep` behaviours of each row (oldest first)
         idx = np.arange(new_off[-1]) + np.repeat(off[1:] - keep - new_off[:-1], keep)  # [N]
-        rows = derived.Rows(chunk=chunk, keep=keep, idx=idx,
+        return derived.Rows(chunk=chunk, keep=keep, idx=idx,
                             coe=np.arange(new_off[-1]) - np.repeat(new_off[:-1], keep) + 1,  # [N] oldest kept = 1
-                            edges=self.edges, rng=lambda: self._rng(chunk))
+                            edges=self.edges.get(sequence), rng=lambda: self._rng(chunk), sequence=sequence)
+
+    def _to_batch(self, chunk: Dict[str, object]) -> Batch:
+        B = len(chunk["_row"])
+        rows = {s: self._rows(chunk, s, B) for s in self.sequences}
         values, lengths = [], []
         ones = np.ones(B, dtype=np.int64)
         for f in self.features:
-            if f in derived.IDS:
-                rows.table_rows = self.feature_rows.get(f, ("", 0))[1]
-                v = derived.IDS[f].compute(rows)
-            elif is_sequence(f):
-                v = rows.hist(f)
+            found = derived.lookup(f)
+            seq = found[1] if found else fmt.sequence_of(f)
+            if found:
+                r = rows[seq]
+                r.table_rows = self.feature_rows.get(f, ("", 0))[1]
+                v = found[0].compute(r)
+                seq = seq if found[0].sequence else None
+            elif seq is not None:
+                v = rows[seq].hist(f)
             else:
-                v = rows.scalar(f)
+                v = np.asarray(chunk[f])
             values.append(_tensor(v))
-            lengths.append(torch.from_numpy(keep if is_sequence(f) else ones))
+            lengths.append(torch.from_numpy(rows[seq].keep if seq is not None else ones))
         kjt = KeyedJaggedTensor.from_lengths_sync(
             keys=self.features, values=torch.cat(values), lengths=torch.cat(lengths).to(torch.int32))
-        dense = {name: _tensor(derived.DENSE[name].compute(rows)) for name in self.dense}
+        dense = {}
+        for name in self.dense:
+            found = derived.lookup_dense(name)
+            seq = found[1] if found else fmt.sequence_of(name)
+            v = found[0].compute(rows[seq]) if found else rows[seq].hist(name) if seq else np.asarray(chunk[name])
+            dense[name] = _tensor(v) if np.issubdtype(np.asarray(v).dtype, np.integer) else _floats(v)
         labels_BT = np.stack([np.asarray(chunk[c], dtype=np.float32) for c in self.labels], axis=1)
+        full = {s: np.diff(chunk[fmt.timestamp_column(s)][0]) if fmt.timestamp_column(s) in chunk else 0
+                for s in self.sequences}
+        truncated = np.zeros(B, dtype=bool)
+        for s, r in rows.items():
+            truncated |= full[s] > r.keep
         return Batch(sparse=kjt, labels=torch.from_numpy(labels_BT),
-                     user_ids=_tensor(np.asarray(chunk[fmt.USER_ID])),
-                     weights=torch.ones(B), dense=dense, source=self._source(chunk),
-                     truncated=int((full_len > self.max_len).sum()))
+                     user_ids=_tensor(np.asarray(chunk[fmt.USER_ID])), weights=torch.ones(B), dense=dense,
+                     lengths={s: _tensor(r.keep) for s, r in rows.items()}, source=self._source(chunk),
+                     truncated=int(truncated.sum()))
 
     def _source(self, chunk: Dict[str, object]) -> str:
         """The row groups and file rows of a batch, for error messages."""
@@ -280,6 +331,11 @@ def _tensor(v: np.ndarray) -> torch.Tensor:
     """int64 tensor of ``v``; a read-only array (Arrow's zero-copy buffers) is copied, not shared."""
     v = np.ascontiguousarray(v, dtype=np.int64)
     return torch.from_numpy(v if v.flags.writeable else v.copy())
+
+
+def _floats(v: np.ndarray) -> torch.Tensor:
+    """float32 tensor of dense values (watch time, per-sample numbers), copied from Arrow's buffers."""
+    return torch.from_numpy(np.array(v, dtype=np.float32))
 
 
 def _take(chunk: Dict[str, object], rows: np.ndarray) -> Dict[str, object]:
