@@ -162,3 +162,15 @@ def test_a_family_of_200_generated_id_features_is_validated_planned_and_trained(
     # the family's pattern matches the dataset's columns once it exists (a glob needs them)
     cfg = load_config(DEFAULT, [o.replace("{000..199}", "*") for o in over])
     assert sorted(cfg.model.embeddings["wide"]) == sorted(wide)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.interests.tin.inputs.mask_BL=null", "model.interests.tin.inputs.mask_BL: argument of "
+                                                "tinrec.modules.tin.TIN.forward has no binding"),
+    ("model.interests.tin.inputs.neg_seq_BLD=behaviours", "model.interests.tin.inputs.neg_seq_BLD: not an argument of "
+                                                          "tinrec.modules.tin.TIN.forward"),
+])
+def test_tinrec_validate_names_the_key_of_a_bad_binding(override, message):
+    p = subprocess.run([sys.executable, "-m", "tinrec.cli", "validate", DEFAULT, override], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
