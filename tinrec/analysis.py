@@ -33,7 +33,7 @@ from iopath.common.file_io import g_pathmgr
 
 from tinrec.data import format as fmt
 from tinrec.data.checks import list_parts
-from tinrec.data.reader import read_meta, split_files
+from tinrec.data.schema import read_meta, split_files
 from tinrec.results import write_json
 
 BINS = (("poor", -1.0, 0.2), ("medium", 0.2, 0.8), ("strong", 0.8, 1.0))  # (name, low excl., high incl.)

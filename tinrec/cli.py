@@ -94,7 +94,7 @@ def cmd_check_data(args) -> int:
 
     from iopath.common.file_io import g_pathmgr
 
-    from tinrec.data.reader import read_meta
+    from tinrec.data.schema import read_meta
     from tinrec.data.scan import format_report, scan
     from tinrec.results import write_json
 

@@ -130,14 +130,6 @@ def feature_rows(cfg: "Config", rows: Mapping[str, int]) -> Dict[str, Tuple[str,
     return out
 
 
-def dense_used(cfg: "Config") -> List[str]:
-    """Dense columns some input reads (``model.inputs.X.dense``, inline bindings included)."""
-    from tinrec import inputs
-
-    interests, _ = inputs.bindings(cfg)
-    return sorted({c for b in interests.values() for i in b.values() if i.kind == "dense" for c in i.features})
-
-
 def table_configs(cfg: "Config", rows: Mapping[str, int]):
     """TorchRec configs per embedding group: ``{group: ([EmbeddingConfig], [EmbeddingBagConfig])}``."""
     from torchrec import EmbeddingBagConfig, EmbeddingConfig

@@ -230,3 +230,9 @@ def bindings(cfg: "Config", src: str = "config") -> Tuple[Dict[str, Dict[str, In
                              f"{inp.shape()}")
     return interests, tower
 
+
+def dense_used(cfg: "Config") -> List[str]:
+    """Dense columns some module reads (``model.inputs.X.dense``, inline bindings included): what the loader
+    passes in ``Batch.dense``."""
+    interests, _ = bindings(cfg)
+    return sorted({c for b in interests.values() for i in b.values() if i.kind == "dense" for c in i.features})

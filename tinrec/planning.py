@@ -92,7 +92,7 @@ class Cluster:
 
 def dataset_meta(cfg: Config) -> Optional[dict]:
     """The dataset's meta.json, or None when the dataset does not exist (yet)."""
-    from tinrec.data.reader import read_meta
+    from tinrec.data.schema import read_meta
 
     try:
         return read_meta(cfg.data.path)

@@ -29,11 +29,13 @@ from tinrec import checkpoint as ckpt
 from tinrec import hostmem
 from tinrec.config import Config, to_dict
 from tinrec.data.batch import Batch
-from tinrec.data.reader import (ParquetStream, consumed_per_worker, list_units, read_kinds, read_meta,
-                                 required_columns, sequences_of, split_files)
+from tinrec.data.derived import sequences_of
+from tinrec.data.reader import ParquetStream, consumed_per_worker, list_units, read_kinds, required_columns
+from tinrec.data.schema import read_meta, split_files
 from tinrec.data.timebins import load_or_compute_edges
 from tinrec.distributed import DistEnv, barrier, collective_timeout, init_distributed, main_first, sum_ranks
-from tinrec.features import dense_used, feature_rows, resolve_rows, used_features
+from tinrec.features import feature_rows, resolve_rows, used_features
+from tinrec.inputs import dense_used
 from tinrec.guard import GuardedPipeline, NonFiniteError, NonFiniteGuard
 from tinrec.metrics import EvalAccumulator
 from tinrec.model import build_model

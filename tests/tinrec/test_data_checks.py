@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from tinrec.data import format as fmt
 from tinrec.data.generate import generate_dataset
-from tinrec.data.reader import ParquetStream, list_units, required_columns, split_files
+from tinrec.data.reader import ParquetStream, list_units, required_columns
+from tinrec.data.schema import split_files
 from tinrec.data.scan import cached_check, infer_meta, scan
 from tests.tinrec.datasets import random_rows, rows_table, write_dataset
 

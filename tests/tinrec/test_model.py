@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from tinrec.config import load_config
-from tinrec.data.reader import ParquetStream, list_units, split_files
-from tinrec.features import dense_used, feature_rows, resolve_rows, used_features
+from tinrec.data.reader import ParquetStream, list_units
+from tinrec.data.schema import split_files
+from tinrec.features import feature_rows, resolve_rows, used_features
+from tinrec.inputs import dense_used
 from tinrec.model import build_model
 from tests.tinrec.datasets import random_rows, write_dataset
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from tinrec.data.reader import ParquetStream, consumed_per_worker, list_units, split_files
+from tinrec.data.reader import ParquetStream, consumed_per_worker, list_units
+from tinrec.data.schema import split_files
 from tinrec.data.timebins import compute_edges
 from tests.tinrec.datasets import random_rows, write_dataset
 

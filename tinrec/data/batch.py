@@ -67,9 +67,11 @@ class Batch(Pipelineable):
     @staticmethod
     def dummy(keys: List[str], dense: List[str] = (), num_labels: int = 1) -> "Batch":
         """A one-sample batch of id 0 with empty sequences and weight 0 (keeps ranks' step counts equal)."""
-        from tinrec.data.derived import integer_dense
-        from tinrec.data.reader import sequences_of
-        from tinrec.features import is_sequence
+        from tinrec.data.derived import integer_dense, sequences_of
+        from tinrec.data.format import sequence_of
+
+        def is_sequence(key: str) -> bool:
+            return sequence_of(key) is not None
 
         lengths = torch.tensor([0 if is_sequence(k) else 1 for k in keys], dtype=torch.int32)
         values = torch.zeros(int(lengths.sum()), dtype=torch.int64)

@@ -35,7 +35,7 @@ as ids (``hist_timestamp``, int64 seconds; ``hist_watch_time``, float; per-sampl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -191,3 +191,13 @@ def table_rows(features: Iterable[str], max_len: Callable[[str], int], time_bins
 def integer_dense(column: str) -> bool:
     """Whether a dense value is an integer (timestamps, sessions) rather than a float (watch time, ...)."""
     return column.endswith(("_timestamp", "_session"))
+
+
+def sequences_of(features: Sequence[str], dense: Sequence[str] = ()) -> List[str]:
+    """The sequences read to build ``features`` and ``dense``: ``hist`` always (its checks run whatever the
+    model), then the others in order of first use."""
+    seqs = [fmt.HISTORY]
+    for f in list(features) + list(dense):
+        found = lookup(f) or lookup_dense(f)
+        seqs.append(found[1] if found else fmt.sequence_of(f))
+    return [s for s in dict.fromkeys(seqs) if s is not None]

@@ -14,8 +14,6 @@ Legend: B batch, L kept behaviours of a row (<= max_len), N total kept behaviour
 
 from __future__ import annotations
 
-import json
-import posixpath
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -29,6 +27,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from tinrec.data import checks, derived
 from tinrec.data import format as fmt
 from tinrec.data.batch import Batch
+from tinrec.data.derived import sequences_of
 
 
 @dataclass(frozen=True)
@@ -37,40 +36,6 @@ class Unit:
     row_group: int
     rows: int
     first_row: int  # index of the unit's first row within its file (for error messages)
-
-
-def read_meta(path: str) -> dict:
-    meta_path = posixpath.join(path, "meta.json")
-    if not g_pathmgr.exists(meta_path):
-        raise ValueError(f"{meta_path}: dataset meta file not found (is data.path a dataset folder?)")
-    with g_pathmgr.open(meta_path, "r") as f:
-        return json.load(f)
-
-
-def split_files(path: str, split: str, meta: Optional[dict] = None) -> List[str]:
-    """The Parquet files of a split: those meta.json lists, else every ``*.parquet`` in ``path/split``."""
-    meta = meta if meta is not None else read_meta(path)
-    listed = meta.get("splits", {}).get(split, {}).get("files")
-    if listed:
-        files = [posixpath.join(path, f) for f in listed]
-    else:
-        folder = posixpath.join(path, split)
-        if not g_pathmgr.isdir(folder):
-            raise ValueError(f"{folder}: split folder not found")
-        files = [posixpath.join(folder, f) for f in sorted(g_pathmgr.ls(folder)) if f.endswith(".parquet")]
-    if not files:
-        raise ValueError(f"{posixpath.join(path, split)}: no Parquet files in split {split!r}")
-    return files
-
-
-def sequences_of(features: Sequence[str], dense: Sequence[str] = ()) -> List[str]:
-    """The sequences read to build ``features`` and ``dense``: ``hist`` always (its checks run whatever the
-    model), then the others in order of first use."""
-    seqs = [fmt.HISTORY]
-    for f in list(features) + list(dense):
-        found = derived.lookup(f) or derived.lookup_dense(f)
-        seqs.append(found[1] if found else fmt.sequence_of(f))
-    return [s for s in dict.fromkeys(seqs) if s is not None]
 
 
 def required_columns(features: Sequence[str], dense: Sequence[str] = (), labels: Sequence[str] = ()) -> List[str]:

@@ -1,4 +1,5 @@
-"""A dataset's columns, known before any row is read: what config validation checks feature names against.
+"""A dataset's layout, known before any row is read: its meta.json, its split files, and its columns (what config
+validation checks feature names against).
 
 In order: ``meta.json``'s ``columns`` (the generator and ``tinrec make-meta`` write it), else the footer of the
 first train file, else, for a dataset not generated yet, the columns the generator will write for
@@ -10,10 +11,34 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-from typing import Any, Dict, Optional, Set
+from typing import Any, Dict, List, Optional, Set
 
 import pyarrow.parquet as pq
 from iopath.common.file_io import g_pathmgr
+
+
+def read_meta(path: str) -> dict:
+    meta_path = posixpath.join(path, "meta.json")
+    if not g_pathmgr.exists(meta_path):
+        raise ValueError(f"{meta_path}: dataset meta file not found (is data.path a dataset folder?)")
+    with g_pathmgr.open(meta_path, "r") as f:
+        return json.load(f)
+
+
+def split_files(path: str, split: str, meta: Optional[dict] = None) -> List[str]:
+    """The Parquet files of a split: those meta.json lists, else every ``*.parquet`` in ``path/split``."""
+    meta = meta if meta is not None else read_meta(path)
+    listed = meta.get("splits", {}).get(split, {}).get("files")
+    if listed:
+        files = [posixpath.join(path, f) for f in listed]
+    else:
+        folder = posixpath.join(path, split)
+        if not g_pathmgr.isdir(folder):
+            raise ValueError(f"{folder}: split folder not found")
+        files = [posixpath.join(folder, f) for f in sorted(g_pathmgr.ls(folder)) if f.endswith(".parquet")]
+    if not files:
+        raise ValueError(f"{posixpath.join(path, split)}: no Parquet files in split {split!r}")
+    return files
 
 
 _cache: Dict[str, Optional[Set[str]]] = {}
@@ -33,8 +58,6 @@ def columns(path: str, generate: Optional[Dict[str, Any]] = None) -> Optional[Se
 
 
 def _columns(path: str, generate: Optional[Dict[str, Any]]) -> Optional[Set[str]]:
-    from tinrec.data.reader import read_meta, split_files
-
     if g_pathmgr.exists(posixpath.join(path, "meta.json")):
         meta = read_meta(path)
         if isinstance(meta.get("columns"), dict):
