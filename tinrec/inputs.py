@@ -61,6 +61,7 @@ class Input:
         squeeze: a ``dense`` input of one column given as a string (no trailing field axis).
         width: D, the last axis (the sum of the widths for ``concat``); 1 for dense columns.
         fields: F, the number of features or columns.
+        parts: hand over the per-feature tensors (a list) instead of combining them (the tower's inputs).
     """
 
     key: str
@@ -74,6 +75,7 @@ class Input:
     squeeze: bool = False
     width: int = 0
     fields: int = 1
+    parts: bool = False
 
     def shape(self) -> str:
         """The tensor's shape, for messages and docs."""

@@ -23,6 +23,7 @@ Legend: B batch, L padded history length (the batch's longest kept history), D b
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import operator
@@ -155,7 +156,9 @@ class InputArch(nn.Module):
                     out[i.key] = pad(i.sequence, torch.stack(vals, dim=1).view(N, -1)).view(B, -1, i.fields, i.width)
             else:
                 parts = [scalar(g, f, p) for g, f, p in zip(i.groups, i.features, i.pooled)]
-                if i.combine == "concat":
+                if i.parts:
+                    out[i.key] = parts  # the tower's: concatenated there with the rest, one concatenation
+                elif i.combine == "concat":
                     out[i.key] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
                 elif i.combine == "sum":
                     out[i.key] = _sum(parts)
@@ -206,7 +209,8 @@ class OverArch(nn.Module):
 
     def forward(self, parts: List[torch.Tensor], values: Mapping[str, torch.Tensor], extra: Mapping[str, torch.Tensor],
                 labels: torch.Tensor, weights: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
-        logits = self.tower(torch.cat(list(parts) + [values[k] for k in self.inputs], dim=-1))  # [B, T]
+        tower_in = list(parts) + [t for k in self.inputs for t in values[k]]
+        logits = self.tower(torch.cat(tower_in, dim=-1))  # [B, T]
         per_sample = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         bce_T = (per_sample * weights.unsqueeze(-1)).sum(0) / weights.sum().clamp(min=1.0)
         names = ["bce"] if len(self.labels) == 1 else [f"bce.{name}" for name in self.labels]
@@ -332,8 +336,12 @@ def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.de
     width += sum(i.width for i in tower_inputs)
     tower = MLP(in_dim=width, hidden_dims=list(cfg.model.tower.hidden), activation=cfg.model.tower.activation,
                 dropout=cfg.model.tower.dropout, out_dim=len(cfg.data.labels))
-    every = [i for b in bindings.values() for i in b.values()] + tower_inputs
+    # The tower reads its inputs as the per-feature lookups, concatenated once with the interest outputs: its
+    # gradient then reaches each looked-up tensor directly, not through a target tensor a module also reads
+    # (the same sums in the same order as before inputs had names, so results stay bitwise the same).
+    tower_parts = [dataclasses.replace(i, key=f"tower:{i.key}", parts=True) for i in tower_inputs]
+    every = [i for b in bindings.values() for i in b.values()] + tower_parts
     dense = DenseArch(input_arch=InputArch(inputs=every),
                       interest_arch=InterestArch(interests=interests, bindings=bindings),
-                      over_arch=OverArch(tower=tower, inputs=tower_inputs, labels=list(cfg.data.labels)))
+                      over_arch=OverArch(tower=tower, inputs=tower_parts, labels=list(cfg.data.labels)))
     return Model(sparse_arch=sparse, dense_arch=dense)
