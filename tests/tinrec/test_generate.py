@@ -212,3 +212,35 @@ def test_merge_effects():
         gen.merge_effects({"trigger": True})
     with pytest.raises(ValueError, match="num_categories"):
         gen.generate_dataset("/nonexistent/never", num_categories=3, show_progress=False)
+
+
+def test_optional_sequences_and_id_families_leave_the_rest_unchanged(tmp_path):
+    """short_len and extra_features add columns (a short-term sequence, extra id families) and change nothing
+    else; meta.json describes every column (kind, sequence) and sizes the new tables."""
+    base = gen.generate_dataset(str(tmp_path / "base"), **SMALL)
+    more = gen.generate_dataset(str(tmp_path / "more"), **SMALL, short_len=5,
+                                extra_features={"user": 3, "item": 2, "ctx": 12, "rows": 30})
+    a, b = _read(str(tmp_path / "base"), base, "train"), _read(str(tmp_path / "more"), more, "train")
+    assert b.column_names == a.column_names + gen.columns(short_len=5, extra_features={"user": 3, "item": 2, "ctx": 12})[
+        len(a.column_names):]
+    for c in a.column_names:
+        assert a.column(c).equals(b.column(c)), c
+    # the short sequence is the history's most recent min(L, 5) behaviours, field by field
+    for short, hist in (("short_item", "hist_item"), ("short_timestamp", "hist_timestamp"),
+                        ("short_watch_time", "hist_watch_time")):
+        for s, h in zip(b.column(short).to_pylist()[:200], b.column(hist).to_pylist()[:200]):
+            assert s == h[-5:]
+    # user and item families are fixed per user / per target item; context ids vary per row
+    users, items = b.column("user_id").to_numpy(), b.column("target_item").to_numpy()
+    for fam, key in (("user_f02", users), ("item_f01", items)):
+        v = b.column(fam).to_numpy()
+        for k in np.unique(key)[:50]:
+            assert len(set(v[key == k])) == 1, fam
+        assert 1 <= v.min() and v.max() < 30
+    assert len(set(b.column("ctx_f11").to_numpy()[users == users[0]])) > 1 or (users == users[0]).sum() == 1
+    assert more["tables"]["ctx_f11"] == 30 and "user_f03" not in more["tables"]
+    cols = more["columns"]
+    assert cols["short_watch_time"] == {"type": "list<item: float>", "kind": "float_sequence", "sequence": "short"}
+    assert cols["hist_item"]["kind"] == "id_sequence" and cols["user_f00"] == {"type": "int64", "kind": "id",
+                                                                                "sequence": None}
+    assert set(cols) == set(b.column_names)

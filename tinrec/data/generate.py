@@ -94,6 +94,7 @@ from tqdm import tqdm
 
 from tinrec.data import format as fmt
 from tinrec.data.io import PART_FILE, PartWriter, npz_bytes, remove_if_exists, write_bytes_atomic
+from tinrec.data.schema import describe
 
 EPOCH_BASE = 1_600_000_000
 DAY = 86_400
@@ -621,7 +622,7 @@ def generate_dataset(
                    "brand": params["num_brands"] + 1, "author": params["num_authors"] + 1,
                    "age": NUM_AGES + 1, "gender": NUM_GENDERS + 1,
                    **{c: extra["rows"] for p in ("user", "item", "ctx") for c in family(p, extra[p])}},
-        "columns": {f.name: str(f.type) for f in schema},
+        "columns": describe(schema),
         "splits": splits,
         "max_seq_len": params["seq_len_max"],
         "mean_history_length": train_behaviours / max(1, split_rows["train"]),  # planner pooling factors

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from tinrec.data import checks
 from tinrec.data import format as fmt
 from tinrec.data.io import write_bytes_atomic
+from tinrec.data.schema import describe
 from tinrec.results import dumps
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,12 @@ def infer_meta(dataset: str, *, show_progress: bool = True) -> Dict[str, Any]:
     for c, t in fmt.COLUMN_TABLES.items():
         if c in report["max_ids"]:
             tables[t] = max(tables.get(t, 0), report["max_ids"][c] + 1)
-    return {"format_version": fmt.FORMAT_VERSION, "tables": tables,
+    first = next((paths[0] for paths in files.values() if paths), None)
+    columns = {}
+    if first is not None:
+        with g_pathmgr.open(first, "rb") as f:
+            columns = describe(pq.ParquetFile(f).schema_arrow)
+    return {"format_version": fmt.FORMAT_VERSION, "tables": tables, "columns": columns,
             "splits": {s: {"rows": report["rows"].get(s, 0),
                            "files": [posixpath.relpath(p, dataset) for p in paths]} for s, paths in files.items()},
             "max_seq_len": report["max_seq_len"], "mean_history_length": report["mean_history_length"],

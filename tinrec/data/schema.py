@@ -76,3 +76,22 @@ def _columns(path: str, generate: Optional[Dict[str, Any]]) -> Optional[Set[str]
         except (TypeError, ValueError):
             return None  # bad generator arguments are reported when it runs
     return None
+
+
+def describe(arrow_schema) -> Dict[str, Dict[str, Any]]:
+    """meta.json ``columns``: each column's Arrow type, its kind (``id`` / ``id_sequence`` / ``float`` /
+    ``float_sequence``; timestamps and labels are ids by type) and the sequence it belongs to (None: per
+    sample), the latter from its name (``tinrec/data/format.py``)."""
+    import pyarrow as pa
+
+    from tinrec.data import format as fmt
+
+    out = {}
+    for field in arrow_schema:
+        t = field.type
+        is_list = pa.types.is_list(t) or pa.types.is_large_list(t)
+        base = t.value_type if is_list else t
+        kind = "float" if pa.types.is_floating(base) else "id"
+        out[field.name] = {"type": str(t), "kind": kind + ("_sequence" if is_list else ""),
+                           "sequence": fmt.sequence_of(field.name) if is_list else None}
+    return out
