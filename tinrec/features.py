@@ -105,7 +105,7 @@ def resolve_rows(cfg: "Config", meta: Mapping) -> Dict[str, int]:
     meta_tables = meta.get("tables", {}) if meta else {}
     for name, t in cfg.model.tables.items():
         auto = derived.table_rows(t.features, cfg.data.max_len_of, cfg.data.time_bins)
-        by_column = {fmt.COLUMN_TABLES.get(f) for f in t.features} - {None}
+        by_column = {fmt.column_table(f) for f in t.features} - {None}
         if t.rows != "auto":
             out[name] = int(t.rows)
         elif auto is not None:

@@ -313,3 +313,32 @@ def test_task_labels_are_checked_like_the_label(tmp_path):
     pq.write_table(t.append_column("label_like", pa.array([0.5] * 20, pa.float32())), file)
     with pytest.raises(ValueError, match=r"column 'label_like' has type float, expected an integer column"):
         list_units([file], ["label", "label_like"])
+
+
+def test_every_sequence_is_checked_on_its_own(tmp_path):
+    """A second sequence (``short_*``): its list columns share its lengths, not the history's; its timestamps
+    must be sorted and before the target; its ids are in their tables. check-data and the reader agree."""
+    root = str(tmp_path / "d")
+    meta = generate_dataset(root, **TINY_GEN, short_len=3)
+    assert scan(root, meta, show_progress=False)["ok"]
+    file = os.path.join(root, meta["splits"]["train"]["files"][0])
+    t = pq.read_table(file)
+    ts = t.column("short_timestamp").to_pylist()
+    row = next(i for i, v in enumerate(ts) if len(v) >= 2)
+    ts[row] = [ts[row][1], ts[row][0]] + ts[row][2:]  # two behaviours swapped
+    items = t.column("short_item").to_pylist()
+    other = next(i for i, v in enumerate(items) if v and i != row)
+    items[other] = [meta["tables"]["item"]] + items[other][1:]  # one past the item table
+    t = t.set_column(t.column_names.index("short_timestamp"), "short_timestamp", pa.array(ts, pa.list_(pa.int64())))
+    t = t.set_column(t.column_names.index("short_item"), "short_item", pa.array(items, pa.list_(pa.int64())))
+    pq.write_table(t, file, row_group_size=100)
+    report = scan(root, meta, show_progress=False)
+    kinds = {k["kind"]: k["examples"][0] for k in report["problems"]}
+    assert kinds["history_order"].startswith(f"{file}: row {row}: column 'short_timestamp' is not sorted oldest first")
+    assert kinds["id_range"].startswith(f"{file}: row {other}: column 'short_item' has id {meta['tables']['item']}, "
+                                        f"outside [0, {meta['tables']['item']}) of table 'item'")
+    stream = ParquetStream(units=list_units([file], required_columns(["short_item"])), features=["short_item"],
+                           feature_rows={"short_item": ("item", meta["tables"]["item"])}, batch_size=50,
+                           max_len=12, time_bin_edges=None)
+    with pytest.raises(ValueError, match=rf"{file}: row {min(row, other)}: column 'short_"):
+        list(stream)

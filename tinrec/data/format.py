@@ -79,6 +79,19 @@ COLUMN_TABLES = {"user_id": "user", "user_age": "age", "user_gender": "gender",
                  "target_brand": "brand", "hist_brand": "brand", "target_author": "author", "hist_author": "author"}
 
 
+ENTITY_FIELDS = ("item", "category", "brand", "author")  # a sequence's <seq>_<field> ids index these tables
+
+
+def column_table(column: str) -> "str | None":
+    """The id table a column of the format indexes: ``COLUMN_TABLES``, and for any sequence's
+    ``<sequence>_item`` / ``_category`` / ``_brand`` / ``_author`` the table of that name."""
+    if column in COLUMN_TABLES:
+        return COLUMN_TABLES[column]
+    seq = sequence_of(column)
+    field = column[len(seq) + 1:] if seq else None
+    return field if field in ENTITY_FIELDS else None
+
+
 def arrow_schema(*, with_feedback: bool = True, with_watch_time: bool = True, with_trigger: bool = True) -> pa.Schema:
     """The Arrow schema writers use (readers accept any integer widths for ids)."""
     fields = [pa.field(LABEL, pa.int8())]

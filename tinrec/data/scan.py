@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import posixpath
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -90,7 +90,7 @@ def scan(dataset: str, meta: Optional[Mapping] = None, *, max_examples: int = 3,
     files = split_files_of(dataset, meta)
     errors, warnings = _Tally(max_examples), _Tally(max_examples)
     tables = dict((meta or {}).get("tables", {}))
-    id_rows = {c: (t, int(tables[t])) for c, t in fmt.COLUMN_TABLES.items() if t in tables}
+    id_rows: Dict[str, Tuple[str, int]] = {}  # every id column of the files whose table meta.json sizes
     if meta is not None:
         for c, t in fmt.COLUMN_TABLES.items():
             if c in fmt.REQUIRED_COLUMNS and t not in tables:
@@ -116,6 +116,10 @@ def scan(dataset: str, meta: Optional[Mapping] = None, *, max_examples: int = 3,
                 errors.add(p)
             wrong = {p.column for p in bad_schema if p.column}
             readable = [c for c in schema.names if checks.kind_of(c) and c not in wrong]
+            for c in readable:
+                t = fmt.column_table(c)
+                if t in tables:
+                    id_rows[c] = (t, int(tables[t]))
             opened.append((split, path, md, readable))
             row_groups += md.num_row_groups
     bar = tqdm(total=row_groups, unit="row group", desc=f"check-data {dataset}", disable=not show_progress)
@@ -133,7 +137,7 @@ def scan(dataset: str, meta: Optional[Mapping] = None, *, max_examples: int = 3,
                 cols = checks.to_columns(table)
                 for p in checks.value_problems(path, first, cols, id_rows):
                     errors.add(p)
-                for c in fmt.COLUMN_TABLES:
+                for c in [c for c in cols if fmt.column_table(c)]:
                     v = cols.get(c)
                     vals = np.asarray(v[1] if isinstance(v, tuple) else v) if v is not None else None
                     if vals is not None and vals.size:
@@ -204,9 +208,9 @@ def infer_meta(dataset: str, *, show_progress: bool = True) -> Dict[str, Any]:
         raise ValueError(f"{dataset}: cannot infer meta.json, the files have problems:\n{format_report(report)}")
     files = split_files_of(dataset, None)
     tables: Dict[str, int] = {}
-    for c, t in fmt.COLUMN_TABLES.items():
-        if c in report["max_ids"]:
-            tables[t] = max(tables.get(t, 0), report["max_ids"][c] + 1)
+    for c, top in report["max_ids"].items():
+        t = fmt.column_table(c)
+        tables[t] = max(tables.get(t, 0), top + 1)
     first = next((paths[0] for paths in files.values() if paths), None)
     columns = {}
     if first is not None:
