@@ -37,7 +37,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 from tinrec import inputs as inputs_mod
 from tinrec import state
 from tinrec.config import BINDING_KEYS, Config, resolve
-from tinrec.data.derived import integer_dense
+from tinrec.data.derived import dense_padding, integer_dense
 from tinrec.features import table_configs
 from tinrec.guard import finite_or_zero
 from tinrec.inputs import Input
@@ -136,7 +136,7 @@ class InputArch(nn.Module):
                     out[i.key] = cols[0] if i.squeeze else torch.stack(cols, dim=-1)
                 else:
                     flat = cols[0].unsqueeze(-1) if len(cols) == 1 else torch.stack(cols, dim=-1)
-                    fill = DENSE_PAD.get(i.features[0], 0) if len(cols) == 1 else 0
+                    fill = dense_padding(i.features[0]) if len(cols) == 1 else 0
                     padded = pad(i.sequence, flat - fill) + fill if fill else pad(i.sequence, flat)
                     out[i.key] = padded.squeeze(-1) if i.squeeze else padded
             elif i.sequence is not None:
@@ -165,10 +165,6 @@ class InputArch(nn.Module):
                 else:
                     out[i.key] = torch.stack(parts, dim=1)
         return out
-
-
-# Dense columns padded with another value than 0: sessions are -1 at padding (modules/dsin.py).
-DENSE_PAD = {"hist_session": -1}
 
 
 class InterestArch(nn.Module):

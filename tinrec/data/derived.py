@@ -188,6 +188,11 @@ def table_rows(features: Iterable[str], max_len: Callable[[str], int], time_bins
     return max(sizes) if sizes else None
 
 
+def dense_padding(column: str) -> int:
+    """The value a dense sequence column takes at padding: -1 for sessions (``modules/dsin.py``), else 0."""
+    return -1 if column.endswith("_session") else 0
+
+
 def integer_dense(column: str) -> bool:
     """Whether a dense value is an integer (timestamps, sessions) rather than a float (watch time, ...)."""
     return column.endswith(("_timestamp", "_session"))
