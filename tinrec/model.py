@@ -145,9 +145,11 @@ class InputArch(nn.Module):
                     flat_Nd = vals[0] if len(vals) == 1 else torch.cat(vals, dim=-1)
                     if i.negatives == "in_batch":
                         # one negative per behaviour: a behaviour drawn uniformly from the whole batch's
-                        # sequences (DIEN's auxiliary loss; the global torch RNG is seeded and checkpointed)
+                        # sequences (DIEN's auxiliary loss; the global torch RNG is seeded and checkpointed).
+                        # index_select: its CPU backward sums duplicate picks in a fixed order (advanced
+                        # indexing's does not, which made DIEN runs differ in the 9th digit and then diverge)
                         pick_N = torch.randint(0, max(flat_Nd.shape[0], 1), (flat_Nd.shape[0],), device=flat_Nd.device)
-                        flat_Nd = flat_Nd[pick_N]
+                        flat_Nd = torch.index_select(flat_Nd, 0, pick_N)
                     out[i.key] = pad(i.sequence, flat_Nd)
                 elif i.combine == "sum":
                     out[i.key] = pad(i.sequence, _sum(vals))
