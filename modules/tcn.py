@@ -1,0 +1,143 @@
+"""CAIN's Temporal Convolutional Network layer and its Personalized Extractor Generation (Li et al.,
+"Introducing Context Information in Lifelong Sequential Modeling using Temporal Convolutional Networks",
+``../shared/papers/CAIN.md``, Sec. 4.1 and 4.3):
+
+    cr_t = (ctxe_t ∪ lhe_t) x W^C + b_c                         (Eq. 5)
+    ctx_t = {lh_{t-cl}, ..., lh_{t-1}, lh_{t+1}, ..., lh_{t+cl}}, the filter spans 2 cl + 1 behaviours
+    O = ReLU(W^P1 I + b^P1),  W^PC = Reshape(W^P2 O + b^P2)      (Eq. 10-11, per user, from profile I)
+    cr_t = (ctxe_t ∪ lhe_t) x W^PC + b_c                         (Eq. 12, PEG replaces the global filter)
+
+A centred convolution along the behaviour axis: a linear map of each behaviour with its ``cl`` neighbours on
+each side, zero-padded at both ends of every user's own sequence (Sec. 4.1.1). With a stride s > 1 (MSIA's
+later layers, Sec. 4.2.1) output t is centred on input ``s t``, so a row of n behaviours has ``ceil(n / s)``
+outputs. Choices the paper leaves open, ours:
+
+- Sequences are right-padded; the positions after a row's last behaviour are zeroed before the convolution,
+  so a behaviour's right context ends at the row's own end exactly as zero padding would, and outputs at
+  padded centres are zero (the returned mask marks the valid ones).
+- ``aggregation`` (issue's reading of the paper's "replace" and of the alternative it mentions, Sec. 4.3.2):
+  ``global`` (Eq. 5 only), ``replace`` (Eq. 12 only, the paper's CAIN), ``sum`` (global + personalized
+  outputs), ``concat`` (both, side by side: output width ``2 out_dim``). The bias b_c is shared by the global
+  and personalized filters (``replace`` keeps it, as Eq. 12 writes it).
+- The personalized filters of all users run as one grouped convolution (``groups = B``): no loop over the
+  batch. The generator's hidden width is ``peg_hidden`` (the paper: "two fully connected layers").
+- Eq. 5 is linear; a stack of layers (MSIA) puts its non-linearity between layers (``modules/cain.py``).
+"""
+# Shape legend: B batch, L sequence length (padded), D input width, O output width, K = 2 cl + 1 taps,
+# P profile width, M outputs after the stride.
+import math
+from typing import Literal, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .masking import zero_padding
+
+Aggregation = Literal["global", "replace", "sum", "concat"]
+
+
+class TCN(nn.Module):
+    """One centred temporal convolution over a padded behaviour sequence (CAIN Eq. 5, 12).
+
+    Args:
+        dim: input width D.
+        out_dim: output width O (default D).
+        context_length: cl, the behaviours on each side of the centre (filter of 2 cl + 1); 0 = a linear
+            map of each behaviour alone (CAIN's "context length 0").
+        stride: s >= 1, distance between output centres.
+        aggregation: ``global`` (shared filter), ``replace`` / ``sum`` / ``concat`` (with PEG's per-user
+            filters, see the module docstring).
+        profile_dim: P, width of the profile representation I (needed unless ``global``).
+        peg_hidden: width of PEG's hidden layer (Eq. 10).
+
+    Attributes:
+        output_dim: O, or 2 O for ``concat``.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        out_dim: Optional[int] = None,
+        context_length: int = 7,
+        stride: int = 1,
+        aggregation: Aggregation = "global",
+        profile_dim: int = 0,
+        peg_hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        out_dim = dim if out_dim is None else out_dim
+        if dim <= 0 or out_dim <= 0 or context_length < 0 or stride < 1:
+            raise ValueError(f"TCN: need dim, out_dim > 0, context_length >= 0, stride >= 1; got {dim}, {out_dim}, "
+                             f"{context_length}, {stride}")
+        if aggregation != "global" and profile_dim <= 0:
+            raise ValueError(f"TCN(aggregation={aggregation!r}) generates per-user filters from the profile: "
+                             f"profile_dim must be > 0")
+        self.dim, self.out_dim, self.cl, self.stride = dim, out_dim, context_length, stride
+        self.kernel = 2 * context_length + 1
+        self.aggregation = aggregation
+        # the global filter W^C ([O, D, K], as conv1d takes it) and the bias b_c
+        self.weight = nn.Parameter(torch.empty(out_dim, dim, self.kernel))
+        self.bias = nn.Parameter(torch.empty(out_dim))
+        bound = 1.0 / math.sqrt(dim * self.kernel)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+        if aggregation == "global":
+            self.peg = None
+        else:  # Eq. 10-11: profile -> hidden -> the K * D * O entries of W^PC
+            self.peg = nn.Sequential(nn.Linear(profile_dim, peg_hidden), nn.ReLU(),
+                                     nn.Linear(peg_hidden, out_dim * dim * self.kernel))
+            with torch.no_grad():  # start the generated filters at the scale of the global one
+                self.peg[2].weight.mul_(bound * math.sqrt(peg_hidden))
+                self.peg[2].bias.uniform_(-bound, bound)
+        self.output_dim: int = 2 * out_dim if aggregation == "concat" else out_dim
+
+    def filters(self, profile_BP: Tensor) -> Tensor:
+        """PEG's per-user filters W^PC, shape [B, O, D, K] (Eq. 10-11)."""
+        if self.peg is None:
+            raise ValueError("TCN(aggregation='global') has no personalized filters")
+        return self.peg(profile_BP).view(-1, self.out_dim, self.dim, self.kernel)
+
+    def output_mask(self, mask_BL: Tensor) -> Tensor:
+        """[B, M] with M = ceil(L / s): True where the output's centre is a real behaviour."""
+        return mask_BL[:, :: self.stride]
+
+    def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, profile_BP: Optional[Tensor] = None
+                ) -> Tuple[Tensor, Tensor]:
+        """Context-aware representations cr_t of the behaviours.
+
+        Args:
+            seq_BLD: behaviour representations, oldest first, right-padded, shape [B, L, D].
+            mask_BL: bool, shape [B, L], True = real behaviour (a prefix of each row).
+            profile_BP: the user profile representation I, shape [B, P] (PEG; unless ``global``).
+
+        Returns:
+            (cr of shape [B, M, output_dim], zero where the mask is False; the output mask [B, M]),
+            M = ceil(L / stride).
+        """
+        if seq_BLD.dim() != 3 or seq_BLD.shape[-1] != self.dim or tuple(mask_BL.shape) != tuple(seq_BLD.shape[:2]):
+            raise ValueError(f"TCN: seq_BLD must be [B, L, {self.dim}] with mask_BL [B, L], got "
+                             f"{tuple(seq_BLD.shape)} and {tuple(mask_BL.shape)}")
+        B, L, _ = seq_BLD.shape
+        x_BDL = zero_padding(seq_BLD, mask_BL).transpose(1, 2)
+        out_mask_BM = self.output_mask(mask_BL)
+        parts = []
+        if self.aggregation in ("global", "sum", "concat"):
+            parts.append(F.conv1d(x_BDL, self.weight, self.bias, stride=self.stride, padding=self.cl))
+        if self.aggregation != "global":
+            if profile_BP is None or profile_BP.shape[0] != B:
+                raise ValueError(f"TCN(aggregation={self.aggregation!r}) needs profile_BP of shape [{B}, P]")
+            # all users' filters as one grouped convolution: [1, B * D, L] with B groups of [O, D, K]
+            w = self.filters(profile_BP).reshape(B * self.out_dim, self.dim, self.kernel)
+            personal = F.conv1d(x_BDL.reshape(1, B * self.dim, L), w, stride=self.stride, padding=self.cl,
+                                groups=B).view(B, self.out_dim, -1)
+            if self.aggregation == "replace":
+                parts.append(personal + self.bias[None, :, None])
+            elif self.aggregation == "sum":
+                parts[0] = parts[0] + personal
+            else:
+                parts.append(personal + self.bias[None, :, None])
+        out_BOM = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        out_BMO = out_BOM.transpose(1, 2)
+        return zero_padding(out_BMO, out_mask_BM), out_mask_BM
