@@ -6,7 +6,7 @@ replaced (``masked_fill`` / ``torch.where``), not multiplied by zero, so even ``
 leak), and that rows with no valid position (empty histories) give finite zeros.
 """
 # Shape legend: B batch, L history length (padded), D embedding width.
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -64,6 +64,35 @@ def masked_mean(seq_BLD: Tensor, mask_BL: Tensor) -> Tensor:
     """
     count_B1 = mask_BL.sum(dim=1, keepdim=True).clamp_min(1).to(seq_BLD.dtype)
     return masked_sum(seq_BLD, mask_BL) / count_B1
+
+
+def masked_topk(scores_BL: Tensor, mask_BL: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """The ``k`` highest-scoring valid positions of each row, deterministically: among equal scores the most
+    recent behaviour (the larger position, sequences being oldest first) comes first, on any device.
+
+    ``torch.topk`` leaves the order of ties unspecified, and ties are the rule for integer-valued scores
+    (a category match, a Hamming distance): a stable descending sort of the row read newest first fixes it.
+    Padded positions never rank above a valid one; a row with fewer than ``k`` valid positions gets padded
+    slots, marked False in the returned mask (gather with the indices, then mask again).
+
+    Args:
+        scores_BL: shape [B, L], any float or integer dtype (no gradient flows through the selection).
+        mask_BL: bool, shape [B, L], True = real behaviour.
+        k: how many to keep (at most L are returned).
+
+    Returns:
+        (indices [B, K] into L, best first; kept_BK bool [B, K], True at valid positions), K = min(k, L).
+    """
+    if k < 1:
+        raise ValueError(f"masked_topk: k must be >= 1, got {k}")
+    B, L = scores_BL.shape
+    K = min(k, L)
+    low = torch.finfo(scores_BL.dtype).min if scores_BL.is_floating_point() else torch.iinfo(scores_BL.dtype).min
+    keyed_BL = scores_BL.detach().masked_fill(~mask_BL, low).flip(1)  # newest first
+    order_BL = torch.sort(keyed_BL, dim=1, descending=True, stable=True).indices[:, :K]
+    idx_BK = (L - 1) - order_BL
+    kept_BK = torch.gather(mask_BL, 1, idx_BK)
+    return idx_BK, kept_BK
 
 
 def zero_padding(seq_BLD: Tensor, mask_BL: Tensor) -> Tensor:

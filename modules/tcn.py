@@ -13,8 +13,12 @@ later layers, Sec. 4.2.1) output t is centred on input ``s t``, so a row of n be
 outputs. Choices the paper leaves open, ours:
 
 - Sequences are right-padded; the positions after a row's last behaviour are zeroed before the convolution,
-  so a behaviour's right context ends at the row's own end exactly as zero padding would, and outputs at
-  padded centres are zero (the returned mask marks the valid ones).
+  so a behaviour's right context ends at the row's own end exactly as zero padding would.
+- An output is valid when its centre is a real behaviour (the returned mask; the others are zero). So a
+  stride-1 layer has exactly one output per behaviour, as Sec. 4.2.1 wants of the first layer. MODELS.md A6
+  suggests instead "valid if any input in its window is" (max-pooling the mask), which would add up to cl
+  outputs centred past a row's end; their windows' behaviours are all inside valid outputs' windows already
+  (for stride <= cl + 1), so we leave them out.
 - ``aggregation`` (issue's reading of the paper's "replace" and of the alternative it mentions, Sec. 4.3.2):
   ``global`` (Eq. 5 only), ``replace`` (Eq. 12 only, the paper's CAIN), ``sum`` (global + personalized
   outputs), ``concat`` (both, side by side: output width ``2 out_dim``). The bias b_c is shared by the global

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tinrec.modules.masking import check_inputs, masked_mean, masked_softmax, masked_sum
+from tinrec.modules.masking import check_inputs, masked_mean, masked_softmax, masked_sum, masked_topk
 
 MASK_BL = torch.tensor([[True, True, False], [True, False, False], [False, False, False]])
 
@@ -72,3 +72,21 @@ def test_check_inputs_rejects_bad_shapes_and_mask_dtype():
             query_BD=query_BD,
             seq_time_BLD=torch.zeros(2, 2, 4),
         )
+
+
+@pytest.mark.parametrize("k", [1, 3, 7, 12])
+def test_masked_topk_is_the_brute_force_ranking_with_recency_breaking_ties(k):
+    """Sorted by (score desc, position desc) over the valid positions, then padded slots; integer-valued
+    scores so that ties are the rule."""
+    g = torch.Generator().manual_seed(k)
+    lengths = [10, 4, 0, 7, 1]
+    B, L = len(lengths), 10
+    mask = torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]
+    for scores in (torch.randint(0, 3, (B, L), generator=g).float(), torch.randint(-2, 2, (B, L), generator=g)):
+        scores = scores.masked_fill(~mask, 99)  # garbage under padding must never win
+        idx, kept = masked_topk(scores, mask, k)
+        assert idx.shape == kept.shape == (B, min(k, L))
+        for b, n in enumerate(lengths):
+            want = sorted(range(n), key=lambda i: (-float(scores[b, i]), -i))[:k]
+            assert idx[b, :len(want)].tolist() == want, (b, scores[b].tolist())
+            assert kept[b].tolist() == [True] * len(want) + [False] * (min(k, L) - len(want))
