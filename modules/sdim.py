@@ -1,0 +1,74 @@
+"""SDIM, Sampling-based Deep Interest Modeling (Cao et al., "Sampling Is All You Need on Modeling Long-Term User
+Behaviors for CTR Prediction", CIKM 2022, arXiv 2205.10249; ``../shared/MODELS.md`` A4):
+
+    sig_g(x) = sum_b 2^b 1[<R_{g,b}, x> > 0]          tau random hyperplanes per group, G = m / tau groups
+    c_gi = m_i 1[sig_g(q) = sig_g(S_i)]               behaviour i collides with the target in group g
+    s_g = sum_i c_gi S_i,   v_g = s_g / max(||s_g||, 1e-6),   u = mean_g v_g
+
+No top-k and no softmax: each behaviour is drawn into the target's buckets with a probability that falls with
+its angle to the target, ``(1 - angle / pi)^tau`` in expectation (tau is an inverse temperature), and the
+cost is linear in L. The hyperplanes ``R`` [m, D] are drawn once from N(0, 1) with ``seed`` and frozen (a
+buffer, saved in checkpoints): no gradient reaches them, the behaviours that collide get theirs. Choices
+(MODELS.md): l2 normalisation of each bucket sum as written above (an empty bucket gives 0); defaults m = 48,
+tau = 3 (16 groups); the output is ``[u, u * q]`` (``product``) so the tower sees the interaction, as DIN's.
+"""
+# Shape legend: B batch, L sequence length (padded), D width, G groups, T = tau bits per group, M = m hashes.
+import torch
+from torch import Tensor, nn
+
+from .masking import check_inputs
+
+
+class SDIM(nn.Module):
+    """Hash-bucket sampling of a long sequence by its collisions with the target.
+
+    Args:
+        dim: width D of behaviours and target.
+        hashes: m, random hyperplanes in all (a multiple of ``tau``).
+        tau: hyperplanes per group (bits of a bucket signature).
+        seed: seed of the hyperplanes (the same on every rank and in every run).
+        product: output ``[u, u * q]`` (2D) instead of ``u`` (D).
+
+    Attributes:
+        output_dim: 2D if ``product`` else D.
+    """
+
+    def __init__(self, *, dim: int, hashes: int = 48, tau: int = 3, seed: int = 0, product: bool = True) -> None:
+        super().__init__()
+        if dim <= 0 or tau < 1 or hashes < tau or hashes % tau:
+            raise ValueError(f"SDIM: need dim > 0 and hashes a positive multiple of tau, got dim={dim}, "
+                             f"hashes={hashes}, tau={tau}")
+        self.dim, self.tau, self.groups, self.product = dim, tau, hashes // tau, product
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("planes_MD", torch.randn(hashes, dim, generator=g))
+        self.register_buffer("powers_T", 2 ** torch.arange(tau))
+        self.output_dim: int = 2 * dim if product else dim
+
+    def signatures(self, x_ND: Tensor) -> Tensor:
+        """Bucket signature of each vector in each group: int64 [..., G] in [0, 2^tau)."""
+        bits = (x_ND @ self.planes_MD.T > 0).long()  # [..., M]
+        return (bits.view(*bits.shape[:-1], self.groups, self.tau) * self.powers_T).sum(-1)
+
+    def collisions(self, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor) -> Tensor:
+        """c [B, L, G]: behaviour i shares the target's bucket in group g (False at padding)."""
+        same_BLG = self.signatures(seq_BLD.detach()) == self.signatures(query_BD.detach()).unsqueeze(1)
+        return same_BLG & mask_BL.unsqueeze(-1)
+
+    def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor) -> Tensor:
+        """The sampled interest of each row.
+
+        Args:
+            seq_BLD: behaviour representations, right-padded, shape [B, L, D].
+            mask_BL: bool, shape [B, L], True = real behaviour.
+            query_BD: target representation, shape [B, D].
+
+        Returns:
+            ``[u, u * q]`` of shape [B, 2D] (``u`` [B, D] without ``product``); zeros for a row with no
+            behaviour or no collision.
+        """
+        check_inputs(dim=self.dim, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
+        c_BLG = self.collisions(seq_BLD, mask_BL, query_BD).to(seq_BLD.dtype)
+        s_BGD = torch.einsum("blg,bld->bgd", c_BLG, seq_BLD.masked_fill(~mask_BL.unsqueeze(-1), 0.0))
+        v_BGD = s_BGD / torch.linalg.vector_norm(s_BGD, dim=-1, keepdim=True).clamp_min(1e-6)
+        u_BD = v_BGD.mean(1)
+        return torch.cat([u_BD, u_BD * query_BD], dim=-1) if self.product else u_BD
