@@ -1,0 +1,54 @@
+"""The Exact Search Unit of the search-based lifelong backbones (SIM, ETA; ``../shared/MODELS.md`` A2-A3): a
+multi-head target attention over the behaviours a search kept.
+
+    a^h = softmax_j <W_k^h z_j, W_q^h q>       over the kept behaviours j (SIM paper's ESU, per head h)
+    head_h = sum_j a^h_j z_j,   U = concat_h head_h
+
+As SIM writes it, the scores are not scaled by 1/sqrt(d) and the values are the behaviours themselves (no
+value projection): the output is ``heads`` views of the kept behaviours, [B, H * Z]. Padded and unkept slots
+get zero weight; a row with nothing kept gives zeros (``modules/masking.py``).
+"""
+# Shape legend: B batch, K kept behaviours, Z behaviour width, D query width, H heads, E head width.
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .masking import masked_softmax, zero_padding
+
+
+class MultiHeadTargetAttention(nn.Module):
+    """SIM's ESU: ``heads`` target attentions with their own projections, values the behaviours.
+
+    Args:
+        dim: width Z of the behaviours z_j.
+        query_dim: width D of the target (default Z).
+        heads: H.
+        head_dim: E, width of each head's key and query projections.
+
+    Attributes:
+        output_dim: H * Z.
+    """
+
+    def __init__(self, *, dim: int, query_dim: Optional[int] = None, heads: int = 4, head_dim: int = 32) -> None:
+        super().__init__()
+        if dim <= 0 or heads <= 0 or head_dim <= 0:
+            raise ValueError(f"MultiHeadTargetAttention: need dim, heads, head_dim > 0, got {dim}, {heads}, {head_dim}")
+        self.heads, self.head_dim = heads, head_dim
+        self.key = nn.Linear(dim, heads * head_dim, bias=False)  # W_k^h of every head, side by side
+        self.query = nn.Linear(dim if query_dim is None else query_dim, heads * head_dim, bias=False)
+        self.output_dim: int = heads * dim
+
+    def weights(self, z_BKZ: Tensor, mask_BK: Tensor, query_BD: Tensor) -> Tensor:
+        """a [B, H, K]: each head's softmax over the valid behaviours (0 elsewhere)."""
+        B, K, _ = z_BKZ.shape
+        k_BHKE = self.key(z_BKZ).view(B, K, self.heads, self.head_dim).transpose(1, 2)
+        q_BHE = self.query(query_BD).view(B, self.heads, self.head_dim)
+        logits_BHK = torch.einsum("bhke,bhe->bhk", k_BHKE, q_BHE)
+        return masked_softmax(logits_BHK.reshape(B * self.heads, K),
+                              mask_BK.repeat_interleave(self.heads, dim=0)).view(B, self.heads, K)
+
+    def forward(self, *, z_BKZ: Tensor, mask_BK: Tensor, query_BD: Tensor) -> Tensor:
+        """``U`` [B, H * Z] from the kept behaviours ``z_BKZ`` (mask ``mask_BK``) and the target ``query_BD``."""
+        a_BHK = self.weights(z_BKZ, mask_BK, query_BD)
+        return torch.bmm(a_BHK, zero_padding(z_BKZ, mask_BK)).flatten(1)  # [B, H, Z] -> [B, H * Z]
