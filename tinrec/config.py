@@ -47,8 +47,8 @@ class TableConfig:
 class InputSpec:
     """One named input of the interest modules and the tower (``model.inputs``; ``tinrec/inputs.py``).
 
-    Exactly one of ``features`` (embedded ids), ``mask`` (a sequence's validity) or ``dense`` (values the loader
-    passes without embedding) is set. Shapes: ids of a sequence ``[B, L, D]`` (concat: D the sum of the tables'
+    Exactly one of ``features`` (embedded ids), ``mask`` (a sequence's validity), ``dense`` (values the loader
+    passes without embedding) or ``label`` (a label, for an auxiliary loss such as SIM's soft search) is set. Shapes: ids of a sequence ``[B, L, D]`` (concat: D the sum of the tables'
     widths; sum: one width; stack: ``[B, L, F, D]``), ids of a sample ``[B, D]`` (stack: ``[B, F, D]``); a mask
     ``[B, L]`` bool; dense values ``[B, L]`` / ``[B]`` for one column, ``[B, L, F]`` / ``[B, F]`` for a list.
     """
@@ -59,6 +59,7 @@ class InputSpec:
     negatives: Optional[Literal["in_batch"]] = None  # each behaviour replaced by one drawn from the batch (DIEN)
     mask: Optional[str] = None  # a sequence's name: [B, L], True at kept behaviours
     dense: Optional[Union[str, List[str]]] = None  # dense columns (timestamps, sessions, watch time, ...)
+    label: Optional[str] = None  # a label column of data.labels: [B] float, for a module's auxiliary loss
 
 
 @dataclass

@@ -18,6 +18,7 @@ spec                                        of a sequence       of a sample
 ``{features: [...], negatives: in_batch}``  ``[B, L, sum d]``   (sequences only)
 ``{mask: SEQUENCE}``                        ``[B, L]`` bool
 ``{dense: COLUMN}`` / ``{dense: [...]}``    ``[B, L]`` / ``[B, L, F]``  ``[B]`` / ``[B, F]``
+``{label: LABEL}``                                              ``[B]`` float 0/1 in training, None else
 ==========================================  ==================  ====================================
 
 Rules checked here, each error naming the key: exactly one of ``features`` / ``mask`` / ``dense``; every
@@ -25,7 +26,8 @@ feature read by a table (``group`` says which group to read when a feature is in
 one input all of one sequence, or all per sample; ``sum`` and ``stack`` need one width; pooled tables only
 for per-sample features. Binding (:func:`bindings`): every argument of a module's ``forward`` without a
 default is bound, every binding is an argument of ``forward``; a binding set to ``null`` leaves an optional
-argument unbound (the module's default, e.g. TIN without temporal encodings).
+argument unbound (the module's default, e.g. TIN without temporal encodings). A label input is for a module's
+auxiliary loss (SIM's soft search): it is None outside training, so no prediction can depend on it.
 
 The model builder supplies the constructor arguments ``dim`` and ``fields``: the width D and the number of
 fields F of the input bound to the first argument of the module's ``forward``.
@@ -51,7 +53,7 @@ class Input:
 
     Attributes:
         key: identity: two bindings with the same key read the same tensor.
-        kind: ``ids`` (embedded features), ``mask`` or ``dense``.
+        kind: ``ids`` (embedded features), ``mask``, ``dense`` or ``label`` (``fields``: the label's column).
         sequence: the data sequence it spans (``[B, L, ...]``), or None for per-sample inputs (``[B, ...]``).
         groups: per feature, the embedding group it is read from (``ids``).
         features: the features (``ids``) or columns (``dense``), in order.
@@ -80,6 +82,8 @@ class Input:
     def shape(self) -> str:
         """The tensor's shape, for messages and docs."""
         lead = ["B", "L"] if self.sequence else ["B"]
+        if self.kind == "label":
+            return "[B]"
         if self.kind == "mask":
             return "[B, L]"
         if self.kind == "dense":
@@ -95,9 +99,15 @@ def owners(cfg: "Config") -> Dict[str, Dict[str, str]]:
 
 def resolve(spec: "InputSpec", where: str, cfg: "Config", src: str) -> Input:
     """Check ``spec`` (found at config key ``where``) and describe the input it makes."""
-    given = [k for k in ("features", "mask", "dense") if getattr(spec, k) is not None]
+    given = [k for k in ("features", "mask", "dense", "label") if getattr(spec, k) is not None]
     if len(given) != 1:
-        raise ValueError(f"{src}: {where}: set exactly one of features, mask, dense (got {', '.join(given) or 'none'})")
+        raise ValueError(f"{src}: {where}: set exactly one of features, mask, dense, label "
+                         f"(got {', '.join(given) or 'none'})")
+    if spec.label is not None:
+        if spec.label not in cfg.data.labels:
+            raise ValueError(f"{src}: {where}.label: {spec.label!r} is not one of data.labels ({', '.join(cfg.data.labels)})")
+        return Input(key=f"label:{spec.label}", kind="label", sequence=None, features=(spec.label,), width=1,
+                     squeeze=True, fields=cfg.data.labels.index(spec.label))
     if spec.mask is not None:
         seqs = ({sequence_of(f) for f in _all_features(cfg)} | set(cfg.data.sequences)) - {None}
         if spec.mask not in seqs:

@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import inspect
 import operator
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -100,8 +100,9 @@ class InputArch(nn.Module):
         self.inputs = list({i.key: i for i in inputs}.values())
 
     def forward(self, seqs: Mapping[str, Mapping[str, JaggedTensor]], pooled: Mapping[str, KeyedTensor],
-                lengths: Mapping[str, torch.Tensor], dense: Mapping[str, torch.Tensor], B: int
+                lengths: Mapping[str, torch.Tensor], dense: Mapping[str, torch.Tensor], labels_BT: torch.Tensor
                 ) -> Dict[str, torch.Tensor]:
+        B = labels_BT.shape[0]
         layout: Dict[str, Tuple[int, torch.Tensor]] = {}  # sequence -> (L, mask [B, L])
         slots: Dict[str, torch.Tensor] = {}
         pooled_dicts: Dict[str, Dict[str, torch.Tensor]] = {}
@@ -128,7 +129,9 @@ class InputArch(nn.Module):
 
         out: Dict[str, torch.Tensor] = {}
         for i in self.inputs:
-            if i.kind == "mask":
+            if i.kind == "label":  # for auxiliary losses: withheld outside training, so no output can use it
+                out[i.key] = labels_BT[:, i.fields] if self.training else None
+            elif i.kind == "mask":
                 out[i.key] = seq_layout(i.sequence)[1]
             elif i.kind == "dense":
                 cols = [dense[c] for c in i.features]
@@ -229,9 +232,6 @@ class DenseArch(nn.Module):
         # update (tinrec/guard.py), so no NaN ever enters a table
         self.zero_nonfinite_lookup_grads = False
 
-    def inputs(self, seqs, pooled, lengths, dense, B: int) -> Dict[str, torch.Tensor]:
-        return self.input_arch(seqs, pooled, lengths, dense, B)
-
     def forward(self, seqs: Dict[str, Dict[str, JaggedTensor]], pooled: Dict[str, KeyedTensor], labels: torch.Tensor,
                 weights: torch.Tensor, lengths: Dict[str, torch.Tensor], dense: Dict[str, torch.Tensor]
                 ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
@@ -243,7 +243,7 @@ class DenseArch(nn.Module):
             for t in looked_up:
                 if t.requires_grad:
                     t.register_hook(finite_or_zero)
-        values = self.input_arch(seqs, pooled, lengths, dense, labels.shape[0])
+        values = self.input_arch(seqs, pooled, lengths, dense, labels)
         parts, extra = self.interest_arch(values)
         return self.over_arch(parts, values, extra, labels, weights)
 
@@ -265,7 +265,7 @@ class Model(nn.Module):
         """Each interest module's forward arguments for ``batch``, exactly as training feeds them (for analyses
         and benchmarks of a module alone; on an unsharded model)."""
         seqs, pooled = self.sparse_arch(batch.sparse)
-        values = self.dense_arch.input_arch(seqs, pooled, batch.lengths, batch.dense, len(batch))
+        values = self.dense_arch.input_arch(seqs, pooled, batch.lengths, batch.dense, batch.labels)
         return self.dense_arch.interest_arch.module_inputs(values)
 
     def cross_batch_buffers(self) -> List[state.StateBuffer]:
@@ -291,9 +291,11 @@ def build_interest(spec: Mapping, dim: int, where: str, fields: int = 1) -> nn.M
     return module
 
 
-def _example(i: Input) -> torch.Tensor:
+def _example(i: Input) -> Optional[torch.Tensor]:
     """A zero tensor of ``i``'s shape for a batch of 2 and sequences of 3 (rows of 2 and 1 behaviours)."""
     lead = [2, 3] if i.sequence else [2]
+    if i.kind == "label":
+        return None  # withheld outside training (InputArch)
     if i.kind == "mask":
         return torch.tensor([[True, True, False], [True, False, False]])
     if i.kind == "dense":

@@ -1,6 +1,6 @@
 """Small interest modules for the framework's tests of the inputs-by-name contract (tinrec/inputs.py)."""
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -42,5 +42,20 @@ class Pool(nn.Module):
         self.output_dim: int = dim
 
     def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor) -> Tensor:
+        m = mask_BL.unsqueeze(-1).to(seq_BLD.dtype)
+        return self.proj((seq_BLD * m).sum(1) / m.sum(1).clamp(min=1.0))
+
+
+class LabelProbe(nn.Module):
+    """Masked mean of a sequence; records the label it was handed (tests of the label input)."""
+
+    def __init__(self, *, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+        self.output_dim: int = dim
+        self.labels: List = []
+
+    def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, label_B: Optional[Tensor] = None) -> Tensor:
+        self.labels.append(label_B)
         m = mask_BL.unsqueeze(-1).to(seq_BLD.dtype)
         return self.proj((seq_BLD * m).sum(1) / m.sum(1).clamp(min=1.0))

@@ -174,3 +174,24 @@ def test_tinrec_validate_names_the_key_of_a_bad_binding(override, message):
     p = subprocess.run([sys.executable, "-m", "tinrec.cli", "validate", DEFAULT, override], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_a_label_input_reaches_a_module_in_training_only(tmp_path):
+    """For auxiliary losses (SIM's soft search): the batch's label in training, None in evaluation, so that no
+    prediction can depend on it."""
+    cfg, data, batch, model = _setup(tmp_path, "model.interests.probe={_component_: tests.tinrec.multi.LabelProbe, "
+                                               "inputs: {seq_BLD: behaviours, mask_BL: mask, label_B: {label: label}}}")
+    probe = model.interest_modules()["probe"]
+    model.train()
+    model(batch)
+    assert torch.equal(probe.labels[-1], batch.labels[:, 0])
+    model.eval()
+    model(batch)
+    assert probe.labels[-1] is None
+    from tinrec.config import load_config
+
+    with pytest.raises(ValueError, match=r"model\.interests\.probe\.inputs\.label_B\.label: 'label_like' is not one of "
+                                         r"data\.labels \(label\)"):
+        load_config(DEFAULT, [f"data.path={tmp_path / 'data'}", "model.interests.probe={_component_: "
+                              "tests.tinrec.multi.LabelProbe, inputs: {seq_BLD: behaviours, mask_BL: mask, "
+                              "label_B: {label: label_like}}}"])
