@@ -1,0 +1,120 @@
+"""TWIN, TWo-stage Interest Network (Chang et al., "TWIN: TWo-stage Interest Network for Lifelong User Behavior
+Modeling in CTR Prediction at Kuaishou", KDD 2023, arXiv 2302.02352; ``../shared/MODELS.md`` A5):
+
+    alpha_a = (K_h W^h_a)(q W^q_a)^T / sqrt(d_k) + sum_j beta_aj (K_c,j w^c_aj)      per head a, per behaviour
+    CP-GSU: the k behaviours with the best alpha, the heads' rankings walked in turn until k are distinct
+    ESU:    head_a = softmax(alpha_a[I])^T (K[I] W^v_a),   K = [K_h, K_c],   TWIN = concat_a(head_a) W^o
+
+K_h [B, L, H] are the behaviours' inherent (user-independent) features, K_c [B, L, J * C] their cross features
+(click time, play time, ...: J of width C, 8 in the paper): each cross feature is squeezed to one scalar per
+head (a block-diagonal W^c) and enters as a per-behaviour bias, weighted by a learned beta. The GSU and the
+ESU score with the same alpha and the same weights (the paper's consistency: what the search keeps is what
+the attention would weigh most). Choices (MODELS.md): 4 heads, d_k = 32, k = 100; the output width is D
+(W^o: heads * d_v -> D, d_v = d_k); the GSU ranking is taken without gradient (the top-k has none), the ESU
+recomputes alpha on the kept rows so that every weight learns through it; float ties follow
+``masked_topk`` (most recent first). Without cross features (``cross_features = 0``) alpha is the plain
+scaled dot product. A row with no behaviour gives zeros.
+"""
+# Shape legend: B batch, L sequence length (padded), H inherent width, D target width, J cross features,
+# C width of each, A heads, E head width, K kept.
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .masking import masked_softmax, masked_topk, zero_padding
+
+
+class TWIN(nn.Module):
+    """Consistency-preserving two-stage target attention over a long sequence.
+
+    Args:
+        dim: width H of the behaviours' inherent features (and of the target, unless ``query_dim``).
+        query_dim: width D of the target (default H).
+        cross_features: J, cross features per behaviour; ``cross_width`` C each.
+        k: behaviours kept by the GSU.
+        heads: A; ``head_dim`` E (d_k = d_v).
+
+    Attributes:
+        output_dim: H.
+    """
+
+    def __init__(self, *, dim: int, query_dim: Optional[int] = None, cross_features: int = 0, cross_width: int = 8,
+                 k: int = 100, heads: int = 4, head_dim: int = 32) -> None:
+        super().__init__()
+        if dim <= 0 or k <= 0 or heads <= 0 or head_dim <= 0 or cross_features < 0 or cross_width <= 0:
+            raise ValueError(f"TWIN: bad sizes dim={dim}, k={k}, heads={heads}, head_dim={head_dim}, "
+                             f"cross_features={cross_features}, cross_width={cross_width}")
+        self.dim, self.k, self.heads, self.head_dim = dim, k, heads, head_dim
+        self.cross_features, self.cross_width = cross_features, cross_width
+        self.key = nn.Linear(dim, heads * head_dim, bias=False)  # W^h_a
+        self.query = nn.Linear(dim if query_dim is None else query_dim, heads * head_dim, bias=False)  # W^q_a
+        self.value = nn.Linear(dim + cross_features * cross_width, heads * head_dim, bias=False)  # W^v_a
+        self.out = nn.Linear(heads * head_dim, dim, bias=False)  # W^o
+        if cross_features:
+            self.cross = nn.Parameter(torch.randn(heads, cross_features, cross_width) / math.sqrt(cross_width))  # w^c
+            self.beta = nn.Parameter(torch.ones(heads, cross_features))
+        self.output_dim: int = dim
+
+    def alpha(self, inherent_BLH: Tensor, cross_BLX: Optional[Tensor], query_BD: Tensor) -> Tensor:
+        """The relevance of every behaviour for every head, [B, A, L]."""
+        B, L, _ = inherent_BLH.shape
+        k_BLAE = self.key(inherent_BLH).view(B, L, self.heads, self.head_dim)
+        q_BAE = self.query(query_BD).view(B, self.heads, self.head_dim)
+        a_BAL = torch.einsum("blae,bae->bal", k_BLAE, q_BAE) / math.sqrt(self.head_dim)
+        if self.cross_features:
+            c_BLJC = cross_BLX.view(B, L, self.cross_features, self.cross_width)
+            squeezed_BLAJ = torch.einsum("bljc,ajc->blaj", c_BLJC, self.cross)  # one scalar per feature and head
+            a_BAL = a_BAL + torch.einsum("blaj,aj->bal", squeezed_BLAJ, self.beta)
+        return a_BAL
+
+    def search(self, alpha_BAL: Tensor, mask_BL: Tensor):
+        """CP-GSU: the heads' top-k rankings walked in turn (head 0's best, head 1's best, ..., head 0's second,
+        ...) until k distinct behaviours. Returns (indices [B, K], kept [B, K]), K = min(k, L)."""
+        B, A, L = alpha_BAL.shape
+        K = min(self.k, L)
+        idx_BAK, ok_BAK = masked_topk(alpha_BAL.reshape(B * A, L), mask_BL.repeat_interleave(A, 0), K)
+        cand_BN = idx_BAK.view(B, A, K).transpose(1, 2).reshape(B, A * K)  # rank-major: the walk's order
+        ok_BN = ok_BAK.view(B, A, K).transpose(1, 2).reshape(B, A * K)
+        N = A * K
+        pos_BN = torch.arange(N, device=cand_BN.device).expand(B, N)
+        first_BL = torch.full((B, L), N, dtype=torch.long, device=cand_BN.device)
+        first_BL = first_BL.scatter_reduce(1, cand_BN, torch.where(ok_BN, pos_BN, N), reduce="amin")
+        new_BN = ok_BN & (torch.gather(first_BL, 1, cand_BN) == pos_BN)  # a behaviour's first appearance
+        order_BN = torch.sort(torch.where(new_BN, pos_BN, N + pos_BN), dim=1).indices[:, :K]  # new ones first
+        return torch.gather(cand_BN, 1, order_BN), torch.gather(new_BN, 1, order_BN)
+
+    def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
+                cross_BLX: Optional[Tensor] = None) -> Tensor:
+        """TWIN's interest vector.
+
+        Args:
+            seq_BLD: the behaviours' inherent features K_h, right-padded, [B, L, H].
+            mask_BL: bool [B, L], True = real behaviour.
+            query_BD: the target's inherent features q, [B, D].
+            cross_BLX: the behaviours' cross features K_c, [B, L, J * C] (``cross_features`` J > 0).
+
+        Returns:
+            [B, H]; zeros for a row with no behaviour.
+        """
+        B, L, _ = seq_BLD.shape
+        if (cross_BLX is None) != (self.cross_features == 0) or (
+                cross_BLX is not None and tuple(cross_BLX.shape) != (B, L, self.cross_features * self.cross_width)):
+            raise ValueError(f"TWIN(cross_features={self.cross_features}) needs cross_BLX of shape "
+                             f"[B, L, {self.cross_features * self.cross_width}] exactly when cross_features > 0")
+        with torch.no_grad():
+            idx_BK, kept_BK = self.search(self.alpha(seq_BLD, cross_BLX, query_BD), mask_BL)
+        K = idx_BK.shape[1]
+
+        def gather(x_BLX: Tensor) -> Tensor:
+            return torch.gather(x_BLX, 1, idx_BK.unsqueeze(-1).expand(-1, -1, x_BLX.shape[-1]))
+
+        h_BKH = gather(seq_BLD)
+        c_BKX = gather(cross_BLX) if cross_BLX is not None else None
+        a_BAK = self.alpha(h_BKH, c_BKX, query_BD)  # the same alpha, on the kept rows (with gradients)
+        w_BAK = masked_softmax(a_BAK.reshape(B * self.heads, K), kept_BK.repeat_interleave(self.heads, 0))
+        full_BKX = h_BKH if c_BKX is None else torch.cat([h_BKH, c_BKX], dim=-1)
+        v_BAKE = self.value(zero_padding(full_BKX, kept_BK)).view(B, K, self.heads, self.head_dim).transpose(1, 2)
+        heads_BAE = torch.einsum("bak,bake->bae", w_BAK.view(B, self.heads, K), v_BAKE)
+        return self.out(heads_BAE.reshape(B, self.heads * self.head_dim))

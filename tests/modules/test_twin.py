@@ -1,0 +1,95 @@
+"""Tests for modules/twin.py: alpha's equation with the per-behaviour cross-feature bias, the CP-GSU's walk over
+the heads' rankings against a brute force, the ESU weighing the kept rows with the GSU's own alpha, padding,
+gradients."""
+# Shape legend: B batch, L sequence length (padded), H width, A heads, J cross features, C their width.
+import math
+
+import pytest
+import torch
+
+from tests.modules import batches, checks
+from tinrec.modules.twin import TWIN
+
+D, J, C = 4, 2, 3
+
+
+def _inputs(lengths, L=8, seed=0):
+    batch = batches.make_batch(lengths, D=D, L=L, seed=seed)
+    batch["cross_BLX"] = torch.randn(len(lengths), L, J * C, generator=torch.Generator().manual_seed(seed + 1))
+    return batch
+
+
+def test_alpha_is_the_scaled_product_plus_a_squeezed_cross_bias_per_behaviour():
+    torch.manual_seed(0)
+    twin = TWIN(dim=D, cross_features=J, cross_width=C, heads=2, head_dim=3)
+    b = _inputs([8, 5])
+    alpha = twin.alpha(b["seq_BLD"], b["cross_BLX"], b["query_BD"])
+    Wh, Wq = twin.key.weight.view(2, 3, D), twin.query.weight.view(2, 3, D)
+    x, i, a = 1, 4, 1
+    want = (Wh[a] @ b["seq_BLD"][x, i]) @ (Wq[a] @ b["query_BD"][x]) / math.sqrt(3)
+    want = want + sum(twin.beta[a, j] * (b["cross_BLX"][x, i].view(J, C)[j] @ twin.cross[a, j]) for j in range(J))
+    torch.testing.assert_close(alpha[x, a, i], want)
+    changed = b["cross_BLX"].clone()
+    changed[0, 2] += 1.0  # one behaviour's cross features move its own alpha only
+    moved = (twin.alpha(b["seq_BLD"], changed, b["query_BD"]) != alpha).any(1)
+    assert moved[0].tolist() == [i == 2 for i in range(8)] and not moved[1].any()
+
+
+def test_cp_gsu_walks_the_heads_rankings_in_turn_until_k_distinct():
+    torch.manual_seed(1)
+    for k in (1, 3, 5, 8):
+        twin = TWIN(dim=D, k=k, heads=3, head_dim=2)
+        lengths = [8, 6, 2, 0]
+        b = batches.make_batch(lengths, D=D, L=8)
+        alpha = twin.alpha(b["seq_BLD"], None, b["query_BD"]).detach()
+        idx, kept = twin.search(alpha, b["mask_BL"])
+        for x, n in enumerate(lengths):
+            ranks = [sorted(range(n), key=lambda i: (-float(alpha[x, a, i]), -i)) for a in range(3)]
+            walk = []
+            for r in range(n):
+                for a in range(3):
+                    if ranks[a][r] not in walk:
+                        walk.append(ranks[a][r])
+            walk = walk[:k]
+            assert kept[x].tolist() == [True] * len(walk) + [False] * (min(k, 8) - len(walk)), (k, x)
+            assert idx[x, :len(walk)].tolist() == walk, (k, x)
+
+
+def test_the_esu_weighs_the_kept_rows_with_the_gsus_alpha():
+    torch.manual_seed(2)
+    twin = TWIN(dim=D, cross_features=J, cross_width=C, k=3, heads=2, head_dim=3)
+    b = _inputs([8, 2])
+    alpha = twin.alpha(b["seq_BLD"], b["cross_BLX"], b["query_BD"])
+    idx, kept = twin.search(alpha, b["mask_BL"])
+    out = twin(**b)
+    Wv = twin.value.weight.view(2, 3, D + J * C)
+    for x in range(2):
+        n = int(kept[x].sum())
+        rows = idx[x, :n]
+        full = torch.cat([b["seq_BLD"][x, rows], b["cross_BLX"][x, rows]], -1)
+        heads = [torch.softmax(alpha[x, a, rows], 0) @ (full @ Wv[a].T) for a in range(2)]
+        torch.testing.assert_close(out[x], twin.out(torch.cat(heads)), rtol=1e-5, atol=1e-6)
+
+
+def test_shapes_padding_empty_rows_and_gradients():
+    torch.manual_seed(3)
+    twin = TWIN(dim=D, cross_features=J, cross_width=C, k=3, heads=2, head_dim=4)
+    b = _inputs([5, 2, 0, 1], L=5)
+
+    class Bound(torch.nn.Module):  # the padding check garbles seq and mask; the cross features follow
+        output_dim = D
+
+        def forward(self, **kw):
+            L = kw["mask_BL"].shape[1]
+            cross = torch.cat([b["cross_BLX"], torch.full((4, max(L - 5, 0), J * C), 1e3)], 1)
+            return twin(**kw, cross_BLX=cross)
+
+    out = checks.assert_padding_is_ignored(Bound(), {k: v for k, v in b.items() if k != "cross_BLX"}, zero_rows=[2])
+    assert out.shape == (4, D)
+    g = {k: (v.requires_grad_() if v.is_floating_point() else v) for k, v in _inputs([6, 3], L=6).items()}
+    twin(**g).pow(2).sum().backward()
+    checks.assert_every_parameter_gets_gradient(twin)
+    touched = g["seq_BLD"].grad.abs().sum(-1) > 0
+    assert int(touched.sum()) == 3 + 3 and not touched[~g["mask_BL"]].any()  # the kept behaviours only
+    with pytest.raises(ValueError, match="cross_BLX"):
+        twin(**{k: v for k, v in b.items() if k != "cross_BLX"})
