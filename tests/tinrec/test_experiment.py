@@ -1,5 +1,6 @@
 """``tinrec experiment``: configs x seeds through the real CLI, one table; finished runs are not repeated."""
 
+import glob
 import json
 import os
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.tinrec.test_train_cli import TINY, run
+from tests.tinrec.test_train_cli import REPO, TINY, run
 
 SLUG = {"Avg": "avg", "TIN w/o TTE": "tin-w-o-tte"}
 
@@ -95,3 +96,20 @@ def test_spec_errors_name_the_key(tmp_path):
         bad.write_text(yaml.safe_dump({"name": "x", "rows": rows + [{"name": clash, "config": "c.yaml"}]}))
         with pytest.raises(ValueError, match="would share the run folder din-s<seed>"):
             load_spec(str(bad))
+
+
+@pytest.mark.parametrize("spec", sorted(glob.glob(os.path.join(REPO, "experiments", "*.yaml"))),
+                         ids=lambda p: os.path.basename(p))
+def test_every_row_of_every_experiment_spec_builds(spec):
+    """A spec's configs and overrides are valid and build a model (on meta), so an experiment never fails
+    hours in on a row with a stale key."""
+    from tinrec.config import load_config
+    from tinrec.features import resolve_rows
+    from tinrec.model import build_model
+
+    with open(spec) as f:
+        rows = yaml.safe_load(f)["rows"]
+    for row in rows:
+        cfg = load_config(os.path.join(REPO, row["config"]), list(row.get("overrides", [])))
+        build_model(cfg, resolve_rows(cfg, {"tables": {n: 10 for n in ("user", "item", "category", "brand", "author",
+                                                                           "age", "gender")}}))

@@ -1,0 +1,121 @@
+"""CAIN, Context-Aware Interest Network (Li et al., "Introducing Context Information in Lifelong Sequential Modeling
+using Temporal Convolutional Networks", ``../shared/papers/CAIN.md``, Sec. 4; ``../shared/MODELS.md`` A6): a
+lifelong backbone reading context-aware representations instead of the behaviours themselves.
+
+    cr^1 = TCN_1(S)                     stride 1, context length cl (kernel 2 cl + 1)          (Eq. 5-6)
+    cr^n = TCN_n(ReLU(cr^{n-1}))         n = 2..N, stride s > 1                                  (MSIA, Eq. 7)
+    IR_1 = backbone(cr^1, q)             the major attention: LAP, SIM, ETA, SDIM or TWIN, unchanged
+    sa^n_t = <W^Q_n q, W^K_n cr^n_t> / sqrt(d),   IR_n = sum_t softmax(sa^n)_t W^V_n cr^n_t      (Eq. 8-9)
+    output [IR_1, IR_2, ..., IR_N]
+    PEG: every TCN's filter generated per user from the profile I (Eq. 10-12, ``modules/tcn.py``)
+
+CAIN's Table 7 chain is this module with ``layers = 1`` (+TCN), ``layers = 4`` (+MSIA), ``peg = replace``
+(+PEG), on ``backbone = lap``; Tables 2-3 swap the backbone. Choices (paper silent; MODELS.md's where it
+has one): later layers have context length 2 (kernel 5) and stride 4; the auxiliary attention normalises its
+scores with a masked softmax (Eq. 9 writes none) and d = 32; a layer's output is valid where its centre is a
+real behaviour (``modules/tcn.py``), so strided layers carry their masks; ``concat`` PEG doubles the width of
+what the next layer reads. The backbone is built here from its name and ``backbone_args`` and called with
+the TCN's output as ``seq_BLD``: backbones that need more inputs (SIM's category ids or soft embeddings,
+TWIN's cross features) run with their defaults here (soft search on the TCN output, no cross features).
+"""
+# Shape legend: B batch, L sequence length (padded), D width, P profile width, M outputs of a layer.
+import math
+from typing import Any, Dict, Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .eta import ETA
+from .lap import LAP
+from .masking import masked_softmax
+from .sdim import SDIM
+from .sim import SIM
+from .tcn import TCN
+
+BACKBONES = {"lap": LAP, "sim": SIM, "eta": ETA, "sdim": SDIM}
+Backbone = Literal["lap", "sim", "eta", "sdim", "twin"]
+Peg = Literal["none", "replace", "sum", "concat"]
+
+
+def _backbone(name: str, dim: int, args: Dict[str, Any]) -> nn.Module:
+    if name == "twin":
+        from .twin import TWIN
+
+        return TWIN(dim=dim, **args)
+    return BACKBONES[name](dim=dim, **args)
+
+
+class _AuxiliaryAttention(nn.Module):
+    """MSIA's target attention on a later layer (Eq. 8-9), with its own projections."""
+
+    def __init__(self, dim: int, query_dim: int, inner: int) -> None:
+        super().__init__()
+        self.q = nn.Linear(query_dim, inner, bias=False)
+        self.k = nn.Linear(dim, inner, bias=False)
+        self.v = nn.Linear(dim, query_dim, bias=False)
+        self.scale = 1.0 / math.sqrt(inner)
+
+    def forward(self, cr_BMD: Tensor, mask_BM: Tensor, query_BD: Tensor) -> Tensor:
+        sa_BM = torch.einsum("bme,be->bm", self.k(cr_BMD), self.q(query_BD)) * self.scale
+        return torch.bmm(masked_softmax(sa_BM, mask_BM).unsqueeze(1), self.v(cr_BMD)).squeeze(1)
+
+
+class CAIN(nn.Module):
+    """TCN layers (MSIA when more than one, PEG when ``peg`` is set) feeding a lifelong backbone.
+
+    Args:
+        dim: width D of behaviours and target.
+        backbone: the major attention on the first layer's output; ``backbone_args`` its constructor's.
+        layers: N TCN layers (1: CAIN's TCN framework alone; 4: the paper's MSIA).
+        context_length: cl of the first layer; ``later_context_length`` and ``stride`` those of the others.
+        aux_dim: d of the auxiliary attentions.
+        peg: ``none`` (shared filters), or how PEG's per-user filters combine with them in every layer.
+        profile_dim: P, width of the profile input (PEG).
+        peg_hidden: PEG's hidden width.
+
+    Attributes:
+        output_dim: the backbone's + (N - 1) * D.
+    """
+
+    def __init__(self, *, dim: int, backbone: Backbone = "lap", backbone_args: Optional[Dict[str, Any]] = None,
+                 layers: int = 4, context_length: int = 7, later_context_length: int = 2, stride: int = 4,
+                 aux_dim: int = 32, peg: Peg = "none", profile_dim: int = 0, peg_hidden: int = 64) -> None:
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"CAIN: layers must be >= 1 (the backbone alone is its own config), got {layers}")
+        if peg != "none" and profile_dim <= 0:
+            raise ValueError("CAIN(peg=...) generates filters from the profile: profile_dim must be > 0")
+        self.dim, self.peg = dim, peg
+        aggregation = "global" if peg == "none" else peg
+        tcns, width = [], dim
+        for n in range(layers):
+            tcns.append(TCN(dim=width, out_dim=dim, context_length=context_length if n == 0 else later_context_length,
+                            stride=1 if n == 0 else stride, aggregation=aggregation, profile_dim=profile_dim,
+                            peg_hidden=peg_hidden))
+            width = tcns[-1].output_dim
+        self.tcns = nn.ModuleList(tcns)
+        first = self.tcns[0].output_dim
+        self.backbone = _backbone(backbone, first, dict(backbone_args or {}))
+        # the target at the first TCN's output width, when ``concat`` PEG doubles it
+        self.query_proj = nn.Linear(dim, first, bias=False) if first != dim else None
+        self.aux = nn.ModuleList(_AuxiliaryAttention(t.output_dim, dim, aux_dim) for t in self.tcns[1:])
+        self.output_dim: int = self.backbone.output_dim + (layers - 1) * dim
+
+    def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
+                profile_BP: Optional[Tensor] = None) -> Tensor:
+        """[IR_1, ..., IR_N] for right-padded behaviours ``seq_BLD`` [B, L, D] (mask ``mask_BL``), target
+        ``query_BD`` [B, D] and, with PEG, the profile ``profile_BP`` [B, P]."""
+        if self.peg != "none" and profile_BP is None:
+            raise ValueError(f"CAIN(peg={self.peg!r}) needs profile_BP")
+        x, m = seq_BLD, mask_BL
+        parts = []
+        for n, tcn in enumerate(self.tcns):
+            x, m = tcn(seq_BLD=x if n == 0 else F.relu(x), mask_BL=m, profile_BP=profile_BP)
+            if n == 0:
+                q = query_BD if self.query_proj is None else self.query_proj(query_BD)
+                major = self.backbone(seq_BLD=x, mask_BL=m, query_BD=q)
+                parts.append(major[0] if isinstance(major, tuple) else major)
+            else:
+                parts.append(self.aux[n - 1](x, m, query_BD))
+        return torch.cat(parts, dim=-1)

@@ -1,0 +1,75 @@
+"""Tests for modules/cain.py: the TCN framework is the backbone on the TCN's output; MSIA's auxiliary attention by
+hand on a strided layer, masks carried through strides; PEG; padding and gradients."""
+# Shape legend: B batch, L sequence length (padded), D width, P profile width.
+import math
+
+import pytest
+import torch
+
+from tests.modules import batches, checks
+from tinrec.modules.cain import CAIN
+
+D, P = 8, 5
+
+
+def test_one_layer_is_the_backbone_reading_the_tcn_output():
+    torch.manual_seed(0)
+    for backbone, args in (("lap", {"coarse_k": 4, "fine_k": 2, "heads": 2}), ("sdim", {"hashes": 12}),
+                           ("eta", {"k": 3, "heads": 2, "head_dim": 4}), ("sim", {"k": 3, "heads": 2}),
+                           ("twin", {"k": 3, "heads": 2, "head_dim": 4})):
+        cain = CAIN(dim=D, backbone=backbone, backbone_args=args, layers=1, context_length=2).eval()
+        b = batches.make_batch([6, 3, 0], D=D, L=6)
+        cr, m = cain.tcns[0](seq_BLD=b["seq_BLD"], mask_BL=b["mask_BL"])
+        torch.testing.assert_close(cain(**b), cain.backbone(seq_BLD=cr, mask_BL=m, query_BD=b["query_BD"]))
+        assert cain.output_dim == cain.backbone.output_dim
+
+
+def test_msia_adds_an_auxiliary_attention_per_later_layer_with_strided_masks():
+    torch.manual_seed(1)
+    cain = CAIN(dim=D, backbone="sdim", backbone_args={"hashes": 12}, layers=3, context_length=2,
+                later_context_length=1, stride=2, aux_dim=4)
+    lengths = [9, 4, 1]
+    b = batches.make_batch(lengths, D=D, L=9)
+    out = cain(**b)
+    assert out.shape == (3, cain.backbone.output_dim + 2 * D)
+    # by hand: layer 2 reads ReLU(layer 1), stride 2 -> ceil(n / 2) outputs; layer 3 again
+    x1, m1 = cain.tcns[0](seq_BLD=b["seq_BLD"], mask_BL=b["mask_BL"])
+    x2, m2 = cain.tcns[1](seq_BLD=torch.relu(x1), mask_BL=m1)
+    x3, m3 = cain.tcns[2](seq_BLD=torch.relu(x2), mask_BL=m2)
+    assert m2.sum(1).tolist() == [5, 2, 1] and m3.sum(1).tolist() == [3, 1, 1]
+    aux = cain.aux[0]
+    for r, n in enumerate(m2.sum(1).tolist()):
+        sa = (x2[r, :n] @ aux.k.weight.T) @ (aux.q.weight @ b["query_BD"][r]) / math.sqrt(4)
+        want = torch.softmax(sa, 0) @ (x2[r, :n] @ aux.v.weight.T)
+        width = cain.backbone.output_dim
+        torch.testing.assert_close(out[r, width:width + D], want, rtol=1e-5, atol=1e-6)
+
+
+def test_peg_personalizes_every_layer_and_needs_the_profile():
+    torch.manual_seed(2)
+    cain = CAIN(dim=D, backbone="lap", backbone_args={"coarse_k": 4, "fine_k": 2, "heads": 2}, layers=2,
+                context_length=1, stride=2, peg="replace", profile_dim=P)
+    b = batches.make_batch([6, 6], D=D, L=6)
+    b["seq_BLD"][1] = b["seq_BLD"][0]  # the same behaviours and target for two users of different profiles
+    b["query_BD"][1] = b["query_BD"][0]
+    profile = torch.randn(2, P)
+    out = cain(**b, profile_BP=profile)
+    assert not torch.allclose(out[0], out[1])
+    same = cain(**b, profile_BP=profile[[0, 0]])
+    torch.testing.assert_close(same[0], same[1])
+    with pytest.raises(ValueError, match="needs profile_BP"):
+        cain(**b)
+    concat = CAIN(dim=D, backbone="sdim", layers=2, peg="concat", profile_dim=P, context_length=1)
+    assert concat(**b, profile_BP=profile).shape == (2, concat.output_dim)
+
+
+def test_padding_empty_rows_and_gradients():
+    torch.manual_seed(3)
+    cain = CAIN(dim=D, backbone="lap", backbone_args={"coarse_k": 4, "fine_k": 2, "heads": 2}, layers=2,
+                context_length=1, stride=2).eval()
+    checks.assert_padding_is_ignored(cain, batches.make_batch([5, 2, 0, 1], D=D), zero_rows=[2], atol=1e-5)
+    cain.train()
+    b = {k: (v.requires_grad_() if v.is_floating_point() else v) for k, v in batches.make_batch([5, 3], D=D).items()}
+    cain(**b).pow(2).sum().backward()
+    checks.assert_every_parameter_gets_gradient(cain)
+    assert not b["seq_BLD"].grad[~b["mask_BL"]].any() and b["seq_BLD"].grad[b["mask_BL"]].abs().sum(-1).gt(0).all()
