@@ -244,3 +244,39 @@ def test_optional_sequences_and_id_families_leave_the_rest_unchanged(tmp_path):
     assert cols["hist_item"]["kind"] == "id_sequence" and cols["user_f00"] == {"type": "int64", "kind": "id",
                                                                                 "sequence": None}
     assert set(cols) == set(b.column_names)
+
+
+def test_lifelong_mode_plants_interests_far_back_that_only_a_long_window_sees(tmp_path):
+    """effects.long_range: each user's persistent interests (ground truth) appear far back (p > min_position)
+    much more than recently, and a target in one is clicked more when the row has such far behaviours;
+    profile: the activity bucket and the history's most watched author."""
+    root = str(tmp_path / "ll")
+    params = dict(SMALL, seq_len_mean=120.0, seq_len_max=300, train_rows=4000, profile=True, short_len=20,
+                  effects={"long_range": {"enabled": True, "min_position": 40, "share": 0.1, "strength": 3.0},
+                           "context": {"enabled": True, "by_activity": True}})
+    meta = gen.generate_dataset(root, **params)
+    gt = np.load(os.path.join(root, "ground_truth.npz"))
+    pers = gt["persistent"]
+    assert pers.shape == (SMALL["num_users"] + 1, 2) and (pers[1:] >= 1).all() and (pers[1:, 0] != pers[1:, 1]).all()
+    t = _read(root, meta, "train")
+    users = t.column("user_id").to_numpy()
+    lens, cats = _lists(t, "hist_category")
+    row = np.repeat(np.arange(len(lens)), lens)
+    p = np.concatenate([np.arange(n, 0, -1) for n in lens])  # 1 = most recent
+    in_pers = (pers[users[row]] == cats[:, None]).any(1)
+    far, near = p > 40, p <= 40
+    assert in_pers[far].mean() > 5 * in_pers[near].mean()  # thin, and far back
+    # the label: targets in a persistent interest, with or without such behaviours far back in their row
+    target = t.column("target_category").to_numpy()
+    label = t.column("label").to_numpy()
+    t_pers = (pers[users] == target[:, None]).any(1)
+    far_hit = np.bincount(row, weights=(in_pers & far & (cats == target[row])).astype(float), minlength=len(lens)) > 0
+    assert t_pers.mean() > 0.2 and label[t_pers & far_hit].mean() > label[t_pers & ~far_hit].mean() + 0.15
+    # profile columns and their tables
+    act = t.column("user_activity").to_numpy()
+    assert set(np.unique(act)) <= {1, 2, 3, 4, 5} and all(len(set(act[users == u])) == 1 for u in np.unique(users)[:30])
+    _, authors = _lists(t, "hist_author")
+    top = t.column("user_top_author").to_numpy()
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    assert all(top[i] in authors[starts[i]:starts[i] + lens[i]] for i in range(200) if lens[i])
+    assert meta["tables"]["activity"] == 6 and meta["columns"]["short_item"]["sequence"] == "short"

@@ -73,7 +73,8 @@ LIST_COLUMNS = HIST_ID_COLUMNS + (HIST_TIMESTAMP, HIST_FEEDBACK, HIST_WATCH_TIME
 SPLITS = ("train", "valid", "test")
 
 # The id table (meta.json ``tables``) each id column indexes, for ``tinrec check-data`` and ``make-meta``.
-COLUMN_TABLES = {"user_id": "user", "user_age": "age", "user_gender": "gender",
+COLUMN_TABLES = {"user_id": "user", "user_age": "age", "user_gender": "gender", "user_activity": "activity",
+                 "user_top_author": "author",
                  "target_item": "item", "hist_item": "item", "trigger_item": "item",
                  "target_category": "category", "hist_category": "category", "trigger_category": "category",
                  "target_brand": "brand", "hist_brand": "brand", "target_author": "author", "hist_author": "author"}

@@ -116,9 +116,11 @@ SEQ_LEN_SIGMA = 0.6
 DEFAULT_EFFECTS: Dict[str, Any] = {
     "semantic_temporal": {"enabled": True, "strength": 1.0, "decay": "position", "tau_position": 8.0,
                           "tau_time_hours": 48.0},
-    "context": {"enabled": False, "strength": 0.5},
+    "context": {"enabled": False, "strength": 0.5, "by_activity": False},
     "trigger": {"enabled": False, "strength": 1.0, "tau_page": 3.0},
     "feedback": {"enabled": False, "click_noise": 0.3},
+    "long_range": {"enabled": False, "strength": 1.5, "interests": 2, "share": 0.03, "min_position": 200,
+                   "target_share": 0.25},
     "bias": -2.8,
 }
 
@@ -131,6 +133,11 @@ _EFFECT_RULES = {
     "tau_time_hours": ("real", "positive"),
     "tau_page": ("real", "positive"),
     "click_noise": ("real", "unit"),
+    "interests": ("int", "positive"),
+    "share": ("real", "unit"),
+    "min_position": ("int", "positive"),
+    "target_share": ("real", "unit"),
+    "by_activity": ("bool", None),
     "bias": ("real", None),
 }
 
@@ -144,6 +151,10 @@ def _check_value(path: str, key: str, value: Any) -> Any:
     if kind == "choice":
         if value not in check:
             raise ValueError(f"{path}: expected one of {', '.join(map(repr, check))}, got {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{path}: expected an integer >= 1, got {value!r}")
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{path}: expected a number, got {value!r}")
@@ -238,6 +249,32 @@ class _World:
         self.user_bias = np.r_[0.0, rng.normal(0.0, 0.3, U)]
         self.gap_mean = np.r_[0.0, np.exp(rng.normal(np.log(24 * 3600.0), 1.0, U))]
 
+    def persistent(self, count: int) -> np.ndarray:
+        """[U + 1, count] each user's persistent interests (long_range): distinct categories that are none of
+        the user's favourites, from their own generator (``default_rng([seed, 996])``)."""
+        if ("persistent", count) not in self._extra:
+            g = np.random.default_rng([self.seed, 996])
+            out = np.zeros((self.U + 1, count), np.int64)
+            for j in range(count):  # rank among the categories not taken yet -> id, as non_favourite does
+                taken = np.sort(np.concatenate([self.fav, out[:, :j]], axis=1), axis=1)
+                x = g.integers(1, self.C - taken.shape[1] + 1, self.U + 1)
+                for k in range(taken.shape[1]):
+                    x += x >= taken[:, k]
+                out[:, j] = x
+            out[0] = 0
+            self._extra[("persistent", count)] = out
+        return self._extra[("persistent", count)]
+
+    def activity(self) -> np.ndarray:
+        """[U + 1] activity bucket 1..5 of each user: quintile of its behaviour rate (1 / mean gap), 5 = most
+        active (a profile feature of the lifelong data; 0 for the unknown user)."""
+        rate = np.zeros_like(self.gap_mean)
+        rate[1:] = 1.0 / self.gap_mean[1:]
+        edges = np.quantile(rate[1:], [0.2, 0.4, 0.6, 0.8])
+        out = 1 + np.searchsorted(edges, rate, side="right")
+        out[0] = 0
+        return out.astype(np.int64)
+
     def extra_ids(self, prefix: str, count: int, rows: int) -> np.ndarray:
         """[U + 1 or N + 1, count] fixed extra ids of each user or item (``extra_features``), from their own
         generator so that the rest of the world does not change."""
@@ -297,7 +334,8 @@ def extra_schema(short_len: int, extra: Dict[str, int]) -> list:
 def columns(**params) -> list:
     """The column names ``generate_dataset(**params)`` writes (without generating anything)."""
     extra = _check_extra(params.get("extra_features"))
-    return fmt.arrow_schema().names + [f.name for f in extra_schema(int(params.get("short_len", 0) or 0), extra)]
+    return (fmt.arrow_schema().names + [f.name for f in extra_schema(int(params.get("short_len", 0) or 0), extra)]
+            + (["user_activity", "user_top_author"] if params.get("profile") else []))
 
 
 def _check_extra(extra: Optional[dict]) -> Dict[str, int]:
@@ -336,7 +374,8 @@ def _extras(world: _World, n: int, users: np.ndarray, target_item: np.ndarray, o
 
 def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_mean: float, seq_len_max: int,
            eff: dict, schema: pa.Schema, short_len: int = 0, extra: Optional[Dict[str, int]] = None,
-           ctx_rng: Optional[np.random.Generator] = None):
+           ctx_rng: Optional[np.random.Generator] = None, lr_rng: Optional[np.random.Generator] = None,
+           profile: bool = False):
     """``n`` rows as an Arrow table, plus (p, dt seconds) of every behaviour for the ground-truth stats."""
     C = world.C
     st, ctx_eff, trig, fb = eff["semantic_temporal"], eff["context"], eff["trigger"], eff["feedback"]
@@ -380,6 +419,12 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
         cat = np.where(u_type < FAVOURITE_PROB_NO_FEEDBACK, fav_c, unif_c)
         g = np.ones(T)
     item = world.popular_item(rng, cat)
+    lr = eff["long_range"]
+    if lr["enabled"]:  # persistent interests, thinly spread far back (their own generator: nothing else moves)
+        pers = world.persistent(int(lr["interests"]))
+        far = (p > lr["min_position"]) & (lr_rng.random(T) < lr["share"])
+        cat = np.where(far, pers[buser, lr_rng.integers(0, pers.shape[1], T)], cat)
+        item = np.where(far, world.popular_item(lr_rng, cat), item)
 
     # Watch time and drop events (always drawn); lost interest per (row, category).
     watch = rng.lognormal(math.log(WATCH_MEDIAN_S), WATCH_SIGMA, T)
@@ -400,6 +445,10 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
     target_cat = np.where(u_t < TARGET_FROM_HISTORY, cat[pick],
                           np.where(u_t < TARGET_FROM_HISTORY + TARGET_FROM_TRIGGER, trigger_cat, unif_t))
     target_item = world.popular_item(rng, target_cat)
+    if lr["enabled"]:  # some targets in a persistent interest
+        to_pers = lr_rng.random(n) < lr["target_share"]
+        target_cat = np.where(to_pers, pers[users, lr_rng.integers(0, pers.shape[1], n)], target_cat)
+        target_item = np.where(to_pers, world.popular_item(lr_rng, target_cat), target_item)
 
     # Label.
     logit = eff["bias"] + world.user_bias[users] + world.item_bias[target_item]
@@ -408,9 +457,15 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
             decay = np.exp(-(p - 1) / st["tau_position"])
         else:
             decay = np.exp(-dt / 3600.0 / st["tau_time_hours"])
+        if ctx_eff["by_activity"]:  # only the less active users lose interest (CAIN's motivation for PEG)
+            lost = lost & (world.activity()[buser] <= 2)
         ctx = np.where(lost, -ctx_eff["strength"], 1.0) if ctx_eff["enabled"] else 1.0
         contrib = _semantic_weight(target_cat[row], cat) * decay * g * ctx
         logit = logit + st["strength"] * np.bincount(row, weights=contrib, minlength=n)
+    if lr["enabled"]:  # the target's category is a persistent interest seen far back in this history
+        in_pers = (pers[buser] == cat[:, None]).any(1) & (p > lr["min_position"]) & (cat == target_cat[row])
+        far_hit = np.bincount(row, weights=in_pers.astype(np.float64), minlength=n) > 0
+        logit = logit + lr["strength"] * far_hit
     if trig["enabled"]:
         s_trig = _semantic_weight(target_cat, trigger_cat) * np.exp(-(page - 1) / trig["tau_page"])
         logit = logit + trig["strength"] * s_trig
@@ -441,6 +496,11 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
     }
     if short_len or extra:
         _extras(world, n, users, target_item, offsets, cols, short_len, extra or _check_extra(None), ctx_rng)
+    if profile:  # CAIN's basic profile: the activity bucket and the history's most watched author
+        cols["user_activity"] = pa.array(world.activity()[users], type=pa.int64())
+        A = int(world.item_author.max())
+        watched = np.bincount(row * (A + 1) + world.item_author[item], weights=watch, minlength=n * (A + 1))
+        cols["user_top_author"] = pa.array(watched.reshape(n, A + 1).argmax(1), type=pa.int64())
     table = pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
     return table, int(label.sum()), p, dt
 
@@ -509,6 +569,7 @@ def generate_dataset(
     effects: Optional[dict] = None,
     short_len: int = 0,
     extra_features: Optional[dict] = None,
+    profile: bool = False,
     show_progress: bool = True,
 ) -> dict:
     """Generate the synthetic dataset into ``out_dir`` (any iopath path); returns the meta dict it wrote.
@@ -537,6 +598,10 @@ def generate_dataset(
     extra = _check_extra(extra_features)
     if extra_features:
         params["extra_features"] = extra
+    if not isinstance(profile, bool):
+        raise ValueError(f"profile: expected true or false, got {profile!r}")
+    if profile:
+        params["profile"] = True
     if isinstance(seq_len_mean, bool) or not isinstance(seq_len_mean, numbers.Real) or not seq_len_mean > 0 \
             or not math.isfinite(seq_len_mean):
         raise ValueError(f"seq_len_mean: expected a number > 0, got {seq_len_mean!r}")
@@ -560,7 +625,9 @@ def generate_dataset(
 
     world = _World(np.random.default_rng([params["seed"], 999]), params["num_users"], params["num_items"], C,
                    params["num_brands"], params["num_authors"], seed=params["seed"])
-    schema = pa.schema(list(fmt.arrow_schema()) + extra_schema(params.get("short_len", 0), extra))
+    schema = pa.schema(list(fmt.arrow_schema()) + extra_schema(params.get("short_len", 0), extra)
+                       + ([pa.field("user_activity", pa.int64()), pa.field("user_top_author", pa.int64())]
+                          if profile else []))
     split_rows = {"train": params["train_rows"], "valid": params["valid_rows"], "test": params["test_rows"]}
     decay_sum, decay_count = np.zeros(P), np.zeros(P)
     time_gt = eff["semantic_temporal"]["enabled"] and eff["semantic_temporal"]["decay"] == "time"
@@ -578,7 +645,9 @@ def generate_dataset(
                     rng = np.random.default_rng([params["seed"], split_index, chunk_index])
                     table, c, p, dt = _chunk(world, rng, n, split, params["seq_len_mean"], params["seq_len_max"],
                                              eff, schema, params.get("short_len", 0), extra if extra_features else None,
-                                             np.random.default_rng([params["seed"], split_index, chunk_index, 77]))
+                                             np.random.default_rng([params["seed"], split_index, chunk_index, 77]),
+                                             np.random.default_rng([params["seed"], split_index, chunk_index, 55]),
+                                             profile)
                     writer.write(table)
                     clicks += c
                     if split == "train":
@@ -613,7 +682,9 @@ def generate_dataset(
     stc = (strength * sem[:, :, None] * mean_decay[None, None, :]).astype(np.float32)
     write_bytes_atomic(posixpath.join(out_dir, "ground_truth.npz"),
                        npz_bytes(stc_weight=stc, positions=positions.astype(np.int64),
-                            mean_decay=mean_decay.astype(np.float32)))
+                                 mean_decay=mean_decay.astype(np.float32),
+                                 **({"persistent": world.persistent(int(eff["long_range"]["interests"]))}
+                                    if eff["long_range"]["enabled"] else {})))
 
     meta = {
         "format_version": fmt.FORMAT_VERSION,
@@ -621,7 +692,8 @@ def generate_dataset(
         "tables": {"user": params["num_users"] + 1, "item": params["num_items"] + 1, "category": C + 1,
                    "brand": params["num_brands"] + 1, "author": params["num_authors"] + 1,
                    "age": NUM_AGES + 1, "gender": NUM_GENDERS + 1,
-                   **{c: extra["rows"] for p in ("user", "item", "ctx") for c in family(p, extra[p])}},
+                   **{c: extra["rows"] for p in ("user", "item", "ctx") for c in family(p, extra[p])},
+                   **({"activity": 6} if profile else {})},
         "columns": describe(schema),
         "splits": splits,
         "max_seq_len": params["seq_len_max"],
