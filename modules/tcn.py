@@ -22,7 +22,7 @@ outputs. Choices the paper leaves open, ours:
 - ``aggregation`` (issue's reading of the paper's "replace" and of the alternative it mentions, Sec. 4.3.2):
   ``global`` (Eq. 5 only), ``replace`` (Eq. 12 only, the paper's CAIN), ``sum`` (global + personalized
   outputs), ``concat`` (both, side by side: output width ``2 out_dim``). The bias b_c is shared by the global
-  and personalized filters (``replace`` keeps it, as Eq. 12 writes it).
+  and personalized filters (``replace`` keeps it, as Eq. 12 writes it, and has no global filter at all).
 - The personalized filters of all users run as one grouped convolution (``groups = B``): no loop over the
   batch. The generator's hidden width is ``peg_hidden`` (the paper: "two fully connected layers").
 - Eq. 5 is linear; a stack of layers (MSIA) puts its non-linearity between layers (``modules/cain.py``).
@@ -81,11 +81,14 @@ class TCN(nn.Module):
         self.dim, self.out_dim, self.cl, self.stride = dim, out_dim, context_length, stride
         self.kernel = 2 * context_length + 1
         self.aggregation = aggregation
-        # the global filter W^C ([O, D, K], as conv1d takes it) and the bias b_c
-        self.weight = nn.Parameter(torch.empty(out_dim, dim, self.kernel))
-        self.bias = nn.Parameter(torch.empty(out_dim))
+        # the global filter W^C ([O, D, K], as conv1d takes it; none with ``replace``) and the bias b_c
         bound = 1.0 / math.sqrt(dim * self.kernel)
-        nn.init.uniform_(self.weight, -bound, bound)
+        if aggregation == "replace":
+            self.register_parameter("weight", None)
+        else:
+            self.weight = nn.Parameter(torch.empty(out_dim, dim, self.kernel))
+            nn.init.uniform_(self.weight, -bound, bound)
+        self.bias = nn.Parameter(torch.empty(out_dim))
         nn.init.uniform_(self.bias, -bound, bound)
         if aggregation == "global":
             self.peg = None

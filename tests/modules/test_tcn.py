@@ -87,12 +87,13 @@ def test_peg_gives_different_users_different_filters_and_is_the_shared_one_when_
     out, _ = tcn(seq_BLD=seq, mask_BL=mask, profile_BP=profile)
     want = sliding_window(seq, [9, 7, 3], filters.detach(), tcn.bias.detach(), 1, 1)
     torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-6)
-    # a generator that ignores the profile and emits the global filter: PEG's output is the global TCN's
+    # a generator that ignores the profile and emits one filter: PEG's output is the shared-filter TCN's
+    assert tcn.weight is None  # replace: no global filter to train
+    shared = TCN(dim=D, out_dim=O, context_length=1)
     with torch.no_grad():
         tcn.peg[2].weight.zero_()
-        tcn.peg[2].bias.copy_(tcn.weight.reshape(-1))
-    shared = TCN(dim=D, out_dim=O, context_length=1)
-    shared.load_state_dict({"weight": tcn.weight, "bias": tcn.bias})
+        tcn.peg[2].bias.copy_(shared.weight.reshape(-1))
+        tcn.bias.copy_(shared.bias)
     torch.testing.assert_close(tcn(seq_BLD=seq, mask_BL=mask, profile_BP=profile)[0],
                                shared(seq_BLD=seq, mask_BL=mask)[0])
 
@@ -104,9 +105,9 @@ def test_sum_and_concat_combine_the_global_and_personalized_outputs():
     for agg in ("replace", "sum", "concat"):
         torch.manual_seed(5)
         outs[agg] = TCN(dim=D, out_dim=O, context_length=2, aggregation=agg, profile_dim=P)
-    state = outs["replace"].state_dict()
-    for agg in ("sum", "concat"):
-        outs[agg].load_state_dict(state)
+    state = outs["sum"].state_dict()
+    outs["concat"].load_state_dict(state)
+    outs["replace"].load_state_dict({k: v for k, v in state.items() if k != "weight"})
     glob = TCN(dim=D, out_dim=O, context_length=2)
     glob.load_state_dict({"weight": state["weight"], "bias": state["bias"]})
     g, _ = glob(seq_BLD=seq, mask_BL=mask)

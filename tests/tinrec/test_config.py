@@ -134,7 +134,7 @@ def test_unknown_feature_and_missing_file(tmp_path):
     ("model.inputs.user.combine=stack", r"c\.yaml: model\.inputs\.user\.combine: stack needs features of one width"),
     ("model.inputs.mask={mask: long}", r"c\.yaml: model\.inputs\.mask\.mask: 'long' is not a sequence any table reads"),
     ("model.inputs.mask={mask: hist, dense: hist_timestamp}",
-     r"c\.yaml: model\.inputs\.mask: set exactly one of features, mask, dense \(got mask, dense\)$"),
+     r"c\.yaml: model\.inputs\.mask: set exactly one of features, mask, dense, label \(got mask, dense\)$"),
     ("model.inputs.behaviours.group=temporal",
      r"c\.yaml: model\.inputs\.behaviours\.features: 'hist_item' is not read by any table of group 'temporal'$"),
     ("model.inputs.user.negatives=in_batch", r"c\.yaml: model\.inputs\.user\.negatives: needs sequence features"),
