@@ -67,3 +67,18 @@ def assert_dropout_only_in_training(make, batch, *, seed=3):
     torch.testing.assert_close(dropped.eval()(**batch), make(seed=seed).eval()(**batch))
     torch.manual_seed(0)
     assert not torch.equal(dropped.train()(**batch), dropped.eval()(**batch))
+
+
+def kept_by_search(module, **batch):
+    """What a search-based module (SIM, ETA) hands its exact search unit ``module.esu``: (z [B, K, Z], mask
+    [B, K]). The ESU is replaced by a recorder for the call (its output: zeros)."""
+    seen = {}
+
+    def record(*, z_BKZ, mask_BK, query_BD):
+        seen["z"], seen["m"] = z_BKZ, mask_BK
+        return torch.zeros(z_BKZ.shape[0], module.output_dim)
+
+    module.esu.forward = record
+    module(**batch)
+    del module.esu.forward  # back to the class's forward
+    return seen["z"], seen["m"]

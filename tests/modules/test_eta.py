@@ -25,18 +25,11 @@ def test_the_kept_behaviours_are_the_brute_force_best_with_recency_breaking_ties
     eta = ETA(dim=D, hashes=4, k=3)  # 5 possible scores over 9 behaviours: many ties
     batch = batches.make_batch([9, 4, 2], D=D, L=9)
     scores = eta.scores(batch["seq_BLD"], batch["query_BD"])
-    kept_rows = {}
-
-    def spy(*, z_BKZ, mask_BK, query_BD):
-        kept_rows["z"], kept_rows["m"] = z_BKZ, mask_BK
-        return torch.zeros(z_BKZ.shape[0], eta.output_dim)
-
-    eta.esu.forward = spy
-    eta(**batch)
+    z, m = checks.kept_by_search(eta, **batch)
     for b, n in enumerate([9, 4, 2]):
         best = sorted(range(n), key=lambda i: (-float(scores[b, i]), -i))[:3]
-        assert kept_rows["m"][b].tolist() == [True] * len(best) + [False] * (3 - len(best))
-        torch.testing.assert_close(kept_rows["z"][b, :len(best)], batch["seq_BLD"][b, best])
+        assert m[b].tolist() == [True] * len(best) + [False] * (3 - len(best))
+        torch.testing.assert_close(z[b, :len(best)], batch["seq_BLD"][b, best])
 
 
 def test_esu_is_sims_multi_head_target_attention():

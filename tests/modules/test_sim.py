@@ -17,25 +17,12 @@ def _categories(B, L, seed=0, n=3):
     return torch.randint(1, n + 1, (B, L), generator=g), torch.randint(1, n + 1, (B,), generator=g)
 
 
-def _kept(sim, **batch):
-    """What the ESU receives: (z [B, K, Z], mask [B, K])."""
-    seen = {}
-
-    def spy(*, z_BKZ, mask_BK, query_BD):
-        seen["z"], seen["m"] = z_BKZ, mask_BK
-        return torch.zeros(z_BKZ.shape[0], sim.output_dim)
-
-    sim.esu.forward = spy
-    sim(**batch)
-    return seen["z"], seen["m"]
-
-
 def test_hard_search_keeps_the_most_recent_matching_behaviours_only():
     sim = SIM(dim=D, search="hard", k=3)
     lengths = [9, 5, 0, 2]
     batch = batches.make_batch(lengths, D=D, L=9)
     cats, target = _categories(4, 9)
-    z, m = _kept(sim, **batch, seq_category_BL=cats, query_category_B=target)
+    z, m = checks.kept_by_search(sim, **batch, seq_category_BL=cats, query_category_B=target)
     for b, n in enumerate(lengths):
         want = [i for i in range(n - 1, -1, -1) if cats[b, i] == target[b]][:3]  # newest first
         assert m[b].tolist() == [True] * len(want) + [False] * (3 - len(want))
@@ -49,7 +36,7 @@ def test_soft_search_relevance_and_its_auxiliary_loss_by_hand():
     seq, mask, q = batch["seq_BLD"], batch["mask_BL"], batch["query_BD"]
     r = sim.relevance(seq_BLD=seq, mask_BL=mask, query_BD=q)
     torch.testing.assert_close(r, torch.einsum("bld,bd->bl", seq @ sim.soft_b.weight.T, q @ sim.soft_a.weight.T))
-    z, m = _kept(sim, **batch)
+    z, m = checks.kept_by_search(sim, **batch)
     for b, n in enumerate([5, 3]):
         best = torch.argsort(r[b, :n], descending=True)[:2]
         torch.testing.assert_close(z[b], seq[b, best])
@@ -86,7 +73,7 @@ def test_time_gap_embeddings_join_the_kept_behaviours():
     batch = batches.make_batch([4, 2], D=D)
     time = torch.randn(2, 5, 3)
     cats = torch.ones(2, 5, dtype=torch.long)
-    z, m = _kept(sim, **batch, seq_time_BLD=time, seq_category_BL=cats, query_category_B=torch.ones(2, dtype=torch.long))
+    z, m = checks.kept_by_search(sim, **batch, seq_time_BLD=time, seq_category_BL=cats, query_category_B=torch.ones(2, dtype=torch.long))
     torch.testing.assert_close(z[0], torch.cat([batch["seq_BLD"][0, [3, 2]], time[0, [3, 2]]], -1))
     assert SIM(dim=D, search="hard", k=2, time_dim=3).output_dim == 4 * (D + 3)
     with pytest.raises(ValueError, match="time_dim"):
