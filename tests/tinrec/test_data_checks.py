@@ -342,3 +342,23 @@ def test_every_sequence_is_checked_on_its_own(tmp_path):
                            max_len=12, time_bin_edges=None)
     with pytest.raises(ValueError, match=rf"{file}: row {min(row, other)}: column 'short_"):
         list(stream)
+
+
+def test_a_generated_dataset_of_other_parameters_is_refused_untouched(tmp_path):
+    """data.generate describes the data a run trains on: a generated dataset at data.path made with other
+    parameters is an error naming the first difference (nothing regenerated, nothing trained)."""
+    from tinrec.analysis import _analysis_data
+    from tinrec.config import load_config
+
+    root = str(tmp_path / "d")
+    generate_dataset(root, **TINY_GEN)
+    before = _digest(root)
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs",
+                          "default.yaml")
+    over = [f"data.path={root}", f"run_dir={tmp_path / 'run'}", "data.generate=null"]
+    same = [f"data.generate.{k}={v}" for k, v in TINY_GEN.items()]
+    _analysis_data(load_config(config, over + same))  # the same parameters: fine
+    with pytest.raises(ValueError, match=rf"data\.path: {root} was generated with other parameters \(train_rows=300 "
+                                         rf"there, 999 in data\.generate\)"):
+        _analysis_data(load_config(config, over + same + ["data.generate.train_rows=999"]))
+    assert _digest(root) == {**before, **{k: v for k, v in _digest(root).items() if k.startswith(".tinrec")}}
