@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
 
 from tinrec.data import derived
-from tinrec.features import known_columns, sequence_of
+from tinrec.features import known_columns, sequence_of, used_features
 
 if TYPE_CHECKING:  # pragma: no cover
     from tinrec.config import Config, InputSpec
@@ -109,7 +109,7 @@ def resolve(spec: "InputSpec", where: str, cfg: "Config", src: str) -> Input:
         return Input(key=f"label:{spec.label}", kind="label", sequence=None, features=(spec.label,), width=1,
                      squeeze=True, fields=cfg.data.labels.index(spec.label))
     if spec.mask is not None:
-        seqs = ({sequence_of(f) for f in _all_features(cfg)} | set(cfg.data.sequences)) - {None}
+        seqs = ({sequence_of(f) for f in used_features(cfg)} | set(cfg.data.sequences)) - {None}
         if spec.mask not in seqs:
             raise ValueError(f"{src}: {where}.mask: {spec.mask!r} is not a sequence any table reads "
                              f"(sequences: {', '.join(sorted(seqs)) or 'none'})")
@@ -169,10 +169,6 @@ def resolve(spec: "InputSpec", where: str, cfg: "Config", src: str) -> Input:
 
 def _key(*parts) -> str:
     return json.dumps(parts, separators=(",", ":"))
-
-
-def _all_features(cfg: "Config") -> List[str]:
-    return [f for t in cfg.model.tables.values() for f in t.features]
 
 
 def named(cfg: "Config", src: str = "config") -> Dict[str, Input]:

@@ -68,13 +68,8 @@ def kind_of(column: str) -> Optional[str]:
         return KINDS[column]
     if column.startswith(fmt.TASK_LABEL_PREFIX):
         return "int"
-    seq = fmt.sequence_of(column)
-    return SEQUENCE_KINDS.get(column[len(seq) + 1:]) if seq else None
-
-
-def _suffix(column: str) -> Optional[str]:
-    seq = fmt.sequence_of(column)
-    return column[len(seq) + 1:] if seq else None
+    seq, field = fmt.split_column(column)
+    return SEQUENCE_KINDS.get(field) if seq else None
 
 
 def _is_int(t: pa.DataType) -> bool:
@@ -227,13 +222,14 @@ def value_problems(file: str, first_row: int, cols: Mapping[str, Column],
             rows = np.flatnonzero(outside) if off is None else _rows_of(off, outside)
             yield problem("id_range", c, rows, lambda r, vals=vals, first=first: (
                 f"has id {vals[first]}, outside [0, {n}) of table {table!r}"))
-    for c in [c for c in lists if _suffix(c) == "feedback"]:
+    field = {c: f for c in lists for seq, f in [fmt.split_column(c)] if seq}  # list column -> its sequence field
+    for c in [c for c in lists if field.get(c) == "feedback"]:
         off, fb = lists[c]
         bad = ~np.isin(np.asarray(fb), FEEDBACK_VALUES)
         if bad.any():
             yield problem("feedback", c, _rows_of(off, bad), lambda r, fb=fb, bad=bad: (
                 f"has {np.asarray(fb)[np.flatnonzero(bad)[0]]}, expected one of {list(FEEDBACK_VALUES)}"))
-    for c in [c for c in lists if _suffix(c) == "watch_time"]:
+    for c in [c for c in lists if field.get(c) == "watch_time"]:
         off, w = lists[c]
         w = np.asarray(w, dtype=np.float64)
         bad = ~np.isfinite(w) | (w < 0)

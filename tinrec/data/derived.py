@@ -153,14 +153,9 @@ SEQUENCE_DENSE: Dict[str, Derived] = {
 }
 
 
-def _split(feature: str) -> Tuple[Optional[str], str]:
-    seq = fmt.sequence_of(feature)
-    return seq, (feature[len(seq) + 1:] if seq else feature)
-
-
 def lookup(feature: str) -> Optional[Tuple[Derived, str]]:
     """The derived id ``feature`` is, and the sequence it is computed from; None for a stored column."""
-    seq, suffix = _split(feature)
+    seq, suffix = fmt.split_column(feature)
     if seq is not None:
         return (SEQUENCE_IDS[suffix], seq) if suffix in SEQUENCE_IDS else None
     return (TARGET_IDS[feature], fmt.HISTORY) if feature in TARGET_IDS else None
@@ -168,7 +163,7 @@ def lookup(feature: str) -> Optional[Tuple[Derived, str]]:
 
 def lookup_dense(column: str) -> Optional[Tuple[Derived, str]]:
     """The derived dense value ``column`` is (``S_session``), and its sequence; None for a stored column."""
-    seq, suffix = _split(column)
+    seq, suffix = fmt.split_column(column)
     return (SEQUENCE_DENSE[suffix], seq) if seq is not None and suffix in SEQUENCE_DENSE else None
 
 

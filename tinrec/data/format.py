@@ -58,6 +58,13 @@ def sequence_of(column: str) -> "str | None":
     return None if prefix in SAMPLE_PREFIXES or "_" not in column else prefix
 
 
+def split_column(column: str) -> "tuple[str | None, str]":
+    """(sequence, field) of a sequence column (``long_watch_time`` -> ("long", "watch_time")), (None, column)
+    for a per-sample one."""
+    seq = sequence_of(column)
+    return (seq, column[len(seq) + 1:]) if seq else (None, column)
+
+
 def timestamp_column(sequence: str) -> str:
     return f"{sequence}_timestamp"
 
@@ -88,9 +95,8 @@ def column_table(column: str) -> "str | None":
     ``<sequence>_item`` / ``_category`` / ``_brand`` / ``_author`` the table of that name."""
     if column in COLUMN_TABLES:
         return COLUMN_TABLES[column]
-    seq = sequence_of(column)
-    field = column[len(seq) + 1:] if seq else None
-    return field if field in ENTITY_FIELDS else None
+    seq, field = split_column(column)
+    return field if seq and field in ENTITY_FIELDS else None
 
 
 def arrow_schema(*, with_feedback: bool = True, with_watch_time: bool = True, with_trigger: bool = True) -> pa.Schema:

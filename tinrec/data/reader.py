@@ -226,21 +226,24 @@ class ParquetStream(IterableDataset):
             chunk = _take(chunk, np.random.default_rng([self.seed, self.epoch, uid, 1]).permutation(n))
         return chunk
 
-    def _rows(self, chunk: Dict[str, object], sequence: str, B: int) -> derived.Rows:
-        """The kept (most recent ``max_len``) behaviours of one sequence of the batch."""
+    def _rows(self, chunk: Dict[str, object], sequence: str, B: int) -> Tuple[derived.Rows, np.ndarray]:
+        """The kept (most recent ``max_len``) behaviours of one sequence of the batch, and its full lengths [B]."""
         ts = fmt.timestamp_column(sequence)
         off = chunk[ts][0] if ts in chunk else np.zeros(B + 1, np.int64)
-        keep = np.minimum(np.diff(off), self.max_lens.get(sequence, self.max_len))  # [B]
+        full = np.diff(off)
+        keep = np.minimum(full, self.max_lens.get(sequence, self.max_len))  # [B]
         new_off = np.concatenate([[0], np.cumsum(keep)])
         # flat indices of the most recent `keep` behaviours of each row (oldest first)
         idx = np.arange(new_off[-1]) + np.repeat(off[1:] - keep - new_off[:-1], keep)  # [N]
-        return derived.Rows(chunk=chunk, keep=keep, idx=idx,
+        rows = derived.Rows(chunk=chunk, keep=keep, idx=idx,
                             coe=np.arange(new_off[-1]) - np.repeat(new_off[:-1], keep) + 1,  # [N] oldest kept = 1
                             edges=self.edges.get(sequence), rng=lambda: self._rng(chunk), sequence=sequence)
+        return rows, full
 
     def _to_batch(self, chunk: Dict[str, object]) -> Batch:
         B = len(chunk["_row"])
-        rows = {s: self._rows(chunk, s, B) for s in self.sequences}
+        per = {s: self._rows(chunk, s, B) for s in self.sequences}
+        rows = {s: r for s, (r, _) in per.items()}
         values, lengths = [], []
         ones = np.ones(B, dtype=np.int64)
         for f in self.features:
@@ -266,11 +269,9 @@ class ParquetStream(IterableDataset):
             v = found[0].compute(rows[seq]) if found else rows[seq].hist(name) if seq else np.asarray(chunk[name])
             dense[name] = _tensor(v) if np.issubdtype(np.asarray(v).dtype, np.integer) else _floats(v)
         labels_BT = np.stack([np.asarray(chunk[c], dtype=np.float32) for c in self.labels], axis=1)
-        full = {s: np.diff(chunk[fmt.timestamp_column(s)][0]) if fmt.timestamp_column(s) in chunk else 0
-                for s in self.sequences}
         truncated = np.zeros(B, dtype=bool)
-        for s, r in rows.items():
-            truncated |= full[s] > r.keep
+        for r, full in per.values():
+            truncated |= full > r.keep
         return Batch(sparse=kjt, labels=torch.from_numpy(labels_BT),
                      user_ids=_tensor(np.asarray(chunk[fmt.USER_ID])), weights=torch.ones(B), dense=dense,
                      lengths={s: _tensor(r.keep) for s, r in rows.items()}, source=self._source(chunk),
