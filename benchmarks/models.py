@@ -38,6 +38,17 @@ MODELS = {
     "bst": Entry("configs/bst.yaml", ("model.embeddings.temporal.coe.dim={width}",), peers=(("rechub", "bst"),),
                  quadratic=True),
     "dien": Entry("configs/dien.yaml", ("model.interests.dien.hidden={width}",), peers=(("deepctr", "dien"),)),
+    "avgpool": Entry("configs/avgpool_concat.yaml", lookup_bound=True),
+    # the lifelong backbones (issue 14's targets are ratios to "din" at L = 2000 in the same run) and CAIN on LAP
+    "sim_hard": Entry("configs/sim_hard.yaml", lookup_bound=True),
+    "sim_soft": Entry("configs/sim_soft.yaml", lookup_bound=True),
+    "eta": Entry("configs/eta.yaml", lookup_bound=True),
+    "sdim": Entry("configs/sdim.yaml", lookup_bound=True),
+    "twin": Entry("configs/twin.yaml", lookup_bound=True),
+    "lap": Entry("configs/lap.yaml", lookup_bound=True),
+    "cain": Entry("configs/cain.yaml", lookup_bound=True),
 }
+LIFELONG = ("din", "avgpool", "sim_hard", "sim_soft", "eta", "sdim", "twin", "lap", "cain")
+"""The models of the lifelong benchmark (``python -m benchmarks.run --models <these> --lengths 200 1000 2000``)."""
 
 LENGTHS = (50, 200, 1000, 2000)

@@ -122,19 +122,36 @@ def run_peer(python: str, peer: str, peer_model: str, seq_len: int, args, host_m
         return {"error": str(e)[-800:]}
 
 
+REFERENCE = "din"
+"""The model every other one is compared with at the same L in the same run (issue 14's targets are ratios to it)."""
+
+
+def versus_reference(report: dict, r: dict) -> str:
+    """``train x / memory x`` of result ``r`` against :data:`REFERENCE` at the same L in ``report``: training
+    samples/s ratio (above 1 = faster) and peak RSS ratio (below 1 = less memory); "-" without a reference."""
+    ref = next((x for x in report["results"] if x["model"] == REFERENCE and x["seq_len"] == r["seq_len"]
+                and "error" not in x), None)
+    if ref is None or "error" in r:
+        return "-"
+    speed = r["torchrec_train"]["samples_per_s"] / ref["torchrec_train"]["samples_per_s"]
+    return f"{speed:.2f}x / {r['peak_rss_mib'] / ref['peak_rss_mib']:.2f}x"
+
+
 def table(report: dict) -> str:
-    """Markdown: one row per model and L (train / inference samples/s, memory, peer ratio, floor ratio)."""
+    """Markdown: one row per model and L (train / inference samples/s, memory, ratio to DIN, peer ratio, floor
+    ratio)."""
     from benchmarks.models import MODELS
 
     bw = report["bandwidth_bytes_per_s"]
     lines = ["| model | L | tinrec train (TorchRec) | module alone train | tinrec infer | peak RSS MiB | "
+             f"vs {REFERENCE}: train / memory | "
              "best peer train | tinrec / peer | best peer, cached host memory | tinrec / that | floor ratio (train) | "
              "floor ratio, sequence tensor only (train) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         name = r["model"] + (" (quadratic in L)" if MODELS[r["model"]].quadratic else "")
         if "error" in r:
-            lines.append(f"| {name} | {r['seq_len']} | failed: {r['error'][:80]} | | | | | | | | | |")
+            lines.append(f"| {name} | {r['seq_len']} | failed: {r['error'][:80]} | | | | | | | | | | |")
             continue
         tr, mt = r["torchrec_train"]["samples_per_s"], r.get("module_train", {}).get("samples_per_s")
         peers = {k: v["train_samples_per_s"] for k, v in r.get("peers", {}).items() if "train_samples_per_s" in v}
@@ -156,7 +173,7 @@ def table(report: dict) -> str:
         lines.append(
             f"| {name} | {r['seq_len']} | {tr:.0f} | {'' if mt is None else f'{mt:.0f}'} | "
             f"{r['torchrec_infer']['samples_per_s']:.0f} | {r['peak_rss_mib']:.0f}{gpu_mem} | "
-            f"{best(False)} | {best(True)} | {floors[0]} | {floors[1]} |")
+            f"{versus_reference(report, r)} | {best(False)} | {best(True)} | {floors[0]} | {floors[1]} |")
     return "\n".join(lines)
 
 

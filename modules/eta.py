@@ -9,6 +9,7 @@ Retrieval and the ESU read the same embeddings, so the search trains end to end 
 reaches R or the scores: the kept behaviours get theirs). Choices (MODELS.md): m = 64, k = 100, 4 heads;
 Hamming scores take only m + 1 values, so ties are the rule: they go to the most recent behaviour
 (``masked_topk``), on every device. ``x R`` at exactly 0 counts as +1. A row with no behaviour gives zeros.
+The output appends each head times the target (``product``, MODELS.md's ``[u, q, u * q]``; our choice).
 """
 # Shape legend: B batch, L sequence length (padded), D width, M hashes, K kept.
 import torch
@@ -27,20 +28,21 @@ class ETA(nn.Module):
         k: behaviours kept.
         heads, head_dim: the ESU's heads and their key / query width.
         seed: seed of the frozen projection R.
+        product: also output each head times the target (``target_attention.py``).
 
     Attributes:
-        output_dim: heads * D.
+        output_dim: heads * D, twice that with ``product``.
     """
 
     def __init__(self, *, dim: int, hashes: int = 64, k: int = 100, heads: int = 4, head_dim: int = 32,
-                 seed: int = 0) -> None:
+                 seed: int = 0, product: bool = True) -> None:
         super().__init__()
         if dim <= 0 or hashes <= 0 or k <= 0:
             raise ValueError(f"ETA: need dim, hashes, k > 0, got {dim}, {hashes}, {k}")
         self.dim, self.hashes, self.k = dim, hashes, k
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("projection_DM", torch.randn(dim, hashes, generator=g))
-        self.esu = MultiHeadTargetAttention(dim=dim, heads=heads, head_dim=head_dim)
+        self.esu = MultiHeadTargetAttention(dim=dim, heads=heads, head_dim=head_dim, product=product)
         self.output_dim: int = self.esu.output_dim
 
     def signs(self, x_ND: Tensor) -> Tensor:

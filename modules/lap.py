@@ -13,6 +13,12 @@ implementable form, every detail below):
                    attention (``modules/target_attention.py``) -> u3
     output [u1, u2, u3]
 
+With ``product`` (default) each of u1, u2 and the FSA's heads is also output times the target (MODELS.md's
+tower input ``[u, q, u * q]``). The FSA's self-attention block is pre-LN (``norm_first``, SASRec's form): the
+post-LN block put unit-variance, user-specific vectors into the tower and, through its LayerNorm, gradients
+ten times the other modules' into the shared embeddings; with it LAP beside a short-term DIN fell below DIN
+alone on the lifelong data (test AUC 0.619 against 0.656, docs/results/lifelong_seed0.md); ``block: false``
+leaves the FSA a target attention only.
 Defaults d1 = d2 = 32, k1 = 256, k2 = 64, the value projections of width D, 4 heads in the FSA. Top-k ties
 follow ``masked_topk`` (most recent first); the selections carry no gradient, the levels' own scores do. A row
 with no behaviour gives zeros. :meth:`LAP.consistency` measures the paper's argument that the levels agree:
@@ -57,13 +63,16 @@ class LAP(nn.Module):
         coarse_dim, mid_dim: d1, d2, the inner widths of the CSA's and MSA's scores.
         coarse_k, fine_k: k1 (kept by the CSA for the MSA), k2 (kept by the MSA for the FSA).
         heads: heads of the FSA's self-attention block (must divide D) and target attention.
+        norm_first: the FSA block pre-LN (True) or post-LN.
+        block: the FSA's self-attention block (False: its target attention reads the kept behaviours).
+        product: also output u1, u2 and each FSA head times the target.
 
     Attributes:
-        output_dim: D + D + heads * D.
+        output_dim: D + D + heads * D, twice that with ``product``.
     """
 
     def __init__(self, *, dim: int, coarse_dim: int = 32, mid_dim: int = 32, coarse_k: int = 256, fine_k: int = 64,
-                 heads: int = 4) -> None:
+                 heads: int = 4, norm_first: bool = True, block: bool = True, product: bool = True) -> None:
         super().__init__()
         if dim <= 0 or coarse_k <= 0 or fine_k <= 0 or fine_k > coarse_k:
             raise ValueError(f"LAP: need dim > 0 and 0 < fine_k <= coarse_k, got dim={dim}, coarse_k={coarse_k}, "
@@ -71,9 +80,10 @@ class LAP(nn.Module):
         self.dim, self.coarse_k, self.fine_k = dim, coarse_k, fine_k
         self.coarse = _Level(dim, coarse_dim)
         self.mid = _Level(dim, mid_dim)
-        self.block = TransformerBlock(dim=dim, num_heads=heads, ffn_dim=4 * dim)
-        self.fine = MultiHeadTargetAttention(dim=dim, heads=heads, head_dim=max(dim // heads, 1))
-        self.output_dim: int = 2 * dim + self.fine.output_dim
+        self.block = TransformerBlock(dim=dim, num_heads=heads, ffn_dim=4 * dim, norm_first=norm_first) if block else None
+        self.fine = MultiHeadTargetAttention(dim=dim, heads=heads, head_dim=max(dim // heads, 1), product=product)
+        self.product = product
+        self.output_dim: int = 2 * dim * (2 if product else 1) + self.fine.output_dim
 
     def levels(self, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor):
         """Everything the pyramid computes: (u1, u2, u3, s1 [B, L], I1 [B, K1], I2 into L [B, K2], kept2)."""
@@ -83,7 +93,9 @@ class LAP(nn.Module):
         u2_BD, s2_BK = self.mid(mid_BKD, kept1_BK, query_BD)
         j_BK, kept2_BK = masked_topk(s2_BK, kept1_BK, self.fine_k)
         i2_BK = torch.gather(i1_BK, 1, j_BK)
-        fine_BKD = self.block(x_BLD=_gather(mid_BKD, j_BK), mask_BL=kept2_BK)
+        fine_BKD = _gather(mid_BKD, j_BK)
+        if self.block is not None:
+            fine_BKD = self.block(x_BLD=fine_BKD, mask_BL=kept2_BK)
         u3_BO = self.fine(z_BKZ=fine_BKD, mask_BK=kept2_BK, query_BD=query_BD)
         return u1_BD, u2_BD, u3_BO, s1_BL, i1_BK, i2_BK, kept2_BK
 
@@ -96,7 +108,10 @@ class LAP(nn.Module):
         return hits_B / kept2_BK.sum(1).clamp_min(1).to(seq_BLD.dtype)
 
     def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor) -> Tensor:
-        """[u1, u2, u3] of shape [B, 2D + heads * D]; zeros for a row with no behaviour."""
+        """[u1, u2, u3] of shape [B, 2D + heads * D] (with ``product`` ``[u1, u2, u3, u1 * q, u2 * q]``, u3
+        holding its heads' products); zeros for a row with no behaviour."""
         check_inputs(dim=self.dim, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
         u1_BD, u2_BD, u3_BO, *_ = self.levels(seq_BLD, mask_BL, query_BD)
+        if self.product:
+            return torch.cat([u1_BD, u2_BD, u3_BO, u1_BD * query_BD, u2_BD * query_BD], dim=-1)
         return torch.cat([u1_BD, u2_BD, u3_BO], dim=-1)

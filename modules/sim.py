@@ -18,8 +18,13 @@ Choices (MODELS.md): the soft-search embeddings are an input of their own (``sof
 divided by the number of valid behaviours n (the paper's raw sum grows with L = 2000); the auxiliary MLP has
 ``aux_hidden`` ReLU layers and reads the label only in training (the framework withholds it otherwise);
 hard search keeps the k most recent matching behaviours (``masked_topk`` on the 0/1 match, recency breaking
-ties) and never a non-matching one; k = 100, 4 heads. The search here runs after the embedding lookup (the
-issue's target is to filter ids before it; not done yet). A row with nothing kept gives zeros.
+ties) and never a non-matching one; k = 100, 4 heads. A row with nothing kept gives zeros.
+
+Hard search runs in one of two places: here (``search: hard``, on category ids bound as inputs, after the
+whole sequence was looked up), or in the loader before any lookup (``search: loader``): the data's searched
+sequence (``data.sequences.<name>.search``, ``tinrec/data/search.py``) already holds the k most recent
+behaviours of the target's category, as SIM's online user -> category -> behaviours index does, and only they
+are looked up; the ESU then attends to all of them. Both keep the same behaviours (a test checks it).
 """
 # Shape legend: B batch, L sequence length (padded), D width, T time-encoding width, K kept, S soft width.
 from typing import Dict, Literal, Optional, Sequence, Tuple, Union
@@ -32,7 +37,7 @@ from .masking import check_inputs, masked_topk
 from .mlp import MLP
 from .target_attention import MultiHeadTargetAttention
 
-Search = Literal["hard", "soft"]
+Search = Literal["hard", "soft", "loader"]
 
 
 class SIM(nn.Module):
@@ -40,26 +45,31 @@ class SIM(nn.Module):
 
     Args:
         dim: width D of behaviours and target (the ESU's).
-        search: ``hard`` (category ids) or ``soft`` (inner product of projected soft-search embeddings).
+        search: ``hard`` (category ids), ``soft`` (inner product of projected soft-search embeddings) or
+            ``loader`` (the sequence given is the hard search's result, made by the loader on ids).
         k: behaviours kept.
         heads, head_dim: the ESU's heads and their key / query width.
         time_dim: width T of the time-gap embeddings appended to the kept behaviours (0: none bound).
         soft_dim: width of the soft search's projections W_a, W_b; ``soft_input_dim`` the width of its
             embeddings (default D).
         aux_hidden: hidden widths of the auxiliary CTR MLP (soft search).
+        product: also output each head's behaviour part times the target (``target_attention.py``).
 
     Attributes:
-        output_dim: heads * (D + T).
+        output_dim: heads * (D + T), plus heads * D with ``product``.
     """
 
     def __init__(self, *, dim: int, search: Search = "soft", k: int = 100, heads: int = 4, head_dim: int = 32,
                  time_dim: int = 0, soft_dim: int = 32, soft_input_dim: Optional[int] = None,
-                 aux_hidden: Sequence[int] = (64, 32)) -> None:
+                 aux_hidden: Sequence[int] = (64, 32), product: bool = True) -> None:
         super().__init__()
         if dim <= 0 or k <= 0 or time_dim < 0:
             raise ValueError(f"SIM: need dim, k > 0 and time_dim >= 0, got {dim}, {k}, {time_dim}")
+        if search not in ("hard", "soft", "loader"):
+            raise ValueError(f"SIM: search must be hard, soft or loader, got {search!r}")
         self.dim, self.search, self.k, self.time_dim = dim, search, k, time_dim
-        self.esu = MultiHeadTargetAttention(dim=dim + time_dim, query_dim=dim, heads=heads, head_dim=head_dim)
+        self.esu = MultiHeadTargetAttention(dim=dim + time_dim, query_dim=dim, heads=heads, head_dim=head_dim,
+                                            product=product)
         if search == "soft":
             s = dim if soft_input_dim is None else soft_input_dim
             self.soft_b = nn.Linear(s, soft_dim, bias=False)  # W_b, on the behaviours
@@ -110,11 +120,17 @@ class SIM(nn.Module):
                 seq_time_BLD is not None and tuple(seq_time_BLD.shape) != (*mask_BL.shape, self.time_dim)):
             raise ValueError(f"SIM(time_dim={self.time_dim}) needs seq_time_BLD of shape [B, L, {self.time_dim}] "
                              f"exactly when time_dim > 0")
-        r_BL = self.relevance(seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD, seq_category_BL=seq_category_BL,
-                              query_category_B=query_category_B, soft_seq_BLD=soft_seq_BLD, soft_query_BD=soft_query_BD)
+        z_BLZ = seq_BLD if seq_time_BLD is None else torch.cat([seq_BLD, seq_time_BLD], dim=-1)
+        if self.search == "loader" and mask_BL.shape[1] <= self.k:  # searched already: attend to all of it
+            return self.esu(z_BKZ=z_BLZ, mask_BK=mask_BL, query_BD=query_BD)
+        if self.search == "loader":  # a searched sequence longer than k: its most recent k
+            r_BL = torch.ones_like(mask_BL, dtype=torch.long)
+        else:
+            r_BL = self.relevance(seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD, seq_category_BL=seq_category_BL,
+                                  query_category_B=query_category_B, soft_seq_BLD=soft_seq_BLD,
+                                  soft_query_BD=soft_query_BD)
         keep_BL = mask_BL & (r_BL > 0) if self.search == "hard" else mask_BL
         idx_BK, kept_BK = masked_topk(r_BL, keep_BL, self.k)
-        z_BLZ = seq_BLD if seq_time_BLD is None else torch.cat([seq_BLD, seq_time_BLD], dim=-1)
         z_BKZ = torch.gather(z_BLZ, 1, idx_BK.unsqueeze(-1).expand(-1, -1, z_BLZ.shape[-1]))
         out_BO = self.esu(z_BKZ=z_BKZ, mask_BK=kept_BK, query_BD=query_BD)
         if self.search == "soft" and self.training and label_B is not None:

@@ -7,6 +7,12 @@ multi-head target attention over the behaviours a search kept.
 As SIM writes it, the scores are not scaled by 1/sqrt(d) and the values are the behaviours themselves (no
 value projection): the output is ``heads`` views of the kept behaviours, [B, H * Z]. Padded and unkept slots
 get zero weight; a row with nothing kept gives zeros (``modules/masking.py``).
+
+``product=True`` appends each head's target interaction ``head_h[:D] * q`` (its first D values, the
+behaviour part of z_j, times the target): MODELS.md's tower input ``[u, q, u * q]`` for the lifelong backbones
+(our choice, as DIN's ``[u, u * v]``; ``q`` itself is a tower input). Without it the tower must learn that
+product from ``[u, q]``, which it does poorly: on the lifelong data a backbone could not tell whether the
+target's category was among the kept behaviours.
 """
 # Shape legend: B batch, K kept behaviours, Z behaviour width, D query width, H heads, E head width.
 from typing import Optional
@@ -25,19 +31,25 @@ class MultiHeadTargetAttention(nn.Module):
         query_dim: width D of the target (default Z).
         heads: H.
         head_dim: E, width of each head's key and query projections.
+        product: also output each head's first D values times the target (needs Z >= D).
 
     Attributes:
-        output_dim: H * Z.
+        output_dim: H * Z, plus H * D with ``product``.
     """
 
-    def __init__(self, *, dim: int, query_dim: Optional[int] = None, heads: int = 4, head_dim: int = 32) -> None:
+    def __init__(self, *, dim: int, query_dim: Optional[int] = None, heads: int = 4, head_dim: int = 32,
+                 product: bool = False) -> None:
         super().__init__()
         if dim <= 0 or heads <= 0 or head_dim <= 0:
             raise ValueError(f"MultiHeadTargetAttention: need dim, heads, head_dim > 0, got {dim}, {heads}, {head_dim}")
-        self.heads, self.head_dim = heads, head_dim
+        self.query_dim = dim if query_dim is None else query_dim
+        if product and self.query_dim > dim:
+            raise ValueError(f"MultiHeadTargetAttention: product needs the query width {self.query_dim} <= the "
+                             f"behaviour width {dim}")
+        self.heads, self.head_dim, self.product = heads, head_dim, product
         self.key = nn.Linear(dim, heads * head_dim, bias=False)  # W_k^h of every head, side by side
-        self.query = nn.Linear(dim if query_dim is None else query_dim, heads * head_dim, bias=False)
-        self.output_dim: int = heads * dim
+        self.query = nn.Linear(self.query_dim, heads * head_dim, bias=False)
+        self.output_dim: int = heads * dim + (heads * self.query_dim if product else 0)
 
     def weights(self, z_BKZ: Tensor, mask_BK: Tensor, query_BD: Tensor) -> Tensor:
         """a [B, H, K]: each head's softmax over the valid behaviours (0 elsewhere)."""
@@ -49,6 +61,11 @@ class MultiHeadTargetAttention(nn.Module):
                               mask_BK.repeat_interleave(self.heads, dim=0)).view(B, self.heads, K)
 
     def forward(self, *, z_BKZ: Tensor, mask_BK: Tensor, query_BD: Tensor) -> Tensor:
-        """``U`` [B, H * Z] from the kept behaviours ``z_BKZ`` (mask ``mask_BK``) and the target ``query_BD``."""
+        """``U`` [B, H * Z] from the kept behaviours ``z_BKZ`` (mask ``mask_BK``) and the target ``query_BD``;
+        with ``product``, ``[U, head_1[:D] * q, ..., head_H[:D] * q]``."""
         a_BHK = self.weights(z_BKZ, mask_BK, query_BD)
-        return torch.bmm(a_BHK, zero_padding(z_BKZ, mask_BK)).flatten(1)  # [B, H, Z] -> [B, H * Z]
+        u_BHZ = torch.bmm(a_BHK, zero_padding(z_BKZ, mask_BK))
+        if not self.product:
+            return u_BHZ.flatten(1)  # [B, H, Z] -> [B, H * Z]
+        prod_BHD = u_BHZ[..., :self.query_dim] * query_BD.unsqueeze(1)
+        return torch.cat([u_BHZ.flatten(1), prod_BHD.flatten(1)], dim=-1)

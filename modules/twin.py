@@ -35,14 +35,18 @@ class TWIN(nn.Module):
         cross_features: J, cross features per behaviour; ``cross_width`` C each.
         k: behaviours kept by the GSU.
         heads: A; ``head_dim`` E (d_k = d_v).
+        product: output ``[u, u * q]`` (needs D = H), MODELS.md's tower input ``[u, q, u * q]`` (our choice).
 
     Attributes:
-        output_dim: H.
+        output_dim: H, 2H with ``product``.
     """
 
     def __init__(self, *, dim: int, query_dim: Optional[int] = None, cross_features: int = 0, cross_width: int = 8,
-                 k: int = 100, heads: int = 4, head_dim: int = 32) -> None:
+                 k: int = 100, heads: int = 4, head_dim: int = 32, product: bool = True) -> None:
         super().__init__()
+        if product and query_dim not in (None, dim):
+            raise ValueError(f"TWIN: product needs the target width {query_dim} = the behaviour width {dim}")
+        self.product = product
         if dim <= 0 or k <= 0 or heads <= 0 or head_dim <= 0 or cross_features < 0 or cross_width <= 0:
             raise ValueError(f"TWIN: bad sizes dim={dim}, k={k}, heads={heads}, head_dim={head_dim}, "
                              f"cross_features={cross_features}, cross_width={cross_width}")
@@ -55,7 +59,7 @@ class TWIN(nn.Module):
         if cross_features:
             self.cross = nn.Parameter(torch.randn(heads, cross_features, cross_width) / math.sqrt(cross_width))  # w^c
             self.beta = nn.Parameter(torch.ones(heads, cross_features))
-        self.output_dim: int = dim
+        self.output_dim: int = 2 * dim if product else dim
 
     def alpha(self, inherent_BLH: Tensor, cross_BLX: Optional[Tensor], query_BD: Tensor) -> Tensor:
         """The relevance of every behaviour for every head, [B, A, L]."""
@@ -96,7 +100,7 @@ class TWIN(nn.Module):
             cross_BLX: the behaviours' cross features K_c, [B, L, J * C] (``cross_features`` J > 0).
 
         Returns:
-            [B, H]; zeros for a row with no behaviour.
+            [B, H] (``[u, u * q]`` [B, 2H] with ``product``); zeros for a row with no behaviour.
         """
         B, L, _ = seq_BLD.shape
         if (cross_BLX is None) != (self.cross_features == 0) or (
@@ -117,4 +121,5 @@ class TWIN(nn.Module):
         full_BKX = h_BKH if c_BKX is None else torch.cat([h_BKH, c_BKX], dim=-1)
         v_BAKE = self.value(zero_padding(full_BKX, kept_BK)).view(B, K, self.heads, self.head_dim).transpose(1, 2)
         heads_BAE = torch.einsum("bak,bake->bae", w_BAK.view(B, self.heads, K), v_BAKE)
-        return self.out(heads_BAE.reshape(B, self.heads * self.head_dim))
+        u_BH = self.out(heads_BAE.reshape(B, self.heads * self.head_dim))
+        return torch.cat([u_BH, u_BH * query_BD], dim=-1) if self.product else u_BH

@@ -177,7 +177,8 @@ def learned_ctc(config, checkpoint: Optional[str] = None, split: str = "test", p
     model.eval()
     stream = ParquetStream(units=data.units(split), features=data.features, feature_rows=data.feature_rows,
                            batch_size=cfg.train.eval_batch_size, max_len=cfg.data.max_len,
-                           time_bin_edges=data.edges, dense_sequence=data.dense, max_lens=data.max_lens)
+                           time_bin_edges=data.edges, dense_sequence=data.dense, max_lens=data.max_lens,
+                           searches=data.searches)
     total, count = np.zeros(C * C * P, dtype=np.float64), np.zeros(C * C * P, dtype=np.int64)
     module = model.interest_modules()[name]
     accepted = inspect.signature(module.learned_correlation).parameters

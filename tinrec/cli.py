@@ -150,7 +150,7 @@ def cmd_plan(args) -> int:
 def cmd_experiment(args) -> int:
     from tinrec.experiment import run_experiment
 
-    run_experiment(args.spec, out_root=args.out_root, report_only=args.report_only)
+    run_experiment(args.spec, out_root=args.out_root, report_only=args.report_only, train_seeds=args.seeds)
     return 0
 
 
@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out-root", default="runs")
     x.add_argument("--report-only", action="store_true",
                    help="train nothing: write the table from the finished runs (partial rows say which seeds)")
+    x.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="train only these of the spec's seeds now (e.g. seed 0 of every row first); the table "
+                        "reports every finished run")
     x.set_defaults(func=cmd_experiment)
     an = add_parser("analyze", help="analyses of a dataset and a trained model (docs/analysis.md)")
     st = an.add_subparsers(dest="analysis", required=True).add_parser(

@@ -98,6 +98,8 @@ class SequenceConfig:
     """One behaviour sequence of the data (its list columns are ``<name>_*``, docs/data.md)."""
 
     max_len: Optional[int] = None  # keep its most recent max_len behaviours (default: data.max_len)
+    # {from: SEQUENCE, key: FIELD, target: COLUMN}: selected on ids by the loader (tinrec/data/search.py)
+    search: Optional[Dict[str, str]] = None
 
 
 @dataclass
@@ -483,6 +485,9 @@ def validate(cfg: Config, src: str) -> None:
                              f"(<name>_item, ...): no underscore, not one of {', '.join(SAMPLE_PREFIXES)}")
         if seq.max_len is not None and seq.max_len < 1:
             raise ValueError(f"{src}: data.sequences.{name}.max_len: must be >= 1, got {seq.max_len}")
+    from tinrec.data import search  # local: keeps config import light
+
+    search.check(cfg, src)
     from tinrec.hostmem import CHOICES as HOST_MEMORY  # local: keeps config import light
 
     if cfg.train.host_memory not in HOST_MEMORY:

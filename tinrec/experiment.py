@@ -27,7 +27,7 @@ import re
 import shlex
 import subprocess
 import sys
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import yaml
@@ -71,12 +71,15 @@ def command(row: dict, seed: int, run_dir: str, common: List[str]) -> List[str]:
             *row.get("overrides", []), "--resume"]
 
 
-def run_experiment(path: str, out_root: str = "runs", report_only: bool = False) -> Dict[str, dict]:
-    """Train what is missing (unless ``report_only``) and write the table. With ``report_only``, rows are
-    built from the finished runs only; a row lists the seeds it has (``seeds``) and one without any is left
-    out (``missing``)."""
+def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
+                   train_seeds: Optional[List[int]] = None) -> Dict[str, dict]:
+    """Train what is missing (unless ``report_only``; only the seeds in ``train_seeds`` when given) and write
+    the table. Rows are built from the finished runs; a row lists the seeds it has (``seeds``) and one without
+    any is left out (``missing``)."""
     spec = load_spec(path)
     seeds = spec.get("seeds", [0])
+    if train_seeds is not None and set(train_seeds) - set(seeds):
+        raise ValueError(f"--seeds: {sorted(set(train_seeds) - set(seeds))} not among the spec's seeds {seeds}")
     common = list(spec.get("overrides", []))
     results: Dict[str, dict] = {}
     missing: List[str] = []
@@ -87,7 +90,7 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False)
             metrics_file = os.path.join(run_dir, "metrics.json")
             cmd = command(row, seed, run_dir, common)
             if not os.path.exists(metrics_file):
-                if report_only:
+                if report_only or (train_seeds is not None and seed not in train_seeds):
                     continue
                 print(f"[experiment] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
                 exe = [sys.executable, "-m", "tinrec.cli"] + cmd[1:]

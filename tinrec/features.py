@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Set, Tuple
 
-from tinrec.data import derived
+from tinrec.data import derived, search
 from tinrec.data import format as fmt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,6 +50,7 @@ def check_tables(cfg: "Config", src: str) -> None:
     known); pooled tables read per-sample features; a group's sequence tables share one width (one
     EmbeddingCollection per group); a feature is read once per group."""
     stored = known_columns(cfg)
+    searches = search.of_config(cfg)
     seen: Dict[str, str] = {}
     for group, tables in cfg.model.embeddings.items():
         widths: Dict[int, str] = {}
@@ -61,7 +62,7 @@ def check_tables(cfg: "Config", src: str) -> None:
                                  f"(names are global: the planner and the optimizer key tables by name)")
             seen[tname] = group
             for f in t.features:
-                if stored is not None and not is_derived(f) and f not in stored:
+                if stored is not None and not is_derived(f) and search.stored_column(f, searches) not in stored:
                     close = difflib.get_close_matches(f, sorted(stored), n=1)
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
                     raise ValueError(f"{src}: {key}.features: unknown feature {f!r}: not a column of the dataset "

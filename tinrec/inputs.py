@@ -40,7 +40,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
 
-from tinrec.data import derived
+from tinrec.data import derived, search
 from tinrec.features import known_columns, sequence_of, used_features
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -116,9 +116,9 @@ def resolve(spec: "InputSpec", where: str, cfg: "Config", src: str) -> Input:
         return Input(key=f"mask:{spec.mask}", kind="mask", sequence=spec.mask)
     if spec.dense is not None:
         cols = [spec.dense] if isinstance(spec.dense, str) else list(spec.dense)
-        stored = known_columns(cfg)
+        stored, searches = known_columns(cfg), search.of_config(cfg)
         for c in cols:
-            if derived.lookup_dense(c) is None and stored is not None and c not in stored:
+            if derived.lookup_dense(c) is None and stored is not None and search.stored_column(c, searches) not in stored:
                 raise ValueError(f"{src}: {where}.dense: {c!r} is not a column of the dataset {cfg.data.path} "
                                  f"nor a derived value (<sequence>_session)")
         seqs = {sequence_of(c) for c in cols}

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from tinrec import checkpoint as ckpt
 from tinrec import hostmem
 from tinrec.config import Config, to_dict
+from tinrec.data import search
 from tinrec.data.batch import Batch
 from tinrec.data.derived import sequences_of
 from tinrec.data.reader import ParquetStream, consumed_per_worker, list_units, read_kinds, required_columns
@@ -124,7 +125,9 @@ class Data:
         self.dense = dense_used(cfg)
         self.feature_rows = feature_rows(cfg, self.rows)
         self.edges: Dict[str, np.ndarray] = {}
+        self.searches = search.of_config(cfg)  # sequences the loader selects on ids (tinrec/data/search.py)
         self.max_lens = {s: cfg.data.max_len_of(s) for s in sequences_of(self.features, self.dense)}
+        self.max_lens.update({s.source: cfg.data.max_len_of(s.source) for s in self.searches.values()})
         self._units: Dict[str, list] = {}
         for split in ("train", "valid", "test"):
             self.units(split)  # every file's schema, before anything reads a row
@@ -132,7 +135,7 @@ class Data:
             for seq in dict.fromkeys(f.rsplit("_time_bin", 1)[0] for f in self.features
                                      if f.endswith("_time_bin") and f != "target_time_bin"):
                 self.edges[seq] = load_or_compute_edges(path, split_files(path, "train", self.meta),
-                                                        cfg.data.time_bins, sequence=seq)
+                                                        cfg.data.time_bins, sequence=search.source_of(seq, self.searches))
 
     def _prepare(self, path: str) -> None:
         """Rank 0: generate the dataset if it is missing (only into a folder tinrec may write), then check it
@@ -164,8 +167,9 @@ class Data:
     def units(self, split: str) -> list:
         if split not in self._units:
             files = split_files(self.cfg.data.path, split, self.meta)
-            self._units[split] = list_units(files, required_columns(self.features, self.dense, self.cfg.data.labels),
-                                            read_kinds(self.features, self.dense))
+            self._units[split] = list_units(files, required_columns(self.features, self.dense, self.cfg.data.labels,
+                                                                    self.searches),
+                                            read_kinds(self.features, self.dense, self.searches))
         return self._units[split]
 
     def stream(self, split: str, *, epoch: int = 0, train: bool = False, skip=None) -> ParquetStream:
@@ -175,7 +179,7 @@ class Data:
             batch_size=c.train.batch_size if train else c.train.eval_batch_size, max_len=c.data.max_len,
             time_bin_edges=self.edges, max_lens=self.max_lens, rank=self.env.rank, world_size=self.env.world_size,
             num_workers=c.data.num_workers, seed=c.seed, epoch=epoch, shuffle=train and c.data.shuffle,
-            drop_last=train, skip=skip, dense_sequence=self.dense, labels=c.data.labels)
+            drop_last=train, skip=skip, dense_sequence=self.dense, labels=c.data.labels, searches=self.searches)
 
     def loader(self, stream: ParquetStream) -> DataLoader:
         return DataLoader(stream, batch_size=None, num_workers=self.cfg.data.num_workers,

@@ -76,16 +76,20 @@ def test_table_ratios_floor_and_flags():
         _point("din", 2000, 120.0, {"deepctr": {"train_samples_per_s": 20.0}, "rechub": {"train_samples_per_s": 30.0},
                                     "deepctr+cached": {"train_samples_per_s": 40.0}}),
         _point("bst", 50, 50.0, {"rechub": {"error": "exit 1"}}),
-        {"model": "dien", "seq_len": 2000, "error": "exit -9: killed"}]}
+        {"model": "dien", "seq_len": 2000, "error": "exit -9: killed"},
+        dict(_point("sdim", 2000, 480.0), peak_rss_mib=1500.0)]}
     rows = table(report).splitlines()[2:]
     din = rows[0].split(" | ")
-    assert din[6] == "30 (rechub)" and din[7] == "4.00x"  # best peer as shipped, and tinrec / best peer
-    assert din[8] == "40 (deepctr+cached)" and din[9] == "3.00x"  # best peer with tinrec's host-memory setting
+    assert din[6] == "1.00x / 1.00x"  # DIN is the reference
+    assert din[7] == "30 (rechub)" and din[8] == "4.00x"  # best peer as shipped, and tinrec / best peer
+    assert din[9] == "40 (deepctr+cached)" and din[10] == "3.00x"  # best peer with tinrec's host-memory setting
     # floor: 1e6 bytes / 1e10 B/s = 0.1 ms per sample; achieved 1/120 s -> 83.3x the floor
-    assert din[10] == "83.3x"
-    assert din[11].startswith("208.3x")  # the sequence-tensor floor: 4e5 bytes -> 0.04 ms per sample
-    assert "(quadratic in L)" in rows[1] and "| failed (rechub) | - | - | - | - | - |" in rows[1]  # no ratio
+    assert din[11] == "83.3x"
+    assert din[12].startswith("208.3x")  # the sequence-tensor floor: 4e5 bytes -> 0.04 ms per sample
+    # no DIN at L = 50: no ratio to it; a failed peer: no ratio to the peer
+    assert "(quadratic in L)" in rows[1] and "| - | failed (rechub) | - | - | - | - | - |" in rows[1]
     assert "failed: exit -9: killed" in rows[2]
+    assert rows[3].split(" | ")[6] == "4.00x / 1.50x"  # 480 / 120 samples/s, 1500 / 1000 MiB against DIN
 
 
 def test_growth_exponent_linear_and_quadratic():

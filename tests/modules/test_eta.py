@@ -47,6 +47,16 @@ def test_esu_is_sims_multi_head_target_attention():
             logits = (z[b, :n] @ Wk[h].T) @ (Wq[h] @ q[b])  # <W_k^h z_j, W_q^h q>, no scaling (SIM)
             heads.append(torch.softmax(logits, 0) @ z[b, :n])
         torch.testing.assert_close(out[b], torch.cat(heads), rtol=1e-5, atol=1e-6)
+    # product: each head's behaviour part times the target, after the heads (query width 3 <= Z = D)
+    esu_p = MultiHeadTargetAttention(dim=D, query_dim=3, heads=2, head_dim=3, product=True)
+    q3 = torch.randn(2, 3)
+    a = esu_p.weights(z, mask, q3)  # [B, H, K]
+    heads = torch.einsum("bhk,bkz->bhz", a, z * mask.unsqueeze(-1))
+    want = torch.cat([heads.flatten(1), (heads[..., :3] * q3.unsqueeze(1)).flatten(1)], -1)
+    torch.testing.assert_close(esu_p(z_BKZ=z, mask_BK=mask, query_BD=q3), want)
+    assert esu_p.output_dim == 2 * D + 2 * 3
+    with pytest.raises(ValueError, match="product needs"):
+        MultiHeadTargetAttention(dim=3, query_dim=D, product=True)
 
 
 def test_shapes_padding_empty_rows_and_gradients():
@@ -54,7 +64,7 @@ def test_shapes_padding_empty_rows_and_gradients():
     eta = ETA(dim=D, hashes=8, k=3, heads=2, head_dim=4)
     batch = batches.make_batch([5, 2, 0, 1], D=D)
     out = checks.assert_padding_is_ignored(eta, batch, zero_rows=[2], atol=1e-5)
-    assert out.shape == (4, 2 * D)
+    assert out.shape == (4, 2 * 2 * D)  # 2 heads, each with its product
     batch = {k: (v.requires_grad_() if v.is_floating_point() else v) for k, v in batches.make_batch([5, 2], D=D).items()}
     eta(**batch).pow(2).sum().backward()
     grad = batch["seq_BLD"].grad

@@ -32,8 +32,11 @@ def test_the_levels_by_hand():
         top2 = [top1[j] for j in sorted(range(len(top1)), key=lambda j: (-float(s2[j].detach()), -j))[:2]]
         assert i2[x, :len(top2)].tolist() == top2 and kept2[x].tolist() == [True] * len(top2) + [False] * (2 - len(top2))
     out = lap(**b)
-    assert out.shape == (2, lap.output_dim) == (2, 2 * D + 2 * D)
-    torch.testing.assert_close(out, torch.cat([u1, u2, u3], -1))
+    assert out.shape == (2, lap.output_dim) == (2, 2 * (2 * D + 2 * D))  # with the products
+    torch.testing.assert_close(out, torch.cat([u1, u2, u3, u1 * q, u2 * q], -1))  # u3 carries its heads' products
+    plain = LAP(dim=D, coarse_dim=4, mid_dim=3, coarse_k=5, fine_k=2, heads=2, product=False)
+    plain.load_state_dict(lap.state_dict())
+    torch.testing.assert_close(plain(**b), torch.cat([u1, u2, u3[:, :2 * D]], -1))
 
 
 def test_gradients_reach_every_behaviour_through_the_coarse_level_and_padding_is_ignored():

@@ -48,7 +48,7 @@ def test_soft_search_relevance_and_its_auxiliary_loss_by_hand():
     u_r = torch.stack([(r[b, :n, None] * seq[b, :n]).sum(0) / n for b, n in enumerate([5, 3])])
     want = F.binary_cross_entropy_with_logits(sim.aux(torch.cat([u_r, q], -1)).squeeze(-1), label)
     torch.testing.assert_close(losses["gsu"], want)
-    assert out.shape == (2, 4 * D)
+    assert out.shape == (2, 4 * D + 4 * D)  # 4 heads and their products
     sim.eval()
     assert isinstance(sim(**batch), torch.Tensor)  # no label outside training: no auxiliary loss
 
@@ -75,7 +75,7 @@ def test_time_gap_embeddings_join_the_kept_behaviours():
     cats = torch.ones(2, 5, dtype=torch.long)
     z, m = checks.kept_by_search(sim, **batch, seq_time_BLD=time, seq_category_BL=cats, query_category_B=torch.ones(2, dtype=torch.long))
     torch.testing.assert_close(z[0], torch.cat([batch["seq_BLD"][0, [3, 2]], time[0, [3, 2]]], -1))
-    assert SIM(dim=D, search="hard", k=2, time_dim=3).output_dim == 4 * (D + 3)
+    assert SIM(dim=D, search="hard", k=2, time_dim=3).output_dim == 4 * (D + 3) + 4 * D  # products: the e part
     with pytest.raises(ValueError, match="time_dim"):
         SIM(dim=D, search="hard", time_dim=3)(**batch, seq_category_BL=cats, query_category_B=torch.ones(2, dtype=torch.long))
 
@@ -97,4 +97,33 @@ def test_shapes_padding_and_empty_rows(search):
             return sim(**kw, **({"seq_category_BL": c, "query_category_B": target} if search == "hard" else {}))
 
     out = checks.assert_padding_is_ignored(Bound(), batch, zero_rows=[2], atol=1e-5)
-    assert out.shape == (4, 2 * D) and torch.equal(out, sim(**batch, **extra))
+    assert out.shape == (4, 2 * 2 * D) and torch.equal(out, sim(**batch, **extra))
+
+
+def test_the_loaders_search_gives_the_same_output_as_the_hard_search_here():
+    """search: loader on the sequence the loader selected (the k most recent behaviours of the target's category,
+    oldest first, tinrec/data/search.py) equals search: hard on the whole sequence, the same weights; longer than
+    k, it keeps the most recent k; no match gives zeros."""
+    torch.manual_seed(5)
+    lengths = [9, 5, 0, 2, 7]
+    batch = batches.make_batch(lengths, D=D, L=9)
+    cats, target = _categories(5, 9, seed=3)
+    hard = SIM(dim=D, search="hard", k=3, heads=2, head_dim=4).eval()
+    loader = SIM(dim=D, search="loader", k=3, heads=2, head_dim=4).eval()
+    loader.load_state_dict(hard.state_dict())
+    kept = [[i for i in range(n) if cats[b, i] == target[b]][-3:] for b, n in enumerate(lengths)]
+    searched = torch.zeros(5, 3, D)
+    for b, idx in enumerate(kept):
+        searched[b, :len(idx)] = batch["seq_BLD"][b, idx]
+    mask = torch.tensor([[j < len(idx) for j in range(3)] for idx in kept])
+    want = hard(**batch, seq_category_BL=cats, query_category_B=target)
+    got = loader(seq_BLD=searched, mask_BL=mask, query_BD=batch["query_BD"])
+    torch.testing.assert_close(got, want)
+    assert any(len(k) == 0 for k in kept) and torch.equal(got[[len(k) == 0 for k in kept]], torch.zeros_like(got[:1]).expand(sum(len(k) == 0 for k in kept), -1))
+    # a searched sequence longer than k: the most recent k
+    all_rows = loader(**batch)
+    recent = torch.stack([batch["seq_BLD"][b, max(n - 3, 0):max(n - 3, 0) + 3] for b, n in enumerate(lengths)])
+    rmask = torch.tensor([[j < min(n, 3) for j in range(3)] for n in lengths])
+    torch.testing.assert_close(all_rows, loader(seq_BLD=recent, mask_BL=rmask, query_BD=batch["query_BD"]))
+    with pytest.raises(ValueError, match="hard, soft or loader"):
+        SIM(dim=D, search="exact")

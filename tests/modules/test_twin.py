@@ -68,7 +68,8 @@ def test_the_esu_weighs_the_kept_rows_with_the_gsus_alpha():
         rows = idx[x, :n]
         full = torch.cat([b["seq_BLD"][x, rows], b["cross_BLX"][x, rows]], -1)
         heads = [torch.softmax(alpha[x, a, rows], 0) @ (full @ Wv[a].T) for a in range(2)]
-        torch.testing.assert_close(out[x], twin.out(torch.cat(heads)), rtol=1e-5, atol=1e-6)
+        u = twin.out(torch.cat(heads))
+        torch.testing.assert_close(out[x], torch.cat([u, u * b["query_BD"][x]]), rtol=1e-5, atol=1e-6)  # [u, u * q]
 
 
 def test_shapes_padding_empty_rows_and_gradients():
@@ -77,7 +78,7 @@ def test_shapes_padding_empty_rows_and_gradients():
     b = _inputs([5, 2, 0, 1], L=5)
 
     class Bound(torch.nn.Module):  # the padding check garbles seq and mask; the cross features follow
-        output_dim = D
+        output_dim = 2 * D
 
         def forward(self, **kw):
             L = kw["mask_BL"].shape[1]
@@ -85,7 +86,7 @@ def test_shapes_padding_empty_rows_and_gradients():
             return twin(**kw, cross_BLX=cross)
 
     out = checks.assert_padding_is_ignored(Bound(), {k: v for k, v in b.items() if k != "cross_BLX"}, zero_rows=[2])
-    assert out.shape == (4, D)
+    assert out.shape == (4, 2 * D)  # [u, u * q]
     g = {k: (v.requires_grad_() if v.is_floating_point() else v) for k, v in _inputs([6, 3], L=6).items()}
     twin(**g).pow(2).sum().backward()
     checks.assert_every_parameter_gets_gradient(twin)

@@ -63,7 +63,9 @@ def test_experiment_table_relative_change_cost_and_skip(tmp_path):
     md = (out / "exp" / "results.md").read_text()
     assert "| TIN w/o TTE (seed 0 only) |" in md and "Not run yet: Never." in md
     path.write_text(yaml.safe_dump(spec))
-    run(["experiment", str(path), "--out-root", str(out)])  # trains the missing seed again
+    only0 = run(["experiment", str(path), "--out-root", str(out), "--seeds", "0"])  # seed 1 is not trained now
+    assert "[experiment]" not in only0.stdout and not files["TIN w/o TTE", 1].exists()
+    run(["experiment", str(path), "--out-root", str(out), "--seeds", "1"])  # trains the missing seed again
     assert files["TIN w/o TTE", 1].exists()
 
     # table: cost -> only samples/s and peak memory (for runs that record cost, not accuracy)

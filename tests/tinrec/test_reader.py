@@ -184,3 +184,51 @@ def test_the_loaders_sessions_follow_dsins_rule():
     want = DSIN.sessions_from_timestamps(ts_BL, mask_BL)[mask_BL].numpy()
     assert got.tolist() == want.tolist()
     assert got.max() > 0  # several sessions per row were drawn
+
+
+def test_searched_sequence_keeps_the_most_recent_matches_of_the_target(tmp_path):
+    """SIM's hard search in the loader (tinrec/data/search.py): per row, the kept history's behaviours of the
+    target's category, the most recent max_len of them, oldest first; their ids, time bins and positions read
+    the history's columns at those places; a row without a match is empty; only they reach the KJT."""
+    from tinrec.data.search import Search
+
+    rows = random_rows(40, seed=4)
+    write_dataset(tmp_path, {"train": rows})
+    searches = {"hard": Search(name="hard", source="hist", key="category", target="target_category")}
+    feats = FEATURES + ["hard_item", "hard_category", "hard_time_bin", "hard_position"]
+    rows_of = dict(ROWS, hard_item=("item", 50), hard_category=("category", 6), hard_time_bin=("time_bin", 5),
+                   hard_position=("position", 6))
+    edges = np.array([100.0, 1000.0, 5000.0, 20000.0])
+    s = _stream(tmp_path, features=feats, feature_rows=rows_of, max_len=6, max_lens={"hard": 2}, searches=searches,
+                time_bin_edges={"hist": edges, "hard": edges}, batch_size=40)
+    b = next(iter(s))
+    jt = {k: v.to_dense() for k, v in b.sparse.to_dict().items()}
+    empty = 0
+    for i, r in enumerate(rows):
+        items, cats, ts = r["hist_item"][-6:], r["hist_category"][-6:], r["hist_timestamp"][-6:]
+        hits = [j for j in range(len(items)) if cats[j] == r["target_category"]][-2:]
+        empty += not hits
+        assert jt["hard_item"][i].tolist() == [items[j] for j in hits]
+        assert jt["hard_category"][i].tolist() == [r["target_category"]] * len(hits)
+        dt = r["target_timestamp"] - np.array([ts[j] for j in hits], dtype=np.int64)
+        assert jt["hard_time_bin"][i].tolist() == (1 + np.searchsorted(edges, dt, "right")).tolist()
+        assert jt["hard_position"][i].tolist() == list(range(len(hits), 0, -1))
+        assert int(b.lengths["hard"][i]) == len(hits)
+    assert 0 < empty < len(rows)  # the case of no match is exercised, and so are matches
+    assert b.truncated == sum(len(r["hist_item"]) > 6 for r in rows)  # a search truncates no history
+
+
+def test_searched_sequence_config_errors(tmp_path):
+    from tinrec.config import load_config
+
+    base = ["data.path=" + str(tmp_path / "none")]
+    for bad, msg in [({"from": "hist", "key": "category"}, "expected {from: SEQUENCE"),
+                     ({"from": "hist", "key": "category", "target": "hist_category"}, "is a sequence column"),
+                     ({"from": "hard", "key": "category", "target": "target_category"}, "is a searched sequence")]:
+        spec = "{" + ", ".join(f"{k}: {v}" for k, v in bad.items()) + "}"
+        with pytest.raises(ValueError, match=r"data\.sequences\.hard\.search"):
+            try:
+                load_config("configs/sim_hard.yaml", base + [f"data.sequences.hard.search={spec}"])
+            except ValueError as e:
+                assert msg in str(e), e
+                raise

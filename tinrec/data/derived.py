@@ -58,6 +58,8 @@ class Rows:
         rng: the batch's seeded generator (negative sampling), made on first use.
         sequence: the sequence's name (its columns are ``<sequence>_*``).
         table_rows: rows of the table that reads the feature being computed.
+        source: for a searched sequence (``tinrec/data/search.py``), the stored sequence whose columns it reads
+            (``idx`` then indexes the source's list columns).
     """
 
     chunk: dict
@@ -68,10 +70,15 @@ class Rows:
     rng: Callable[[], np.random.Generator]
     sequence: str = fmt.HISTORY
     table_rows: int = 0
+    source: Optional[str] = None
 
     def hist(self, column: str) -> np.ndarray:
-        """The kept values of list column ``column``; ``{seq}`` stands for the sequence's name."""
-        return np.asarray(self.chunk[column.format(seq=self.sequence)][1])[self.idx]
+        """The kept values of list column ``column``; ``{seq}`` stands for the sequence's name (a searched
+        sequence's ``<name>_<field>`` reads its source's ``<source>_<field>``)."""
+        column = column.format(seq=self.sequence)
+        if self.source is not None:
+            column = f"{self.source}_{column[len(self.sequence) + 1:]}"
+        return np.asarray(self.chunk[column][1])[self.idx]
 
     def scalar(self, column: str) -> np.ndarray:
         return np.asarray(self.chunk[column])

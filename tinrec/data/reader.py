@@ -28,6 +28,7 @@ from tinrec.data import checks, derived
 from tinrec.data import format as fmt
 from tinrec.data.batch import Batch
 from tinrec.data.derived import sequences_of
+from tinrec.data.search import Search, source_of, stored_column
 
 
 @dataclass(frozen=True)
@@ -38,30 +39,35 @@ class Unit:
     first_row: int  # index of the unit's first row within its file (for error messages)
 
 
-def required_columns(features: Sequence[str], dense: Sequence[str] = (), labels: Sequence[str] = ()) -> List[str]:
+def required_columns(features: Sequence[str], dense: Sequence[str] = (), labels: Sequence[str] = (),
+                     searches: Mapping[str, Search] = {}) -> List[str]:
     """The Parquet columns read to build ``features`` (KJT keys), the ``dense`` values and ``labels``.
 
     Each sequence's timestamps (its lengths, and what the reader checks: sorted, before the target) and the
-    history's first id column are always read, whatever the model (``tinrec/data/checks.py``).
+    history's first id column are always read, whatever the model (``tinrec/data/checks.py``). A searched
+    sequence (``searches``, ``tinrec/data/search.py``) reads its source's columns and the search's two.
     """
     cols = [fmt.LABEL, fmt.USER_ID, fmt.TARGET_TIMESTAMP, fmt.HIST_ID_COLUMNS[0]]
-    cols += [fmt.timestamp_column(s) for s in sequences_of(features, dense)]
+    seqs = sequences_of(features, dense)
+    cols += [fmt.timestamp_column(s) for s in seqs]
     for f in list(features) + list(dense):
         found = derived.lookup(f) or derived.lookup_dense(f)
         cols += list(derived.columns(*found)) if found else [f]
+    cols += [c for s in seqs if s in searches for c in searches[s].columns]
     cols += list(labels)
-    return list(dict.fromkeys(cols))
+    return list(dict.fromkeys(stored_column(c, searches) for c in cols))
 
 
-def read_kinds(features: Sequence[str], dense: Sequence[str] = ()) -> Dict[str, str]:
+def read_kinds(features: Sequence[str], dense: Sequence[str] = (),
+               searches: Mapping[str, Search] = {}) -> Dict[str, str]:
     """How the model reads stored columns: ids are integers (never cast), dense values numbers."""
     out = {}
     for f in features:
         if derived.lookup(f) is None:
-            out[f] = "ints" if fmt.sequence_of(f) else "int"
+            out[stored_column(f, searches)] = "ints" if fmt.sequence_of(f) else "int"
     for c in dense:
         if derived.lookup_dense(c) is None:
-            out[c] = "numbers" if fmt.sequence_of(c) else "number"
+            out[stored_column(c, searches)] = "numbers" if fmt.sequence_of(c) else "number"
     return out
 
 
@@ -129,6 +135,7 @@ class ParquetStream(IterableDataset):
         dense_sequence: dense values to pass in ``Batch.dense`` (stored columns, or ``<sequence>_session``).
         max_lens: sequence -> its ``max_len`` (``data.sequences``).
         labels: the label columns, one per task (``data.labels``): ``Batch.labels`` is ``[B, len(labels)]``.
+        searches: the searched sequences by name (``tinrec/data/search.py``); their ``max_len`` is ``max_lens``'s.
     """
 
     def __init__(self, *, units: Sequence[Unit], features: Sequence[str], feature_rows: Mapping[str, Tuple[str, int]],
@@ -136,7 +143,7 @@ class ParquetStream(IterableDataset):
                  world_size: int = 1, num_workers: int = 0, seed: int = 0, epoch: int = 0, shuffle: bool = False,
                  drop_last: bool = False, skip: Optional[Sequence[int]] = None,
                  dense_sequence: Sequence[str] = (), labels: Sequence[str] = (fmt.LABEL,),
-                 max_lens: Optional[Mapping[str, int]] = None) -> None:
+                 max_lens: Optional[Mapping[str, int]] = None, searches: Mapping[str, Search] = {}) -> None:
         super().__init__()
         self.units = list(units)
         self.features = list(features)
@@ -155,8 +162,11 @@ class ParquetStream(IterableDataset):
         self.skip = list(skip) if skip is not None else [0] * self.local_workers
         self.dense = list(dense_sequence)
         self.labels = list(labels)
-        self.columns = required_columns(self.features, self.dense, self.labels)
-        self.sequences = sequences_of(self.features, self.dense)
+        self.searches = dict(searches)
+        self.columns = required_columns(self.features, self.dense, self.labels, self.searches)
+        # a searched sequence after its source (it selects from the source's kept rows)
+        seqs = sequences_of(self.features, self.dense)
+        self.sequences = [s for s in dict.fromkeys([source_of(s, self.searches) for s in seqs] + seqs)]
         for f in self.features:
             found = derived.lookup(f)
             if found and found[0] is derived.SEQUENCE_IDS["time_bin"] and found[1] not in self.edges:
@@ -226,8 +236,20 @@ class ParquetStream(IterableDataset):
             chunk = _take(chunk, np.random.default_rng([self.seed, self.epoch, uid, 1]).permutation(n))
         return chunk
 
-    def _rows(self, chunk: Dict[str, object], sequence: str, B: int) -> Tuple[derived.Rows, np.ndarray]:
-        """The kept (most recent ``max_len``) behaviours of one sequence of the batch, and its full lengths [B]."""
+    def _rows(self, chunk: Dict[str, object], sequence: str, B: int,
+              sources: Mapping[str, derived.Rows]) -> Tuple[derived.Rows, np.ndarray]:
+        """The kept (most recent ``max_len``) behaviours of one sequence of the batch, and its full lengths [B]
+        (a searched sequence: selected from its source's kept rows in ``sources``; its full lengths are its
+        kept ones, since it truncates no history)."""
+        search = self.searches.get(sequence)
+        if search is not None:
+            src = sources[search.source]
+            idx, keep = search.select(chunk, src.idx, src.keep, self.max_lens.get(sequence, self.max_len))
+            offsets = np.concatenate([[0], np.cumsum(keep)])
+            coe = np.arange(offsets[-1]) - np.repeat(offsets[:-1], keep) + 1
+            rows = derived.Rows(chunk=chunk, keep=keep, idx=idx, coe=coe, edges=self.edges.get(sequence),
+                                rng=lambda: self._rng(chunk), sequence=sequence, source=search.source)
+            return rows, keep
         ts = fmt.timestamp_column(sequence)
         off = chunk[ts][0] if ts in chunk else np.zeros(B + 1, np.int64)
         full = np.diff(off)
@@ -242,8 +264,11 @@ class ParquetStream(IterableDataset):
 
     def _to_batch(self, chunk: Dict[str, object]) -> Batch:
         B = len(chunk["_row"])
-        per = {s: self._rows(chunk, s, B) for s in self.sequences}
-        rows = {s: r for s, (r, _) in per.items()}
+        per: Dict[str, Tuple[derived.Rows, np.ndarray]] = {}
+        rows: Dict[str, derived.Rows] = {}
+        for s in self.sequences:
+            per[s] = self._rows(chunk, s, B, rows)
+            rows[s] = per[s][0]
         values, lengths = [], []
         ones = np.ones(B, dtype=np.int64)
         for f in self.features:
