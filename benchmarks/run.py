@@ -100,6 +100,8 @@ def run_tinrec(model: str, seq_len: int, args) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.tinrec_bench", "--model", model, "--seq-len", str(seq_len),
            "--batch", str(args.batch), "--dim", str(args.dim), "--threads", str(args.threads),
            "--steps", str(steps), "--warmup", str(warmup), "--device", args.device]
+    if args.profile and seq_len == max(args.lengths):
+        cmd += ["--profile", str(args.profile)]
     if args.set:
         cmd += ["--set", *args.set]
     print(f"[bench] tinrec {model} L={seq_len}", file=sys.stderr, flush=True)
@@ -174,6 +176,21 @@ def table(report: dict) -> str:
             f"| {name} | {r['seq_len']} | {tr:.0f} | {'' if mt is None else f'{mt:.0f}'} | "
             f"{r['torchrec_infer']['samples_per_s']:.0f} | {r['peak_rss_mib']:.0f}{gpu_mem} | "
             f"{versus_reference(report, r)} | {best(False)} | {best(True)} | {floors[0]} | {floors[1]} |")
+    return "\n".join(lines)
+
+
+def profile_table(report: dict, top: int = 8) -> str:
+    """Markdown: per profiled point, the step's time, each stage's forward and the top operators by self time."""
+    lines = []
+    for r in report["results"]:
+        prof = r.get("profile_train")
+        if not prof:
+            continue
+        fwd = ", ".join(f"{k} {v:.0f}" for k, v in prof["forward_ms"].items())
+        lines.append(f"- **{r['model']} L={r['seq_len']}**: step {prof['step_ms']:.0f} ms; forward ms: {fwd}; top "
+                     f"operators (self ms per step, share of all self time): "
+                     + "; ".join(f"`{o['op']}` {o['self_ms_per_step']:.0f} ({100 * o['share']:.0f}%)"
+                                 for o in prof["top_ops"][:top]))
     return "\n".join(lines)
 
 
@@ -271,6 +288,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
                     help="config overrides for tinrec's side (e.g. train.index_dedup=false for a before / after)")
     ap.add_argument("--out", default=None,
                     help="output prefix: writes OUT.json, OUT.md, OUT.png (default benchmarks/results/<device>)")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="profile STEPS training steps of each model at the longest L (where the step goes)")
     ap.add_argument("--resume", action="store_true",
                     help="keep the points OUT.json already has (without error) and measure only the rest")
     args = ap.parse_args(argv)
@@ -344,6 +363,9 @@ def _write(report: dict, out: str, final: bool) -> None:
                     f"looked-up value (lookup read + write, gradient read, optimizer read + write), the "
                     f"sequence-tensor floor 2 (writing the sequence tensor, reading its gradient).\n\n"
                     f"{table(report)}\n\nCost growth in L:\n\n{growth_table(report)}\n")
+            profiles = profile_table(report)
+            if profiles:
+                f.write(f"\nWhere a training step goes (torch.profiler, TorchRec path):\n\n{profiles}\n")
         plot(report, out + ".png")
 
 

@@ -137,6 +137,50 @@ def _median_rate(step: Callable[[], None], batch: int, warmup: int, steps: int,
     return {"samples_per_s": batch / med, "step_s_median": med, "step_s_min": min(times), "steps": steps}
 
 
+STAGES = ("sparse_arch", "input_arch", "interest_arch", "over_arch")
+"""The model's stages (``tinrec/model.py``) whose forward time the profile reports on its own."""
+
+
+def profile_steps(step: Callable[[], None], steps: int, model, top: int = 15) -> Dict[str, object]:
+    """Where a training step goes: torch.profiler over ``steps`` steps (after the timed ones).
+
+    Returns ``forward_ms`` (each stage's forward, wall time per step: its span, child ops included),
+    ``step_ms`` (the whole step) and ``top_ops`` (the ``top`` operators by self CPU time per step, backward and
+    optimizer included, each with its share of the summed self time).
+    """
+    from torch.autograd.profiler import record_function
+    from torch.profiler import ProfilerActivity, profile
+
+    handles, open_ranges = [], {}
+    for name, mod in model.named_modules():
+        stage = name.rsplit(".", 1)[-1]
+        if stage in STAGES:
+            def pre(_m, _a, stage=stage):
+                open_ranges[stage] = record_function(f"stage::{stage}")
+                open_ranges[stage].__enter__()
+
+            def post(_m, _a, _o, stage=stage):
+                open_ranges.pop(stage).__exit__(None, None, None)
+
+            handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                with record_function("stage::step"):
+                    step()
+    finally:
+        for h in handles:
+            h.remove()
+    events = prof.key_averages()
+    spans = {e.key.split("::", 1)[1]: e.cpu_time_total / 1000 / steps for e in events if e.key.startswith("stage::")}
+    ops = [e for e in events if not e.key.startswith("stage::")]
+    total = sum(e.self_cpu_time_total for e in ops) or 1.0
+    return {"steps": steps, "step_ms": spans.pop("step", None), "forward_ms": spans,
+            "top_ops": [{"op": e.key, "self_ms_per_step": e.self_cpu_time_total / 1000 / steps,
+                         "share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps}
+                        for e in sorted(ops, key=lambda e: -e.self_cpu_time_total)[:top]]}
+
+
 def main(argv=None) -> Dict[str, object]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
@@ -150,6 +194,8 @@ def main(argv=None) -> Dict[str, object]:
     ap.add_argument("--num-categories", type=int, default=1_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-module", action="store_true", help="skip the module-alone measurement")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="also profile STEPS training steps of the TorchRec path (stage forwards, top operators)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cpu: CUDA hidden from this process even on a GPU machine; cuda: GPU 0 (needs the CUDA "
                          "build of fbgemm-gpu for the TorchRec path's fused kernels)")
@@ -174,8 +220,11 @@ def main(argv=None) -> Dict[str, object]:
     if args.model not in MODELS:
         raise SystemExit(f"--model: {args.model!r} is not in benchmarks/models.py MODELS ({', '.join(MODELS)})")
     entry, B, L = MODELS[args.model], args.batch, args.seq_len
+    if entry.num_categories is not None:
+        args.num_categories = entry.num_categories
     out: Dict[str, object] = {"model": args.model, "seq_len": L, "batch": B, "dim": args.dim,
                               "threads": torch.get_num_threads(), "config": entry.config,
+                              "num_categories": args.num_categories,
                               "overrides": entry.resolved(args.dim) + list(args.set)}
     with tempfile.TemporaryDirectory(prefix="tinrec-bench-") as tmp:
         data_path = os.path.join(tmp, "data")
@@ -190,12 +239,16 @@ def main(argv=None) -> Dict[str, object]:
         data = Data(cfg, env)
         batch = next(iter(data.loader(data.stream("train", train=True))))
         out["lookup_bytes"] = lookup_bytes(cfg, L)
+        if data.searches:  # searched sequences (SIM hard in the loader): the behaviours they keep per sample
+            out["searched_per_sample"] = {s: float(batch.lengths[s].float().mean()) for s in data.searches}
 
         # ---- TorchRec path: DMP + fused optimizer + the training loop's pipeline (TrainPipelineSparseDist + guard) ----
         model, optimizer, _, pipeline = build_training(cfg, data, env)
         batches = itertools.repeat(batch)
         model.train()
         out["torchrec_train"] = _median_rate(lambda: pipeline.progress(batches), B, args.warmup, args.steps, sync)
+        if args.profile:
+            out["profile_train"] = profile_steps(lambda: pipeline.progress(batches), args.profile, model)
         model.eval()
         with torch.no_grad():
             out["torchrec_infer"] = _median_rate(lambda: pipeline.progress(batches), B, args.warmup, args.steps,

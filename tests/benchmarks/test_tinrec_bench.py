@@ -141,3 +141,28 @@ def test_resume_keeps_finished_points_and_remeasures_failed_ones(tmp_path, monke
     assert report["device"] == "cpu"
     assert [r["torchrec_train"]["samples_per_s"] for r in report["results"]] == [100.0, 50.0]
     assert json.loads((tmp_path / "cpu.json").read_text())["results"][0]["torchrec_train"]["samples_per_s"] == 100.0
+
+
+def test_profile_reports_each_stage_forward_and_the_top_operators():
+    from benchmarks.run import profile_table
+    from benchmarks.tinrec_bench import profile_steps
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sparse_arch = torch.nn.Linear(64, 64)
+            self.interest_arch = torch.nn.Linear(64, 1)
+
+        def forward(self, x):
+            return self.interest_arch(torch.relu(self.sparse_arch(x)))
+
+    toy, x = Toy(), torch.randn(512, 64)
+    prof = profile_steps(lambda: toy(x).sum().backward(), 2, toy, top=5)
+    assert set(prof["forward_ms"]) == {"sparse_arch", "interest_arch"} and prof["steps"] == 2
+    assert prof["step_ms"] >= max(prof["forward_ms"].values()) > 0
+    assert len(prof["top_ops"]) == 5 and 0 < sum(o["share"] for o in prof["top_ops"]) <= 1 + 1e-9
+    assert any("addmm" in o["op"] or "mm" in o["op"] for o in prof["top_ops"])
+    md = profile_table({"results": [{"model": "toy", "seq_len": 9, "profile_train": prof}]})
+    assert md.startswith("- **toy L=9**: step ") and "sparse_arch" in md
+    # hooks are removed afterwards
+    assert not toy.sparse_arch._forward_hooks and not toy.sparse_arch._forward_pre_hooks

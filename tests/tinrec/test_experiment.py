@@ -114,4 +114,4 @@ def test_every_row_of_every_experiment_spec_builds(spec):
     for row in rows:
         cfg = load_config(os.path.join(REPO, row["config"]), list(row.get("overrides", [])))
         build_model(cfg, resolve_rows(cfg, {"tables": {n: 10 for n in ("user", "item", "category", "brand", "author",
-                                                                           "age", "gender")}}))
+                                                                           "age", "gender", "activity")}}))
