@@ -17,6 +17,13 @@ real behaviour (``modules/tcn.py``), so strided layers carry their masks; ``conc
 what the next layer reads. The backbone is built here from its name and ``backbone_args`` and called with
 the TCN's output as ``seq_BLD``: backbones that need more inputs (SIM's category ids or soft embeddings,
 TWIN's cross features) run with their defaults here (soft search on the TCN output, no cross features).
+
+CAIN's Table 1 replaces the (first) TCN layer by other context extractors (``extractor``): ``rnn``, a
+bidirectional GRU (hidden D / 2 each way, outputs of both directions side by side, so a behaviour's
+representation reads its whole past and future; packed, so padding never enters) and ``attention``, one
+pre-LN self-attention block over the whole sequence (``modules/transformer.py``, key-padding mask; O(L^2):
+the cost the paper warns of). Both are ours where the paper names only the method; neither takes PEG's
+per-user filters (``peg`` must be ``none``), and later MSIA layers stay TCNs.
 """
 # Shape legend: B batch, L sequence length (padded), D width, P profile width, M outputs of a layer.
 import math
@@ -32,10 +39,48 @@ from .masking import masked_softmax
 from .sdim import SDIM
 from .sim import SIM
 from .tcn import TCN
+from .transformer import TransformerBlock
 
 BACKBONES = {"lap": LAP, "sim": SIM, "eta": ETA, "sdim": SDIM}
 Backbone = Literal["lap", "sim", "eta", "sdim", "twin"]
 Peg = Literal["none", "replace", "sum", "concat"]
+Extractor = Literal["tcn", "rnn", "attention"]
+
+
+class _RNNExtractor(nn.Module):
+    """Table 1's RNN: a bidirectional GRU, D / 2 per direction, zero at padding."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"CAIN(extractor='rnn') needs an even width (D / 2 per direction), got {dim}")
+        self.gru = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.output_dim = dim
+
+    def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, profile_BP: Optional[Tensor] = None):
+        B, L, D = seq_BLD.shape
+        lengths_B = mask_BL.sum(1)
+        out_BLD = seq_BLD.new_zeros(B, L, D)
+        rows = lengths_B > 0
+        if bool(rows.any()):
+            packed = nn.utils.rnn.pack_padded_sequence(seq_BLD[rows], lengths_B[rows].cpu(), batch_first=True,
+                                                       enforce_sorted=False)
+            y, _ = self.gru(packed)
+            y_BLD, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=L)
+            out_BLD = out_BLD.index_put((rows.nonzero().squeeze(1),), y_BLD)
+        return out_BLD, mask_BL
+
+
+class _AttentionExtractor(nn.Module):
+    """Table 1's self-attention: one pre-LN Transformer block over the whole sequence, zero at padding."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.block = TransformerBlock(dim=dim, num_heads=heads, ffn_dim=4 * dim, norm_first=True)
+        self.output_dim = dim
+
+    def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, profile_BP: Optional[Tensor] = None):
+        return self.block(x_BLD=seq_BLD, mask_BL=mask_BL), mask_BL
 
 
 def _backbone(name: str, dim: int, args: Dict[str, Any]) -> nn.Module:
@@ -73,6 +118,8 @@ class CAIN(nn.Module):
         peg: ``none`` (shared filters), or how PEG's per-user filters combine with them in every layer.
         profile_dim: P, width of the profile input (PEG).
         peg_hidden: PEG's hidden width.
+        extractor: the first layer: ``tcn`` (CAIN), ``rnn`` or ``attention`` (Table 1's alternatives).
+        extractor_heads: heads of the ``attention`` extractor.
 
     Attributes:
         output_dim: the backbone's + (N - 1) * D.
@@ -80,8 +127,13 @@ class CAIN(nn.Module):
 
     def __init__(self, *, dim: int, backbone: Backbone = "lap", backbone_args: Optional[Dict[str, Any]] = None,
                  layers: int = 4, context_length: int = 7, later_context_length: int = 2, stride: int = 4,
-                 aux_dim: int = 32, peg: Peg = "none", profile_dim: int = 0, peg_hidden: int = 64) -> None:
+                 aux_dim: int = 32, peg: Peg = "none", profile_dim: int = 0, peg_hidden: int = 64,
+                 extractor: Extractor = "tcn", extractor_heads: int = 4) -> None:
         super().__init__()
+        if extractor not in ("tcn", "rnn", "attention"):
+            raise ValueError(f"CAIN: extractor must be tcn, rnn or attention, got {extractor!r}")
+        if extractor != "tcn" and peg != "none":
+            raise ValueError(f"CAIN(extractor={extractor!r}): PEG generates convolution filters; set peg: none")
         if layers < 1:
             raise ValueError(f"CAIN: layers must be >= 1 (the backbone alone is its own config), got {layers}")
         if peg != "none" and profile_dim <= 0:
@@ -90,6 +142,10 @@ class CAIN(nn.Module):
         aggregation = "global" if peg == "none" else peg
         tcns, width = [], dim
         for n in range(layers):
+            if n == 0 and extractor != "tcn":
+                tcns.append(_RNNExtractor(dim) if extractor == "rnn" else _AttentionExtractor(dim, extractor_heads))
+                width = tcns[-1].output_dim
+                continue
             tcns.append(TCN(dim=width, out_dim=dim, context_length=context_length if n == 0 else later_context_length,
                             stride=1 if n == 0 else stride, aggregation=aggregation, profile_dim=profile_dim,
                             peg_hidden=peg_hidden))

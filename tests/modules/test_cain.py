@@ -73,3 +73,42 @@ def test_padding_empty_rows_and_gradients():
     cain(**b).pow(2).sum().backward()
     checks.assert_every_parameter_gets_gradient(cain)
     assert not b["seq_BLD"].grad[~b["mask_BL"]].any() and b["seq_BLD"].grad[b["mask_BL"]].abs().sum(-1).gt(0).all()
+
+
+@pytest.mark.parametrize("extractor", ["rnn", "attention"])
+def test_table_1_extractors_replace_the_first_layer(extractor):
+    """CAIN's Table 1: the first layer is a bidirectional GRU or a self-attention block; the backbone reads its
+    output; padding never enters (garbage under it changes nothing, empty rows give zeros); PEG is refused."""
+    torch.manual_seed(6)
+    cain = CAIN(dim=D, backbone="sdim", backbone_args={"hashes": 8, "tau": 2}, layers=1, extractor=extractor,
+                extractor_heads=2).eval()
+    batch = batches.make_batch([6, 3, 0, 1], D=D, L=6)
+    out = checks.assert_padding_is_ignored(cain, batch, zero_rows=[2], atol=1e-5)
+    first = cain.tcns[0]
+    ctx, m = first(seq_BLD=batch["seq_BLD"], mask_BL=batch["mask_BL"])
+    torch.testing.assert_close(out, cain.backbone(seq_BLD=ctx, mask_BL=m, query_BD=batch["query_BD"]))
+    seq = batch["seq_BLD"]
+    if extractor == "rnn":  # the GRU by hand over row 1's 3 behaviours, each direction
+        gru = first.gru
+        fwd = torch.nn.GRU(D, D // 2, batch_first=True)
+        fwd.load_state_dict({k: v for k, v in gru.state_dict().items() if "reverse" not in k})
+        bwd = torch.nn.GRU(D, D // 2, batch_first=True)
+        bwd.load_state_dict({k.replace("_reverse", ""): v for k, v in gru.state_dict().items() if "reverse" in k})
+        f = fwd(seq[1:2, :3])[0][0]
+        b = bwd(seq[1:2, :3].flip(1))[0][0].flip(0)
+        torch.testing.assert_close(ctx[1, :3], torch.cat([f, b], -1), rtol=1e-5, atol=1e-6)
+    else:
+        torch.testing.assert_close(ctx, first.block(x_BLD=seq, mask_BL=batch["mask_BL"]))
+    # a behaviour's representation reads its neighbours on both sides
+    moved = seq.clone()
+    moved[0, 0] += 1.0
+    ctx2, _ = first(seq_BLD=moved, mask_BL=batch["mask_BL"])
+    assert (ctx2[0, 5] - ctx[0, 5]).abs().sum() > 0
+    moved = seq.clone()
+    moved[0, 5] += 1.0
+    ctx3, _ = first(seq_BLD=moved, mask_BL=batch["mask_BL"])
+    assert (ctx3[0, 0] - ctx[0, 0]).abs().sum() > 0
+    with pytest.raises(ValueError, match="set peg: none"):
+        CAIN(dim=D, backbone="sdim", extractor=extractor, peg="replace", profile_dim=3)
+    with pytest.raises(ValueError, match="extractor must be"):
+        CAIN(dim=D, extractor="lstm")
