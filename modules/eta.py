@@ -54,9 +54,13 @@ class ETA(nn.Module):
         dot_BL = torch.einsum("blm,bm->bl", self.signs(seq_BLD), self.signs(query_BD))
         return (dot_BL - self.hashes) / 2
 
+    def kept_behaviours(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor):
+        """The k behaviours nearest the target in Hamming distance: (indices into L [B, K], valid [B, K])."""
+        return masked_topk(self.scores(seq_BLD, query_BD), mask_BL, self.k)
+
     def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor) -> Tensor:
         """The target attention over the k behaviours nearest the target in Hamming distance, [B, heads * D]."""
         check_inputs(dim=self.dim, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
-        idx_BK, kept_BK = masked_topk(self.scores(seq_BLD, query_BD), mask_BL, self.k)
+        idx_BK, kept_BK = self.kept_behaviours(seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
         kept_BKD = torch.gather(seq_BLD, 1, idx_BK.unsqueeze(-1).expand(-1, -1, self.dim))
         return self.esu(z_BKZ=kept_BKD, mask_BK=kept_BK, query_BD=query_BD)

@@ -99,6 +99,11 @@ class LAP(nn.Module):
         u3_BO = self.fine(z_BKZ=fine_BKD, mask_BK=kept2_BK, query_BD=query_BD)
         return u1_BD, u2_BD, u3_BO, s1_BL, i1_BK, i2_BK, kept2_BK
 
+    def kept_behaviours(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor):
+        """What the fine level reads: (I2, indices into L [B, K2], valid [B, K2])."""
+        *_, i2_BK, kept2_BK = self.levels(seq_BLD, mask_BL, query_BD)
+        return i2_BK, kept2_BK
+
     def consistency(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor) -> Tensor:
         """Per row, the share of the FSA's behaviours (I2) that the CSA alone would also rank in its top k2."""
         _, _, _, s1_BL, _, i2_BK, kept2_BK = self.levels(seq_BLD, mask_BL, query_BD)

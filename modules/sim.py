@@ -89,6 +89,26 @@ class SIM(nn.Module):
         e_a_BS = query_BD if soft_query_BD is None else soft_query_BD
         return torch.einsum("bls,bs->bl", self.soft_b(e_BLS), self.soft_a(e_a_BS))
 
+    def _select(self, seq_BLD, mask_BL, query_BD, seq_category_BL, query_category_B, soft_seq_BLD, soft_query_BD):
+        if self.search == "loader":  # a searched sequence: its most recent k
+            r_BL = torch.ones_like(mask_BL, dtype=torch.long)
+        else:
+            r_BL = self.relevance(seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD, seq_category_BL=seq_category_BL,
+                                  query_category_B=query_category_B, soft_seq_BLD=soft_seq_BLD,
+                                  soft_query_BD=soft_query_BD)
+        keep_BL = mask_BL & (r_BL > 0) if self.search == "hard" else mask_BL
+        idx_BK, kept_BK = masked_topk(r_BL, keep_BL, self.k)
+        return idx_BK, kept_BK, r_BL
+
+    def kept_behaviours(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
+                        seq_category_BL: Optional[Tensor] = None, query_category_B: Optional[Tensor] = None,
+                        soft_seq_BLD: Optional[Tensor] = None, soft_query_BD: Optional[Tensor] = None,
+                        **_: Tensor) -> Tuple[Tensor, Tensor]:
+        """What the GSU keeps: (indices into L [B, K], valid [B, K]); the forward arguments are accepted."""
+        idx_BK, kept_BK, _ = self._select(seq_BLD, mask_BL, query_BD, seq_category_BL, query_category_B,
+                                          soft_seq_BLD, soft_query_BD)
+        return idx_BK, kept_BK
+
     def aux_loss(self, r_BL: Tensor, mask_BL: Tensor, e_BLS: Tensor, e_a_BS: Tensor, label_B: Tensor) -> Tensor:
         """The soft search's auxiliary CTR loss: BCE of sigmoid(MLP([U_r, e_a])) against the label."""
         w_BL = r_BL.masked_fill(~mask_BL, 0.0)
@@ -123,14 +143,8 @@ class SIM(nn.Module):
         z_BLZ = seq_BLD if seq_time_BLD is None else torch.cat([seq_BLD, seq_time_BLD], dim=-1)
         if self.search == "loader" and mask_BL.shape[1] <= self.k:  # searched already: attend to all of it
             return self.esu(z_BKZ=z_BLZ, mask_BK=mask_BL, query_BD=query_BD)
-        if self.search == "loader":  # a searched sequence longer than k: its most recent k
-            r_BL = torch.ones_like(mask_BL, dtype=torch.long)
-        else:
-            r_BL = self.relevance(seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD, seq_category_BL=seq_category_BL,
-                                  query_category_B=query_category_B, soft_seq_BLD=soft_seq_BLD,
-                                  soft_query_BD=soft_query_BD)
-        keep_BL = mask_BL & (r_BL > 0) if self.search == "hard" else mask_BL
-        idx_BK, kept_BK = masked_topk(r_BL, keep_BL, self.k)
+        idx_BK, kept_BK, r_BL = self._select(seq_BLD, mask_BL, query_BD, seq_category_BL, query_category_B,
+                                             soft_seq_BLD, soft_query_BD)
         z_BKZ = torch.gather(z_BLZ, 1, idx_BK.unsqueeze(-1).expand(-1, -1, z_BLZ.shape[-1]))
         out_BO = self.esu(z_BKZ=z_BKZ, mask_BK=kept_BK, query_BD=query_BD)
         if self.search == "soft" and self.training and label_B is not None:

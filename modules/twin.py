@@ -89,6 +89,12 @@ class TWIN(nn.Module):
         order_BN = torch.sort(torch.where(new_BN, pos_BN, N + pos_BN), dim=1).indices[:, :K]  # new ones first
         return torch.gather(cand_BN, 1, order_BN), torch.gather(new_BN, 1, order_BN)
 
+    def kept_behaviours(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
+                        cross_BLX: Optional[Tensor] = None):
+        """What the CP-GSU keeps: (indices into L [B, K], valid [B, K]), without gradient."""
+        with torch.no_grad():
+            return self.search(self.alpha(seq_BLD, cross_BLX, query_BD), mask_BL)
+
     def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
                 cross_BLX: Optional[Tensor] = None) -> Tensor:
         """TWIN's interest vector.
@@ -107,8 +113,7 @@ class TWIN(nn.Module):
                 cross_BLX is not None and tuple(cross_BLX.shape) != (B, L, self.cross_features * self.cross_width)):
             raise ValueError(f"TWIN(cross_features={self.cross_features}) needs cross_BLX of shape "
                              f"[B, L, {self.cross_features * self.cross_width}] exactly when cross_features > 0")
-        with torch.no_grad():
-            idx_BK, kept_BK = self.search(self.alpha(seq_BLD, cross_BLX, query_BD), mask_BL)
+        idx_BK, kept_BK = self.kept_behaviours(seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD, cross_BLX=cross_BLX)
         K = idx_BK.shape[1]
 
         def gather(x_BLX: Tensor) -> Tensor:

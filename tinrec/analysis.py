@@ -426,3 +426,90 @@ def summary(report: Dict[str, Any]) -> str:
                      f"over the categories): ground truth {'-' if g is None else f'{g:.2f}'}, learned "
                      f"{'-' if m is None else f'{m:.2f}'} (1 = no decay)")
     return "\n".join(lines + ["wrote " + ", ".join(report["files"].values())])
+
+
+# ---- Long-range recall (issue 14: do the lifelong backbones find the far-back behaviours?) ---------------------
+
+def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "test",
+                      max_batches: Optional[int] = None, interest: Optional[str] = None) -> Dict[str, Any]:
+    """How much of the planted long-range signal a search-based backbone keeps (``effects.long_range``).
+
+    On the impressions of ``split`` whose target category is one of the user's persistent interests
+    (``ground_truth.npz`` ``persistent``) with behaviours of it further back than ``min_position`` (the rows
+    where the effect fires), the share of those far-back behaviours the module's search keeps
+    (``kept_behaviours``: SIM's GSU, ETA's Hamming top-k, TWIN's CP-GSU, LAP's fine level). Also: the share of
+    such impressions with at least one kept, and the share of the kept slots holding the target's category.
+    ``config``: a Config or YAML path; ``checkpoint`` as in :func:`learned_ctc`.
+    """
+    from tinrec import checkpoint as ckpt
+    from tinrec.config import Config, load_config
+    from tinrec.data.reader import ParquetStream
+    from tinrec.model import build_model
+
+    cfg = config if isinstance(config, Config) else load_config(str(config))
+    data = _analysis_data(cfg)
+    lr = ((data.meta.get("generator") or {}).get("effects") or {}).get("long_range") or {}
+    if not lr.get("enabled"):
+        raise ValueError(f"{cfg.data.path}: not generated with effects.long_range enabled: no planted long-range "
+                         f"behaviours to look for")
+    persistent = np.load(os.path.join(cfg.data.path, "ground_truth.npz"))["persistent"]
+    model = build_model(cfg, data.rows, sparse_device=torch.device("cpu"))
+    searching = {n: m for n, m in model.interest_modules().items() if hasattr(m, "kept_behaviours")}
+    if interest is not None and interest not in searching:
+        raise ValueError(f"--interest: {interest!r} is not a module with a search (kept_behaviours): "
+                         f"{', '.join(searching) or 'none'}")
+    if not searching:
+        raise ValueError("model.interests: no module with a search (kept_behaviours): SIM, ETA, TWIN or LAP")
+    name = interest or next(iter(searching))
+    module = searching[name]
+    binding = model.dense_arch.interest_arch.bindings[name]
+    seq = next(i.sequence for i in model.dense_arch.input_arch.inputs if i.key == binding["mask_BL"])
+    if seq in data.searches:
+        raise ValueError(f"model.interests.{name}: reads the searched sequence {seq!r}, selected on ids by the "
+                         f"loader (every match among its max_len most recent): nothing to measure here")
+    path = checkpoint or cfg.checkpoint or ckpt.latest(os.path.join(cfg.run_dir, "checkpoints"))
+    if path is None:
+        raise ValueError(f"checkpoint: not set and {cfg.run_dir}/checkpoints has no checkpoint")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.distributed is disabled")
+        ckpt.load(path, model)
+    model.eval()
+    stream = ParquetStream(units=data.units(split), features=data.features, feature_rows=data.feature_rows,
+                           batch_size=cfg.train.eval_batch_size, max_len=cfg.data.max_len,
+                           time_bin_edges=data.edges, dense_sequence=data.dense, max_lens=data.max_lens,
+                           searches=data.searches)
+    accepted = inspect.signature(module.kept_behaviours).parameters
+    takes_all = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
+    far_total = far_kept = rows = rows_hit = slots = slots_target = 0
+    with torch.no_grad():
+        for i, batch in enumerate(stream):
+            if max_batches is not None and i >= max_batches:
+                break
+            inputs = model.module_inputs(batch)[name]
+            idx_BK, kept_BK = module.kept_behaviours(**{k: v for k, v in inputs.items() if takes_all or k in accepted})
+            kjt = batch.sparse.to_dict()
+            cats = kjt[f"{seq}_category"].to_padded_dense(padding_value=0)  # [B, L'] oldest first
+            L = inputs["mask_BL"].shape[1]
+            cats = torch.nn.functional.pad(cats, (0, L - cats.shape[1])) if cats.shape[1] < L else cats[:, :L]
+            lengths = batch.lengths[seq]
+            target = kjt["target_category"].values()
+            users = batch.user_ids.long()
+            persist = torch.from_numpy(persistent)[users.clamp(max=len(persistent) - 1)]  # [B, I]
+            is_persistent = (persist == target.unsqueeze(1)).any(1)
+            pos_BL = lengths.unsqueeze(1) - torch.arange(L).unsqueeze(0)  # 1 = most recent
+            far_BL = inputs["mask_BL"] & (cats == target.unsqueeze(1)) & (pos_BL > int(lr["min_position"]))
+            far_BL &= is_persistent.unsqueeze(1)
+            kept_BL = torch.zeros_like(far_BL).scatter_(1, idx_BK, kept_BK)
+            far_total += int(far_BL.sum())
+            far_kept += int((far_BL & kept_BL).sum())
+            fired = far_BL.any(1)
+            rows += int(fired.sum())
+            rows_hit += int((fired & (far_BL & kept_BL).any(1)).sum())
+            slots += int(kept_BK.sum())
+            slots_target += int((torch.gather(cats, 1, idx_BK) == target.unsqueeze(1))[kept_BK].sum())
+    return {"interest": name, "sequence": seq, "checkpoint": path, "split": split,
+            "min_position": int(lr["min_position"]), "impressions_with_far_back_interest": rows,
+            "far_back_behaviours": far_total,
+            "far_back_recall": far_kept / far_total if far_total else None,
+            "impressions_with_one_kept": rows_hit / rows if rows else None,
+            "kept_slots_of_target_category": slots_target / slots if slots else None}

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import warnings
@@ -164,6 +165,14 @@ def cmd_analyze_stc(args) -> int:
     return 0
 
 
+def cmd_analyze_long_range(args) -> int:
+    from tinrec.analysis import long_range_recall
+
+    print(json.dumps(long_range_recall(_config(args), split=args.split, max_batches=args.max_batches,
+                                       interest=args.interest)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinrec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -206,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "reports every finished run")
     x.set_defaults(func=cmd_experiment)
     an = add_parser("analyze", help="analyses of a dataset and a trained model (docs/analysis.md)")
-    st = an.add_subparsers(dest="analysis", required=True).add_parser(
+    analyses = an.add_subparsers(dest="analysis", required=True)
+    st = analyses.add_parser(
         "stc", parents=[common],
         help="semantic-temporal correlation: ground truth (mutual information) vs. learned (TIN Eq. 1, 4-5)")
     st.add_argument("config", help="YAML experiment file")
@@ -220,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", default=None, help="output folder (default <run_dir>/stc)")
     st.add_argument("--ground-truth-only", action="store_true", help="no checkpoint: the ground truth only")
     st.set_defaults(func=cmd_analyze_stc)
+    lr = analyses.add_parser(
+        "long-range", parents=[common],
+        help="lifelong data: the share of the planted far-back behaviours a backbone's search keeps")
+    lr.add_argument("config", help="YAML experiment file")
+    lr.add_argument("overrides", nargs="*", help="key.sub=value overrides (checkpoint=PATH: default the latest)")
+    lr.add_argument("--split", default="test")
+    lr.add_argument("--interest", default=None, help="interest module (default: the first with a search)")
+    lr.add_argument("--max-batches", type=int, default=None)
+    lr.set_defaults(func=cmd_analyze_long_range)
     cd = add_parser("check-data", help="scan a dataset for every kind of problem (counts, first examples)")
     cd.add_argument("path", help="dataset folder (docs/data.md)")
     cd.add_argument("--max-examples", type=int, default=3, help="examples shown per kind of problem")

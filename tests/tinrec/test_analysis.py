@@ -278,3 +278,28 @@ def test_analyze_stc_on_a_trained_checkpoint(tmp_path):
     assert sum(r is not None for r in rep["pearson"].values()) >= 4
     hm = rep["heatmaps"]["3"]
     assert np.array(hm["ground_truth"]).shape == (5, 10) and np.array(hm["learned"]).shape == (5, 10)
+
+
+@pytest.mark.integration
+def test_long_range_recall_of_a_hard_search_is_complete_and_a_k_of_one_keeps_one_per_row(tmp_path):
+    """``tinrec analyze long-range``: SIM's hard search (in the module) with k above the history keeps every
+    behaviour of the target's category, so every planted far-back behaviour (recall 1, every kept slot of the
+    target's category); with k = 1 it keeps at most one per impression."""
+    from tests.tinrec.test_train_cli import TINY, run
+
+    data, run_dir = str(tmp_path / "data"), str(tmp_path / "run")
+    lifelong = ["data.generate.seq_len_mean=30.0", "data.generate.seq_len_max=40", "data.max_len=40",
+                "data.generate.effects.long_range.enabled=true", "data.generate.effects.long_range.min_position=8",
+                "data.generate.effects.long_range.share=0.2", "data.generate.effects.long_range.target_share=0.5"]
+    common = ["configs/sim_hard_after_lookup.yaml", f"run_dir={run_dir}", f"data.path={data}", *TINY, *lifelong]
+    run(["train", *common, "train.epochs=1", "train.max_steps=2"])
+    full = json.loads(run(["analyze", "long-range", *common]).stdout.strip().splitlines()[-1])
+    assert full["interest"] == "sim" and full["min_position"] == 8
+    assert full["impressions_with_far_back_interest"] > 20 and full["far_back_behaviours"] > full[
+        "impressions_with_far_back_interest"]
+    assert full["far_back_recall"] == 1.0 and full["impressions_with_one_kept"] == 1.0
+    assert full["kept_slots_of_target_category"] == 1.0
+    one = json.loads(run(["analyze", "long-range", *common, "model.interests.sim.k=1"]).stdout.strip().splitlines()[-1])
+    assert one["far_back_behaviours"] == full["far_back_behaviours"]
+    assert one["far_back_recall"] * one["far_back_behaviours"] <= one["impressions_with_far_back_interest"] + 1e-9
+    assert one["far_back_recall"] < 1.0
