@@ -50,9 +50,11 @@ class ETA(nn.Module):
         return torch.where(x_ND.detach() @ self.projection_DM >= 0, 1.0, -1.0)
 
     def scores(self, seq_BLD: Tensor, query_BD: Tensor) -> Tensor:
-        """-Hamming(h(q), h(S_i)), [B, L], integer-valued."""
-        dot_BL = torch.einsum("blm,bm->bl", self.signs(seq_BLD), self.signs(query_BD))
-        return (dot_BL - self.hashes) / 2
+        """-Hamming(h(q), h(S_i)), [B, L], integer-valued floats: the count of differing sign bits, on
+        one-byte booleans (XOR), never as [B, L, M] floats."""
+        bits_BLM = torch.matmul(seq_BLD.detach(), self.projection_DM) >= 0
+        bits_BM = query_BD.detach() @ self.projection_DM >= 0
+        return -(bits_BLM ^ bits_BM.unsqueeze(1)).sum(-1).to(seq_BLD.dtype)
 
     def kept_behaviours(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor):
         """The k behaviours nearest the target in Hamming distance: (indices into L [B, K], valid [B, K])."""

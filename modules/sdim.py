@@ -50,9 +50,15 @@ class SDIM(nn.Module):
         return (bits.view(*bits.shape[:-1], self.groups, self.tau) * self.powers_T).sum(-1)
 
     def collisions(self, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor) -> Tensor:
-        """c [B, L, G]: behaviour i shares the target's bucket in group g (False at padding)."""
-        same_BLG = self.signatures(seq_BLD.detach()) == self.signatures(query_BD.detach()).unsqueeze(1)
-        return same_BLG & mask_BL.unsqueeze(-1)
+        """c [B, L, G]: behaviour i shares the target's bucket in group g (False at padding).
+
+        Equal signatures = no differing sign bit in the group: computed on one-byte booleans (the bits of
+        every behaviour XOR the target's), never as [B, L, M] integers."""
+        B, L, _ = seq_BLD.shape
+        bits_BLM = torch.matmul(seq_BLD.detach(), self.planes_MD.T) > 0
+        bits_BM = query_BD.detach() @ self.planes_MD.T > 0
+        differ_BLGT = (bits_BLM ^ bits_BM.unsqueeze(1)).view(B, L, self.groups, self.tau)
+        return ~differ_BLGT.any(-1) & mask_BL.unsqueeze(-1)
 
     def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor) -> Tensor:
         """The sampled interest of each row.
@@ -67,8 +73,9 @@ class SDIM(nn.Module):
             behaviour or no collision.
         """
         check_inputs(dim=self.dim, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
-        c_BLG = self.collisions(seq_BLD, mask_BL, query_BD).to(seq_BLD.dtype)
-        s_BGD = torch.einsum("blg,bld->bgd", c_BLG, seq_BLD.masked_fill(~mask_BL.unsqueeze(-1), 0.0))
+        c_BLG = self.collisions(seq_BLD, mask_BL, query_BD).to(seq_BLD.dtype)  # 0 at padding
+        # padding enters with weight exactly 0 (its values are finite: zeros from InputArch), so no masked copy
+        s_BGD = torch.bmm(c_BLG.transpose(1, 2), seq_BLD)
         v_BGD = s_BGD / torch.linalg.vector_norm(s_BGD, dim=-1, keepdim=True).clamp_min(1e-6)
         u_BD = v_BGD.mean(1)
         return torch.cat([u_BD, u_BD * query_BD], dim=-1) if self.product else u_BD

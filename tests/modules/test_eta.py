@@ -18,6 +18,12 @@ def test_simhash_and_hamming_scores_by_hand():
     seq = torch.tensor([[[1.0, -2.0], [-3.0, 1.0], [2.0, 3.0]]])  # (1,-2,-3) -> (+,-,-); (-3,1,4) -> (-,+,+); (+,+,+)
     assert eta.signs(seq).tolist() == [[[1, -1, -1], [-1, 1, 1], [1, 1, 1]]]
     assert eta.scores(seq, q).tolist() == [[-2.0, -1.0, 0.0]]
+    # x R exactly 0 counts as +1 in the scores as in the signs; random inputs: -Hamming = (<h(q), h(S_i)> - m) / 2
+    assert eta.scores(torch.tensor([[[0.0, 0.0]]]), q).tolist() == [[0.0]]
+    big = ETA(dim=5, hashes=16, k=2)
+    x, y = torch.randn(3, 7, 5), torch.randn(3, 5)
+    want = (torch.einsum("blm,bm->bl", big.signs(x), big.signs(y)) - 16) / 2
+    assert torch.equal(big.scores(x, y), want)
 
 
 def test_the_kept_behaviours_are_the_brute_force_best_with_recency_breaking_ties():

@@ -66,3 +66,14 @@ def test_the_same_seed_gives_the_same_hyperplanes_and_bad_arguments_raise():
     assert not torch.equal(SDIM(dim=D, seed=5).planes_MD, SDIM(dim=D, seed=6).planes_MD)
     with pytest.raises(ValueError, match="multiple of tau"):
         SDIM(dim=D, hashes=10, tau=3)
+
+
+def test_collisions_are_equal_signatures():
+    """The XOR-of-sign-bits form of the collisions equals comparing the packed signatures."""
+    torch.manual_seed(7)
+    sdim = SDIM(dim=D, hashes=12, tau=3)
+    batch = batches.make_batch([5, 2, 0, 4], D=D)
+    want = (sdim.signatures(batch["seq_BLD"]) == sdim.signatures(batch["query_BD"]).unsqueeze(1)) & \
+        batch["mask_BL"].unsqueeze(-1)
+    got = sdim.collisions(batch["seq_BLD"], batch["mask_BL"], batch["query_BD"])
+    assert torch.equal(got, want) and got.any() and not got.all()
