@@ -31,6 +31,18 @@ outputs:
   ``U_t % n`` bags taking one more than the others, as fbgemm's CUDA kernel does), so that TorchRec's
   sequence lookup routes each distinct id to its table.
 
+**Fused expansion.** TorchRec then expands the distinct rows to every occurrence (``index_select`` over all
+the sharding's lookups, [N_total, D]) and splits them per feature, and the input stage joined a sequence's
+features side by side ([N, F * D], one more pass, and its gradient's split and join in backward).
+:func:`install_fused_expansion` makes the sharded EmbeddingCollection hand over the distinct rows instead:
+each feature's ``JaggedTensor`` has ``values`` = the sharding's distinct rows [U, D] (one tensor shared by its
+features) and ``weights`` = the feature's reverse indices [N_f] (int64; an EmbeddingCollection built with
+``need_indices=False``, as tinrec's are, never has weights otherwise). The input stage
+(``tinrec/model.py`` InputArch, :func:`expanded`) then writes every occurrence straight into the joined
+sequence tensor with one ``index_select`` over [N, F] indices: one pass forward, one ``index_add`` backward,
+and the fused optimizer still sees each distinct row once. Where TorchRec's layout is not the plain one
+(column-wise shards of one feature, variable batch sizes, ``need_indices``) TorchRec's own expansion runs.
+
 Choice where fbgemm's contract is silent: ids outside their table (negative or >= the table's rows) raise a
 ``ValueError`` naming the feature, instead of being merged with the next table's ids. The distinct ids come
 from a presence mask over the id space when that space is at most :data:`DENSE_FACTOR` times the number of
@@ -39,7 +51,7 @@ lookups (one linear pass; sequence features of catalogue-sized tables), else fro
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -111,3 +123,70 @@ def register_cpu_kernel() -> bool:
     lib.impl("jagged_unique_indices", jagged_unique_indices, "CPU")
     _registered.append(lib)
     return True
+
+
+def _fused_construct_jagged_tensors(embeddings, features, embedding_names, need_indices=False,
+                                    features_to_permute_indices=None, original_features=None, reverse_indices=None,
+                                    seq_vbe_ctx=None, use_gather_select=False):
+    """TorchRec's ``construct_jagged_tensors`` that, with index dedup, keeps the distinct rows unexpanded
+    (module docstring, "Fused expansion"); TorchRec's own otherwise."""
+    from torchrec.sparse.jagged_tensor import JaggedTensor
+
+    plain = (reverse_indices is not None and seq_vbe_ctx is None and not need_indices
+             and not features_to_permute_indices and len(set(embedding_names)) == len(embedding_names))
+    if not plain:
+        return _ORIGINAL[0](embeddings=embeddings, features=features, embedding_names=embedding_names,
+                            need_indices=need_indices, features_to_permute_indices=features_to_permute_indices,
+                            original_features=original_features, reverse_indices=reverse_indices,
+                            seq_vbe_ctx=seq_vbe_ctx, use_gather_select=use_gather_select)
+    if original_features is not None:
+        features = original_features
+    lengths = features.lengths().view(-1, features.stride())
+    reverse = torch.split(reverse_indices, features.length_per_key())
+    return {key: JaggedTensor(values=embeddings, lengths=lengths[i], weights=reverse[i])
+            for i, key in enumerate(embedding_names)}
+
+
+_ORIGINAL: List = []
+
+
+def install_fused_expansion() -> None:
+    """Route TorchRec's sharded EmbeddingCollection output through :func:`_fused_construct_jagged_tensors`
+    (idempotent; only deduplicated lookups change)."""
+    import torchrec.distributed.embedding as sharded
+
+    if not _ORIGINAL:
+        _ORIGINAL.append(sharded.construct_jagged_tensors)
+        sharded.construct_jagged_tensors = _fused_construct_jagged_tensors
+
+
+def is_deduplicated(jt) -> bool:
+    """Whether a sequence ``JaggedTensor`` holds distinct rows and reverse indices (fused expansion)."""
+    w = jt.weights_or_none()
+    return w is not None and w.dtype == torch.int64
+
+
+def expanded(jts: Sequence) -> Tensor:
+    """The features' values side by side per occurrence, [N, F * D], for ``JaggedTensor`` s of one sequence
+    (each N values, one width D): one ``index_select`` when they are deduplicated (their distinct rows joined
+    first when they come from different tensors), else a concatenation of their values."""
+    if not any(is_deduplicated(jt) for jt in jts):
+        vals = [jt.values() for jt in jts]
+        return vals[0] if len(vals) == 1 else torch.cat(vals, dim=-1)
+    tables: List[Tensor] = []
+    index = []
+    for jt in jts:
+        rows, rev = (jt.values(), jt.weights()) if is_deduplicated(jt) else (
+            jt.values(), torch.arange(jt.values().shape[0], device=jt.values().device))
+        at = next((k for k, t in enumerate(tables) if t is rows), None)
+        if at is None:
+            tables.append(rows)
+            at = len(tables) - 1
+        index.append((at, rev))
+    offsets = [0]
+    for t in tables[:-1]:
+        offsets.append(offsets[-1] + t.shape[0])
+    rows_UD = tables[0] if len(tables) == 1 else torch.cat(tables, dim=0)
+    idx_NF = torch.stack([rev + offsets[at] for at, rev in index], dim=1)  # [N, F]
+    N, F = idx_NF.shape
+    return torch.index_select(rows_UD, 0, idx_NF.reshape(-1)).view(N, F * rows_UD.shape[-1])

@@ -38,6 +38,7 @@ from tinrec import inputs as inputs_mod
 from tinrec import state
 from tinrec.config import BINDING_KEYS, Config, resolve
 from tinrec.data.derived import dense_padding, integer_dense
+from tinrec.dedup import expanded
 from tinrec.features import table_configs
 from tinrec.guard import finite_or_zero
 from tinrec.inputs import Input
@@ -125,7 +126,7 @@ class InputArch(nn.Module):
                 if group not in pooled_dicts:
                     pooled_dicts[group] = pooled[group].to_dict()
                 return pooled_dicts[group][f]
-            return seqs[group][f].values().view(B, -1)
+            return expanded([seqs[group][f]]).view(B, -1)
 
         out: Dict[str, torch.Tensor] = {}
         for i in self.inputs:
@@ -143,9 +144,11 @@ class InputArch(nn.Module):
                     padded = pad(i.sequence, flat - fill) + fill if fill else pad(i.sequence, flat)
                     out[i.key] = padded.squeeze(-1) if i.squeeze else padded
             elif i.sequence is not None:
-                vals = [seqs[g][f].values() for g, f in zip(i.groups, i.features)]  # [N, d] each
+                jts = [seqs[g][f] for g, f in zip(i.groups, i.features)]
                 if i.combine == "concat":
-                    flat_Nd = vals[0] if len(vals) == 1 else torch.cat(vals, dim=-1)
+                    # every occurrence written straight into the joined [N, sum d] tensor (tinrec/dedup.py)
+                    flat_Nd = expanded(jts) if len({jt.values().shape[-1] for jt in jts}) == 1 else \
+                        torch.cat([expanded([jt]) for jt in jts], dim=-1)
                     if i.negatives == "in_batch":
                         # one negative per behaviour: a behaviour drawn uniformly from the whole batch's
                         # sequences (DIEN's auxiliary loss; the global torch RNG is seeded and checkpointed).
@@ -155,10 +158,9 @@ class InputArch(nn.Module):
                         flat_Nd = torch.index_select(flat_Nd, 0, pick_N)
                     out[i.key] = pad(i.sequence, flat_Nd)
                 elif i.combine == "sum":
-                    out[i.key] = pad(i.sequence, _sum(vals))
-                else:  # stack: [N, F, d] padded as [N, F * d]
-                    N = vals[0].shape[0]
-                    out[i.key] = pad(i.sequence, torch.stack(vals, dim=1).view(N, -1)).view(B, -1, i.fields, i.width)
+                    out[i.key] = pad(i.sequence, _sum([expanded([jt]) for jt in jts]))
+                else:  # stack: [N, F, d] padded as [N, F * d] (one width: the joined layout is the stack's)
+                    out[i.key] = pad(i.sequence, expanded(jts)).view(B, -1, i.fields, i.width)
             else:
                 parts = [scalar(g, f, p) for g, f, p in zip(i.groups, i.features, i.pooled)]
                 if i.parts:
@@ -240,7 +242,7 @@ class DenseArch(nn.Module):
         losses an interest module returns) to its value; ``loss`` is their sum."""
         if self.zero_nonfinite_lookup_grads and self.training:
             looked_up = [jt.values() for d in seqs.values() for jt in d.values()] + [kt.values() for kt in pooled.values()]
-            for t in looked_up:
+            for t in {id(t): t for t in looked_up}.values():  # deduplicated features share one tensor of rows
                 if t.requires_grad:
                     t.register_hook(finite_or_zero)
         values = self.input_arch(seqs, pooled, lengths, dense, labels)

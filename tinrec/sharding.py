@@ -17,7 +17,7 @@ from torchrec.distributed.sharding_plan import get_default_sharders
 from torchrec.distributed.types import ModuleSharder, ShardingPlan
 
 from tinrec.config import Config
-from tinrec.dedup import register_cpu_kernel
+from tinrec.dedup import install_fused_expansion, register_cpu_kernel
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def sharders(cfg: Config) -> List[ModuleSharder[nn.Module]]:
         if type(s) is EmbeddingCollectionSharder:  # exactly TorchRec's default one, not a subclass
             if cfg.train.index_dedup:
                 register_cpu_kernel()
+                install_fused_expansion()
             s = EmbeddingCollectionSharder(use_index_dedup=cfg.train.index_dedup)
         out.append(s)
     return out

@@ -112,6 +112,10 @@ def _train(tmp_path, index_dedup, steps=6):
     """Logits of ``steps`` training steps (TorchRec pipeline, fused rowwise Adagrad) then one eval step."""
     batches, model, pipeline = tiny_training(tmp_path, f"train.index_dedup={index_dedup}", batches=steps)
     flags = [m._use_index_dedup for m in model.modules() if hasattr(m, "_use_index_dedup")]
+    fused = []  # per step: whether the input stage received the distinct rows unexpanded (fused expansion)
+    input_arch = next(m for n, m in model.named_modules() if n.endswith("input_arch"))
+    input_arch.register_forward_pre_hook(
+        lambda _m, args: fused.append(any(dedup.is_deduplicated(jt) for d in args[0].values() for jt in d.values())))
     logits = []
     for mode, source in (("train", batches), ("eval", batches[:1])):  # as tinrec.train runs them: to the end
         getattr(model, mode)()
@@ -122,13 +126,39 @@ def _train(tmp_path, index_dedup, steps=6):
                     logits.append(pipeline.progress(it)[0].detach())
                 except StopIteration:
                     break
-    return flags, logits
+    return flags, logits, fused
 
 
 def test_training_with_dedup_equals_training_without(tmp_path):
-    flags_on, on = _train(tmp_path, True)
-    flags_off, off = _train(tmp_path, False)
+    flags_on, on, fused_on = _train(tmp_path, True)
+    flags_off, off, fused_off = _train(tmp_path, False)
     assert flags_on and all(flags_on) and not any(flags_off)  # the dedup path really ran
+    assert fused_on and all(fused_on) and not any(fused_off)  # and handed over the distinct rows unexpanded
     assert not torch.allclose(on[0], on[-1])  # the sparse updates moved the logits
     for a, b in zip(on, off):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_expanded_writes_every_occurrence_side_by_side():
+    """dedup.expanded: deduplicated features (distinct rows + reverse indices), of one tensor or of two, or mixed
+    with a plain feature, give exactly the concatenation of their expanded values; gradients reach the rows
+    summed over their occurrences."""
+    from torchrec.sparse.jagged_tensor import JaggedTensor
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(6, 3, generator=g, requires_grad=True)  # one sharding's distinct rows
+    other = torch.randn(4, 3, generator=g, requires_grad=True)  # another's
+    lengths = torch.tensor([2, 3])
+    r1, r2, r3 = (torch.randint(0, n, (5,), generator=g) for n in (6, 6, 4))
+    a = JaggedTensor(values=rows, lengths=lengths, weights=r1)
+    b = JaggedTensor(values=rows, lengths=lengths, weights=r2)
+    c = JaggedTensor(values=other, lengths=lengths, weights=r3)
+    plain = JaggedTensor(values=torch.randn(5, 3, generator=g), lengths=lengths)
+    assert dedup.is_deduplicated(a) and not dedup.is_deduplicated(plain)
+    for jts in ([a], [a, b], [a, c, b], [plain, a], [plain]):
+        want = torch.cat([jt.values()[jt.weights()] if dedup.is_deduplicated(jt) else jt.values() for jt in jts], -1)
+        assert torch.equal(dedup.expanded(jts), want)
+    out = dedup.expanded([a, b])
+    out.backward(torch.ones_like(out))
+    count = torch.bincount(torch.cat([r1, r2]), minlength=6).float()
+    torch.testing.assert_close(rows.grad, count.unsqueeze(1).expand(6, 3))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tinrec.data import search
 from tinrec.config import load_config
 from tinrec.data.reader import ParquetStream, list_units
 from tinrec.data.schema import split_files
@@ -25,10 +26,12 @@ def _setup(tmp_path, config="default.yaml", overrides=()):
     cfg = load_config(os.path.join(REPO, "configs", config), ["data.max_len=8", *overrides])
     nrows = resolve_rows(cfg, {"tables": TABLES})
     feats = used_features(cfg)
+    searches = search.of_config(cfg)  # SIM hard's searched sequence (configs/sim_hard.yaml)
     stream = ParquetStream(units=list_units(split_files(str(tmp_path), "train"), ["label"]), features=feats,
                            feature_rows=feature_rows(cfg, nrows), batch_size=64, max_len=8,
-                           time_bin_edges=np.array([100.0, 1000.0]),
-                           dense_sequence=dense_used(cfg))
+                           time_bin_edges={s: np.array([100.0, 1000.0]) for s in ["hist", *searches]},
+                           dense_sequence=dense_used(cfg), searches=searches,
+                           max_lens={s: cfg.data.max_len_of(s) for s in searches})
     torch.manual_seed(0)
     model = build_model(cfg, nrows, sparse_device=torch.device("cpu"))
     return cfg, model, next(iter(stream)), rows
