@@ -37,7 +37,12 @@ from .transformer import TransformerBlock
 
 
 class _Level(nn.Module):
-    """One scaled dot-product target attention with its own projections (CSA, MSA)."""
+    """One scaled dot-product target attention with its own projections (CSA, MSA).
+
+    Computed without projecting the behaviours: <W_k S_i, W_q q> = <S_i, W_k^T W_q q> (one [B, D] vector per
+    row) and sum_i w_i W_v S_i = W_v sum_i w_i S_i, so the coarse level over all L behaviours reads them twice
+    (scores, weighted sum) and multiplies nothing [L, D] by a [D, D] matrix. Same function and parameters as
+    the projected form (the tests check it against that form by hand)."""
 
     def __init__(self, dim: int, inner: int) -> None:
         super().__init__()
@@ -46,9 +51,10 @@ class _Level(nn.Module):
         self.scale = 1.0 / math.sqrt(inner)
 
     def forward(self, seq_BKD: Tensor, mask_BK: Tensor, query_BD: Tensor) -> Tuple[Tensor, Tensor]:
-        s_BK = torch.einsum("bke,be->bk", self.k(seq_BKD), self.q(query_BD)) * self.scale
-        u_BD = torch.bmm(masked_softmax(s_BK, mask_BK).unsqueeze(1), self.v(seq_BKD)).squeeze(1)
-        return u_BD, s_BK
+        r_BD = self.q(query_BD) @ self.k.weight  # W_k^T W_q q
+        s_BK = torch.bmm(seq_BKD, r_BD.unsqueeze(-1)).squeeze(-1) * self.scale
+        pooled_BD = torch.bmm(masked_softmax(s_BK, mask_BK).unsqueeze(1), seq_BKD).squeeze(1)
+        return self.v(pooled_BD), s_BK
 
 
 def _gather(x_BLX: Tensor, idx_BK: Tensor) -> Tensor:

@@ -87,7 +87,9 @@ class SIM(nn.Module):
             return (seq_category_BL == query_category_B.unsqueeze(1)).long()
         e_BLS = seq_BLD if soft_seq_BLD is None else soft_seq_BLD
         e_a_BS = query_BD if soft_query_BD is None else soft_query_BD
-        return torch.einsum("bls,bs->bl", self.soft_b(e_BLS), self.soft_a(e_a_BS))
+        # <W_b e_i, W_a e_a> = <e_i, W_b^T W_a e_a>: one vector per row, no projection of the L behaviours
+        r_BS = self.soft_a(e_a_BS) @ self.soft_b.weight
+        return torch.bmm(e_BLS, r_BS.unsqueeze(-1)).squeeze(-1)
 
     def _select(self, seq_BLD, mask_BL, query_BD, seq_category_BL, query_category_B, soft_seq_BLD, soft_query_BD):
         if self.search == "loader":  # a searched sequence: its most recent k

@@ -62,11 +62,14 @@ class TWIN(nn.Module):
         self.output_dim: int = 2 * dim if product else dim
 
     def alpha(self, inherent_BLH: Tensor, cross_BLX: Optional[Tensor], query_BD: Tensor) -> Tensor:
-        """The relevance of every behaviour for every head, [B, A, L]."""
-        B, L, _ = inherent_BLH.shape
-        k_BLAE = self.key(inherent_BLH).view(B, L, self.heads, self.head_dim)
+        """The relevance of every behaviour for every head, [B, A, L].
+
+        <K_h W_a, q W_q> = <K_h, W_a^T W_q q>: one [H] vector per head and row instead of projecting every
+        behaviour (the same function; the GSU scores all L behaviours this way)."""
+        B, L, H = inherent_BLH.shape
         q_BAE = self.query(query_BD).view(B, self.heads, self.head_dim)
-        a_BAL = torch.einsum("blae,bae->bal", k_BLAE, q_BAE) / math.sqrt(self.head_dim)
+        r_BAH = torch.einsum("bae,aeh->bah", q_BAE, self.key.weight.view(self.heads, self.head_dim, H))
+        a_BAL = torch.bmm(r_BAH, inherent_BLH.transpose(1, 2)) / math.sqrt(self.head_dim)
         if self.cross_features:
             c_BLJC = cross_BLX.view(B, L, self.cross_features, self.cross_width)
             squeezed_BLAJ = torch.einsum("bljc,ajc->blaj", c_BLJC, self.cross)  # one scalar per feature and head
