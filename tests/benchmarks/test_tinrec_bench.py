@@ -166,3 +166,16 @@ def test_profile_reports_each_stage_forward_and_the_top_operators():
     assert md.startswith("- **toy L=9**: step ") and "sparse_arch" in md
     # hooks are removed afterwards
     assert not toy.sparse_arch._forward_hooks and not toy.sparse_arch._forward_pre_hooks
+
+
+def test_ratios_are_taken_within_each_round_and_summarised_by_the_median():
+    from benchmarks.ratios import summarise, table
+
+    rounds = [{"din": {"samples_per_s": 100.0, "peak_rss_mib": 1000.0}, "sdim": {"samples_per_s": 300.0, "peak_rss_mib": 500.0}},
+              {"din": {"samples_per_s": 80.0, "peak_rss_mib": 1000.0}, "sdim": {"samples_per_s": 280.0, "peak_rss_mib": 600.0}},
+              {"din": {"samples_per_s": 120.0, "peak_rss_mib": 1000.0}, "sdim": {"error": "exit 1"}}]
+    s = summarise(rounds, "din")
+    assert s["sdim"]["speed_ratios"] == [3.0, 3.5] and s["sdim"]["speed_ratio_median"] == 3.25
+    assert s["sdim"]["memory_ratio_median"] == pytest.approx(0.55) and s["din"]["speed_ratio_median"] == 1.0
+    md = table(s, "din")
+    assert "| sdim | 300, 280, failed | **3.25x** (3.00, 3.50) | 0.55x |" in md
