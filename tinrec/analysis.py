@@ -137,6 +137,31 @@ def correlation_module(model: torch.nn.Module, interest: Optional[str] = None) -
     raise ValueError(f"{which} learned_correlation method (TIN paper Table 2; implemented by TIN and DIN)")
 
 
+def _load_trained(cfg, model, checkpoint: Optional[str], hint: str = "") -> str:
+    """Load ``checkpoint`` (default ``cfg.checkpoint``, else the run's latest) into the plain ``model`` (eval
+    mode); returns its path."""
+    from tinrec import checkpoint as ckpt
+
+    path = checkpoint or cfg.checkpoint or ckpt.latest(os.path.join(cfg.run_dir, "checkpoints"))
+    if path is None:
+        raise ValueError(f"checkpoint: not set and {cfg.run_dir}/checkpoints has no checkpoint{hint}")
+    with warnings.catch_warnings():  # DCP warns that it loads in a single process: that is the intent
+        warnings.filterwarnings("ignore", message=".*torch.distributed is disabled")
+        ckpt.load(path, model)
+    model.eval()
+    return path
+
+
+def _eval_stream(cfg, data, split: str):
+    """The evaluation batches of ``split`` as training reads them (one process)."""
+    from tinrec.data.reader import ParquetStream
+
+    return ParquetStream(units=data.units(split), features=data.features, feature_rows=data.feature_rows,
+                         batch_size=cfg.train.eval_batch_size, max_len=cfg.data.max_len,
+                         time_bin_edges=data.edges, dense_sequence=data.dense, max_lens=data.max_lens,
+                         searches=data.searches)
+
+
 def _analysis_data(cfg):
     """train.Data for one process, without a process group (barriers are no-ops when none exists)."""
     from tinrec.distributed import DistEnv
@@ -153,9 +178,7 @@ def learned_ctc(config, checkpoint: Optional[str] = None, split: str = "test", p
     else the run's latest). Returns ``ctc`` float [C, C, P] (NaN where no behaviour), ``count`` int
     [C, C, P], ``positions``, ``interest`` (the module measured), ``checkpoint``.
     """
-    from tinrec import checkpoint as ckpt
     from tinrec.config import Config, load_config
-    from tinrec.data.reader import ParquetStream
     from tinrec.model import build_model
 
     cfg = config if isinstance(config, Config) else load_config(str(config))
@@ -167,18 +190,8 @@ def learned_ctc(config, checkpoint: Optional[str] = None, split: str = "test", p
     C, P = _num_categories(data.meta, cfg.data.path), positions
     model = build_model(cfg, data.rows, sparse_device=torch.device("cpu"))
     name = correlation_module(model, interest)
-    path = checkpoint or cfg.checkpoint or ckpt.latest(os.path.join(cfg.run_dir, "checkpoints"))
-    if path is None:
-        raise ValueError(f"checkpoint: not set and {cfg.run_dir}/checkpoints has no checkpoint "
-                         f"(train first, pass checkpoint=PATH, or use --ground-truth-only)")
-    with warnings.catch_warnings():  # DCP warns that it loads in a single process: that is the intent
-        warnings.filterwarnings("ignore", message=".*torch.distributed is disabled")
-        ckpt.load(path, model)
-    model.eval()
-    stream = ParquetStream(units=data.units(split), features=data.features, feature_rows=data.feature_rows,
-                           batch_size=cfg.train.eval_batch_size, max_len=cfg.data.max_len,
-                           time_bin_edges=data.edges, dense_sequence=data.dense, max_lens=data.max_lens,
-                           searches=data.searches)
+    path = _load_trained(cfg, model, checkpoint, " (train first, pass checkpoint=PATH, or use --ground-truth-only)")
+    stream = _eval_stream(cfg, data, split)
     total, count = np.zeros(C * C * P, dtype=np.float64), np.zeros(C * C * P, dtype=np.int64)
     module = model.interest_modules()[name]
     accepted = inspect.signature(module.learned_correlation).parameters
@@ -441,9 +454,7 @@ def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "te
     such impressions with at least one kept, and the share of the kept slots holding the target's category.
     ``config``: a Config or YAML path; ``checkpoint`` as in :func:`learned_ctc`.
     """
-    from tinrec import checkpoint as ckpt
     from tinrec.config import Config, load_config
-    from tinrec.data.reader import ParquetStream
     from tinrec.model import build_model
 
     cfg = config if isinstance(config, Config) else load_config(str(config))
@@ -467,17 +478,8 @@ def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "te
     if seq in data.searches:
         raise ValueError(f"model.interests.{name}: reads the searched sequence {seq!r}, selected on ids by the "
                          f"loader (every match among its max_len most recent): nothing to measure here")
-    path = checkpoint or cfg.checkpoint or ckpt.latest(os.path.join(cfg.run_dir, "checkpoints"))
-    if path is None:
-        raise ValueError(f"checkpoint: not set and {cfg.run_dir}/checkpoints has no checkpoint")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.distributed is disabled")
-        ckpt.load(path, model)
-    model.eval()
-    stream = ParquetStream(units=data.units(split), features=data.features, feature_rows=data.feature_rows,
-                           batch_size=cfg.train.eval_batch_size, max_len=cfg.data.max_len,
-                           time_bin_edges=data.edges, dense_sequence=data.dense, max_lens=data.max_lens,
-                           searches=data.searches)
+    path = _load_trained(cfg, model, checkpoint)
+    stream = _eval_stream(cfg, data, split)
     accepted = inspect.signature(module.kept_behaviours).parameters
     takes_all = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
     far_total = far_kept = rows = rows_hit = slots = slots_target = 0
