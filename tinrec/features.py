@@ -51,6 +51,11 @@ def check_tables(cfg: "Config", src: str) -> None:
     EmbeddingCollection per group); a feature is read once per group."""
     stored = known_columns(cfg)
     searches = search.of_config(cfg)
+    for name, s in searches.items():
+        for column in s.columns:
+            if stored is not None and column not in stored:
+                raise ValueError(f"{src}: data.sequences.{name}.search: the search reads {column!r}, which is not a "
+                                 f"column of the dataset {cfg.data.path}")
     seen: Dict[str, str] = {}
     for group, tables in cfg.model.embeddings.items():
         widths: Dict[int, str] = {}

@@ -232,3 +232,10 @@ def test_searched_sequence_config_errors(tmp_path):
             except ValueError as e:
                 assert msg in str(e), e
                 raise
+
+
+def test_a_search_on_a_column_the_data_lacks_is_a_config_error(tmp_path):
+    from tinrec.config import load_config
+
+    with pytest.raises(ValueError, match=r"data\.sequences\.hard\.search: the search reads 'hist_colour'"):
+        load_config("configs/sim_hard.yaml", ["data.sequences.hard.search.key=colour"])
