@@ -18,15 +18,13 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from benchmarks.run import REPO, _last_json, machine, versions
+from benchmarks.run import REPO, _last_json, machine, tinrec_command, versions
 
 
 def measure(model: str, args) -> dict:
     import subprocess
 
-    cmd = [sys.executable, "-m", "benchmarks.tinrec_bench", "--model", model, "--seq-len", str(args.seq_len),
-           "--batch", str(args.batch), "--dim", str(args.dim), "--threads", str(args.threads),
-           "--steps", str(args.steps), "--warmup", "1", "--no-module"]
+    cmd = tinrec_command(model, args.seq_len, args, args.steps, 1) + ["--no-module"]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=args.timeout)
     if p.returncode != 0:
         return {"error": f"exit {p.returncode}: {p.stderr.strip()[-400:]}"}

@@ -95,11 +95,16 @@ def _last_json(text: str) -> dict:
     raise ValueError("no JSON line in the output")
 
 
+def tinrec_command(model: str, seq_len: int, args, steps: int, warmup: int) -> List[str]:
+    """The ``benchmarks/tinrec_bench.py`` command of one point (batch, dim, threads from ``args``)."""
+    return [sys.executable, "-m", "benchmarks.tinrec_bench", "--model", model, "--seq-len", str(seq_len),
+            "--batch", str(args.batch), "--dim", str(args.dim), "--threads", str(args.threads),
+            "--steps", str(steps), "--warmup", str(warmup)]
+
+
 def run_tinrec(model: str, seq_len: int, args) -> dict:
     steps, warmup = (args.steps_long, 1) if seq_len >= 1000 else (args.steps, 2)
-    cmd = [sys.executable, "-m", "benchmarks.tinrec_bench", "--model", model, "--seq-len", str(seq_len),
-           "--batch", str(args.batch), "--dim", str(args.dim), "--threads", str(args.threads),
-           "--steps", str(steps), "--warmup", str(warmup), "--device", args.device]
+    cmd = tinrec_command(model, seq_len, args, steps, warmup) + ["--device", args.device]
     if args.profile and seq_len == max(args.lengths):
         cmd += ["--profile", str(args.profile)]
     if args.set:

@@ -167,9 +167,11 @@ def is_deduplicated(jt) -> bool:
 
 
 def expanded(jts: Sequence) -> Tensor:
-    """The features' values side by side per occurrence, [N, F * D], for ``JaggedTensor`` s of one sequence
-    (each N values, one width D): one ``index_select`` when they are deduplicated (their distinct rows joined
-    first when they come from different tensors), else a concatenation of their values."""
+    """The features' values side by side per occurrence, [N, sum of widths], for ``JaggedTensor`` s of one
+    sequence (each N values): one ``index_select`` when they are deduplicated and of one width (their distinct
+    rows joined first when they come from different tensors), else a concatenation of their values."""
+    if len({jt.values().shape[-1] for jt in jts}) > 1:  # features of groups of different widths
+        return torch.cat([expanded([jt]) for jt in jts], dim=-1)
     if not any(is_deduplicated(jt) for jt in jts):
         vals = [jt.values() for jt in jts]
         return vals[0] if len(vals) == 1 else torch.cat(vals, dim=-1)

@@ -147,8 +147,7 @@ class InputArch(nn.Module):
                 jts = [seqs[g][f] for g, f in zip(i.groups, i.features)]
                 if i.combine == "concat":
                     # every occurrence written straight into the joined [N, sum d] tensor (tinrec/dedup.py)
-                    flat_Nd = expanded(jts) if len({jt.values().shape[-1] for jt in jts}) == 1 else \
-                        torch.cat([expanded([jt]) for jt in jts], dim=-1)
+                    flat_Nd = expanded(jts)
                     if i.negatives == "in_batch":
                         # one negative per behaviour: a behaviour drawn uniformly from the whole batch's
                         # sequences (DIEN's auxiliary loss; the global torch RNG is seeded and checkpointed).

@@ -35,12 +35,15 @@ as ids (``hist_timestamp``, int64 seconds; ``hist_watch_time``, float; per-sampl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tinrec.data import format as fmt
 from tinrec.modules.dsin import SESSION_GAP_S
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tinrec.data.search import Search
 
 CALENDAR_ROWS = {"hour": 24, "weekday": 7, "month": 12}
 
@@ -58,8 +61,8 @@ class Rows:
         rng: the batch's seeded generator (negative sampling), made on first use.
         sequence: the sequence's name (its columns are ``<sequence>_*``).
         table_rows: rows of the table that reads the feature being computed.
-        source: for a searched sequence (``tinrec/data/search.py``), the stored sequence whose columns it reads
-            (``idx`` then indexes the source's list columns).
+        search: a searched sequence's search (``tinrec/data/search.py``): its columns are its source's (``idx``
+            then indexes the source's list columns).
     """
 
     chunk: dict
@@ -70,14 +73,14 @@ class Rows:
     rng: Callable[[], np.random.Generator]
     sequence: str = fmt.HISTORY
     table_rows: int = 0
-    source: Optional[str] = None
+    search: Optional["Search"] = None
 
     def hist(self, column: str) -> np.ndarray:
         """The kept values of list column ``column``; ``{seq}`` stands for the sequence's name (a searched
         sequence's ``<name>_<field>`` reads its source's ``<source>_<field>``)."""
         column = column.format(seq=self.sequence)
-        if self.source is not None:
-            column = f"{self.source}_{column[len(self.sequence) + 1:]}"
+        if self.search is not None:
+            column = self.search.stored(column)
         return np.asarray(self.chunk[column][1])[self.idx]
 
     def scalar(self, column: str) -> np.ndarray:

@@ -166,7 +166,7 @@ class ParquetStream(IterableDataset):
         self.columns = required_columns(self.features, self.dense, self.labels, self.searches)
         # a searched sequence after its source (it selects from the source's kept rows)
         seqs = sequences_of(self.features, self.dense)
-        self.sequences = [s for s in dict.fromkeys([source_of(s, self.searches) for s in seqs] + seqs)]
+        self.sequences = list(dict.fromkeys([source_of(s, self.searches) for s in seqs] + seqs))
         for f in self.features:
             found = derived.lookup(f)
             if found and found[0] is derived.SEQUENCE_IDS["time_bin"] and found[1] not in self.edges:
@@ -242,24 +242,23 @@ class ParquetStream(IterableDataset):
         (a searched sequence: selected from its source's kept rows in ``sources``; its full lengths are its
         kept ones, since it truncates no history)."""
         search = self.searches.get(sequence)
+        max_len = self.max_lens.get(sequence, self.max_len)
         if search is not None:
             src = sources[search.source]
-            idx, keep = search.select(chunk, src.idx, src.keep, self.max_lens.get(sequence, self.max_len))
-            offsets = np.concatenate([[0], np.cumsum(keep)])
-            coe = np.arange(offsets[-1]) - np.repeat(offsets[:-1], keep) + 1
-            rows = derived.Rows(chunk=chunk, keep=keep, idx=idx, coe=coe, edges=self.edges.get(sequence),
-                                rng=lambda: self._rng(chunk), sequence=sequence, source=search.source)
-            return rows, keep
-        ts = fmt.timestamp_column(sequence)
-        off = chunk[ts][0] if ts in chunk else np.zeros(B + 1, np.int64)
-        full = np.diff(off)
-        keep = np.minimum(full, self.max_lens.get(sequence, self.max_len))  # [B]
-        new_off = np.concatenate([[0], np.cumsum(keep)])
-        # flat indices of the most recent `keep` behaviours of each row (oldest first)
-        idx = np.arange(new_off[-1]) + np.repeat(off[1:] - keep - new_off[:-1], keep)  # [N]
+            idx, keep = search.select(chunk, src.idx, src.keep, max_len)
+            full = keep
+        else:
+            ts = fmt.timestamp_column(sequence)
+            off = chunk[ts][0] if ts in chunk else np.zeros(B + 1, np.int64)
+            full = np.diff(off)
+            keep = np.minimum(full, max_len)  # [B]
+            # flat indices of the most recent `keep` behaviours of each row (oldest first)
+            idx = np.arange(keep.sum()) + np.repeat(off[1:] - np.cumsum(keep), keep)  # [N]
+        first_B = np.cumsum(keep) - keep  # each row's first slot among the N kept
         rows = derived.Rows(chunk=chunk, keep=keep, idx=idx,
-                            coe=np.arange(new_off[-1]) - np.repeat(new_off[:-1], keep) + 1,  # [N] oldest kept = 1
-                            edges=self.edges.get(sequence), rng=lambda: self._rng(chunk), sequence=sequence)
+                            coe=np.arange(keep.sum()) - np.repeat(first_B, keep) + 1,  # [N] oldest kept = 1
+                            edges=self.edges.get(sequence), rng=lambda: self._rng(chunk), sequence=sequence,
+                            search=search)
         return rows, full
 
     def _to_batch(self, chunk: Dict[str, object]) -> Batch:
