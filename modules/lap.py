@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from .masking import check_inputs, masked_softmax, masked_topk
-from .target_attention import MultiHeadTargetAttention
+from .target_attention import MultiHeadTargetAttention, tie_at_init
 from .transformer import TransformerBlock
 
 
@@ -44,9 +44,11 @@ class _Level(nn.Module):
     (scores, weighted sum) and multiplies nothing [L, D] by a [D, D] matrix. Same function and parameters as
     the projected form (the tests check it against that form by hand)."""
 
-    def __init__(self, dim: int, inner: int) -> None:
+    def __init__(self, dim: int, inner: int, tied_init: bool = False) -> None:
         super().__init__()
         self.q, self.k = nn.Linear(dim, inner, bias=False), nn.Linear(dim, inner, bias=False)
+        if tied_init:
+            tie_at_init(self.q, self.k)
         self.v = nn.Linear(dim, dim, bias=False)
         self.scale = 1.0 / math.sqrt(inner)
 
@@ -78,14 +80,15 @@ class LAP(nn.Module):
     """
 
     def __init__(self, *, dim: int, coarse_dim: int = 32, mid_dim: int = 32, coarse_k: int = 256, fine_k: int = 64,
-                 heads: int = 4, norm_first: bool = True, block: bool = True, product: bool = True) -> None:
+                 heads: int = 4, norm_first: bool = True, block: bool = True, product: bool = True,
+                 tied_init: bool = False) -> None:
         super().__init__()
         if dim <= 0 or coarse_k <= 0 or fine_k <= 0 or fine_k > coarse_k:
             raise ValueError(f"LAP: need dim > 0 and 0 < fine_k <= coarse_k, got dim={dim}, coarse_k={coarse_k}, "
                              f"fine_k={fine_k}")
         self.dim, self.coarse_k, self.fine_k = dim, coarse_k, fine_k
-        self.coarse = _Level(dim, coarse_dim)
-        self.mid = _Level(dim, mid_dim)
+        self.coarse = _Level(dim, coarse_dim, tied_init)
+        self.mid = _Level(dim, mid_dim, tied_init)
         self.block = TransformerBlock(dim=dim, num_heads=heads, ffn_dim=4 * dim, norm_first=norm_first) if block else None
         self.fine = MultiHeadTargetAttention(dim=dim, heads=heads, head_dim=max(dim // heads, 1), product=product)
         self.product = product

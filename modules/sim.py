@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from .masking import check_inputs, masked_topk
 from .mlp import MLP
-from .target_attention import MultiHeadTargetAttention
+from .target_attention import MultiHeadTargetAttention, tie_at_init
 
 Search = Literal["hard", "soft", "loader"]
 
@@ -61,7 +61,8 @@ class SIM(nn.Module):
 
     def __init__(self, *, dim: int, search: Search = "soft", k: int = 100, heads: int = 4, head_dim: int = 32,
                  time_dim: int = 0, soft_dim: int = 32, soft_input_dim: Optional[int] = None,
-                 aux_hidden: Sequence[int] = (64, 32), product: bool = True) -> None:
+                 aux_hidden: Sequence[int] = (64, 32), product: bool = True,
+                 tied_init: bool = False) -> None:
         super().__init__()
         if dim <= 0 or k <= 0 or time_dim < 0:
             raise ValueError(f"SIM: need dim, k > 0 and time_dim >= 0, got {dim}, {k}, {time_dim}")
@@ -74,6 +75,8 @@ class SIM(nn.Module):
             s = dim if soft_input_dim is None else soft_input_dim
             self.soft_b = nn.Linear(s, soft_dim, bias=False)  # W_b, on the behaviours
             self.soft_a = nn.Linear(s, soft_dim, bias=False)  # W_a, on the target
+            if tied_init:
+                tie_at_init(self.soft_a, self.soft_b)
             self.aux = MLP(in_dim=2 * s, hidden_dims=tuple(aux_hidden), activation="relu", out_dim=1)
         self.output_dim: int = self.esu.output_dim
 

@@ -23,6 +23,18 @@ from torch import Tensor, nn
 from .masking import masked_softmax, zero_padding
 
 
+def tie_at_init(query: nn.Linear, key: nn.Linear) -> None:
+    """Start a learned relevance <W_k s, W_q q> as the inner product of the projected behaviour and target:
+    W_q := W_k (then each learns on its own). W_k^T W_k is positive semi-definite, so a behaviour that shares
+    the target's embedding parts (its category, its item) starts with a higher score than an unrelated one,
+    the starting point a SimHash search (ETA) has by construction; with independent random W_q and W_k the
+    start is a random bilinear form, and a search that learns only through what it keeps may never find them."""
+    if query.weight.shape != key.weight.shape:
+        raise ValueError(f"tie_at_init: query {tuple(query.weight.shape)} and key {tuple(key.weight.shape)} differ")
+    with torch.no_grad():
+        query.weight.copy_(key.weight)
+
+
 class MultiHeadTargetAttention(nn.Module):
     """SIM's ESU: ``heads`` target attentions with their own projections, values the behaviours.
 

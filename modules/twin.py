@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .masking import masked_softmax, masked_topk, zero_padding
+from .target_attention import tie_at_init
 
 
 class TWIN(nn.Module):
@@ -42,8 +43,11 @@ class TWIN(nn.Module):
     """
 
     def __init__(self, *, dim: int, query_dim: Optional[int] = None, cross_features: int = 0, cross_width: int = 8,
-                 k: int = 100, heads: int = 4, head_dim: int = 32, product: bool = True) -> None:
+                 k: int = 100, heads: int = 4, head_dim: int = 32, product: bool = True,
+                 tied_init: bool = False) -> None:
         super().__init__()
+        if tied_init and query_dim not in (None, dim):
+            raise ValueError(f"TWIN: tied_init needs the target width {query_dim} = the behaviour width {dim}")
         if product and query_dim not in (None, dim):
             raise ValueError(f"TWIN: product needs the target width {query_dim} = the behaviour width {dim}")
         self.product = product
@@ -56,6 +60,8 @@ class TWIN(nn.Module):
         self.query = nn.Linear(dim if query_dim is None else query_dim, heads * head_dim, bias=False)  # W^q_a
         self.value = nn.Linear(dim + cross_features * cross_width, heads * head_dim, bias=False)  # W^v_a
         self.out = nn.Linear(heads * head_dim, dim, bias=False)  # W^o
+        if tied_init:
+            tie_at_init(self.query, self.key)
         if cross_features:
             self.cross = nn.Parameter(torch.randn(heads, cross_features, cross_width) / math.sqrt(cross_width))  # w^c
             self.beta = nn.Parameter(torch.ones(heads, cross_features))

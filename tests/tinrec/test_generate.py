@@ -280,3 +280,36 @@ def test_lifelong_mode_plants_interests_far_back_that_only_a_long_window_sees(tm
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
     assert all(top[i] in authors[starts[i]:starts[i] + lens[i]] for i in range(200) if lens[i])
     assert meta["tables"]["activity"] == 6 and meta["columns"]["short_item"]["sequence"] == "short"
+
+
+def test_long_range_items_make_each_persistent_interest_a_few_items_of_its_own(tmp_path):
+    """long_range.items = 3: every far-back persistent behaviour and every target sent to a persistent interest
+    is one of that user's 3 items of the interest (ground truth ``persistent_items``, items of the persistent
+    category); items = 0 (the default) leaves the data of the plain long-range mode bitwise unchanged."""
+    base = dict(SMALL, seq_len_mean=120.0, seq_len_max=300, train_rows=3000, valid_rows=100, test_rows=100)
+    lr = {"enabled": True, "min_position": 40, "share": 0.1, "strength": 3.0}
+    meta = gen.generate_dataset(str(tmp_path / "items"), **dict(base, effects={"long_range": dict(lr, items=3)}))
+    gt = np.load(os.path.join(str(tmp_path / "items"), "ground_truth.npz"))
+    pers, own = gt["persistent"], gt["persistent_items"]
+    assert own.shape == (SMALL["num_users"] + 1, 2, 3)
+    world_cat = np.zeros(SMALL["num_items"] + 1, np.int64)
+    t = _read(str(tmp_path / "items"), meta, "train")
+    lens, cats = _lists(t, "hist_category")
+    _, items = _lists(t, "hist_item")
+    world_cat[items] = cats  # every item has one category
+    assert (world_cat[own[1:]] == pers[1:, :, None]).all()  # the items belong to their interest's category
+    users = t.column("user_id").to_numpy()
+    row = np.repeat(np.arange(len(lens)), lens)
+    p = np.concatenate([np.arange(n, 0, -1) for n in lens])
+    far_pers = (pers[users[row]] == cats[:, None]).any(1) & (p > 40)
+    mine = (own[users[row]].reshape(len(row), -1) == items[:, None]).any(1)
+    assert far_pers.sum() > 500 and mine[far_pers].mean() > 0.75  # (the others: exploration draws of the category)
+    target, t_item = t.column("target_category").to_numpy(), t.column("target_item").to_numpy()
+    t_pers = (pers[users] == target[:, None]).any(1)
+    t_mine = (own[users].reshape(len(users), -1) == t_item[:, None]).any(1)
+    assert t_pers.mean() > 0.2 and t_mine[t_pers].mean() > 0.8
+    # items = 0: the plain mode's data, bitwise
+    gen.generate_dataset(str(tmp_path / "a"), **dict(base, effects={"long_range": lr}))
+    gen.generate_dataset(str(tmp_path / "b"), **dict(base, effects={"long_range": dict(lr, items=0)}))
+    for split in ("train", "test"):
+        assert _read(str(tmp_path / "a"), meta, split).equals(_read(str(tmp_path / "b"), meta, split))

@@ -120,7 +120,7 @@ DEFAULT_EFFECTS: Dict[str, Any] = {
     "trigger": {"enabled": False, "strength": 1.0, "tau_page": 3.0},
     "feedback": {"enabled": False, "click_noise": 0.3},
     "long_range": {"enabled": False, "strength": 1.5, "interests": 2, "share": 0.03, "min_position": 200,
-                   "target_share": 0.25},
+                   "target_share": 0.25, "items": 0},
     "bias": -2.8,
 }
 
@@ -137,6 +137,7 @@ _EFFECT_RULES = {
     "share": ("real", "unit"),
     "min_position": ("int", "positive"),
     "target_share": ("real", "unit"),
+    "items": ("int", "nonnegative"),
     "by_activity": ("bool", None),
     "bias": ("real", None),
 }
@@ -153,8 +154,9 @@ def _check_value(path: str, key: str, value: Any) -> Any:
             raise ValueError(f"{path}: expected one of {', '.join(map(repr, check))}, got {value!r}")
         return value
     if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{path}: expected an integer >= 1, got {value!r}")
+        least = 0 if check == "nonnegative" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{path}: expected an integer >= {least}, got {value!r}")
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{path}: expected a number, got {value!r}")
@@ -166,6 +168,16 @@ def _check_value(path: str, key: str, value: Any) -> Any:
     if check == "unit" and not 0.0 <= value <= 1.0:
         raise ValueError(f"{path}: expected a number in [0, 1], got {value!r}")
     return value
+
+
+def _long_range_truth(world: "_World", lr: dict) -> dict:
+    """The long-range effect's ground truth: each user's persistent categories, and their items (``items``)."""
+    if not lr["enabled"]:
+        return {}
+    out = {"persistent": world.persistent(int(lr["interests"]))}
+    if lr["items"]:
+        out["persistent_items"] = world.persistent_items(int(lr["interests"]), int(lr["items"]))
+    return out
 
 
 def merge_effects(effects: Optional[dict]) -> dict:
@@ -264,6 +276,21 @@ class _World:
             out[0] = 0
             self._extra[("persistent", count)] = out
         return self._extra[("persistent", count)]
+
+    def persistent_items(self, count: int, per: int) -> np.ndarray:
+        """[U + 1, count, per] the items of each user's persistent interests (long_range ``items`` > 0): ``per``
+        items of each persistent category, uniform over the category's items (not by popularity: a user's own
+        niche, a series or an author followed for years), from their own generator (``default_rng([seed, 995])``)."""
+        key = ("persistent_items", count, per)
+        if key not in self._extra:
+            cats = self.persistent(count)[:, :, None]
+            g = np.random.default_rng([self.seed, 995])
+            size = self.seg_end[cats] - self.seg_start[cats]
+            idx = self.seg_start[cats] + np.floor(g.random((self.U + 1, count, per)) * size).astype(np.int64)
+            out = self.sorted_items[np.minimum(idx, self.seg_end[cats] - 1)]
+            out[0] = 0
+            self._extra[key] = out
+        return self._extra[key]
 
     def activity(self) -> np.ndarray:
         """[U + 1] activity bucket 1..5 of each user: quintile of its behaviour rate (1 / mean gap), 5 = most
@@ -423,8 +450,13 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
     if lr["enabled"]:  # persistent interests, thinly spread far back (their own generator: nothing else moves)
         pers = world.persistent(int(lr["interests"]))
         far = (p > lr["min_position"]) & (lr_rng.random(T) < lr["share"])
-        cat = np.where(far, pers[buser, lr_rng.integers(0, pers.shape[1], T)], cat)
-        item = np.where(far, world.popular_item(lr_rng, cat), item)
+        j_T = lr_rng.integers(0, pers.shape[1], T)
+        cat = np.where(far, pers[buser, j_T], cat)
+        if lr["items"]:  # each persistent interest is a few items of its own
+            own = world.persistent_items(pers.shape[1], int(lr["items"]))
+            item = np.where(far, own[buser, j_T, lr_rng.integers(0, own.shape[2], T)], item)
+        else:
+            item = np.where(far, world.popular_item(lr_rng, cat), item)
 
     # Watch time and drop events (always drawn); lost interest per (row, category).
     watch = rng.lognormal(math.log(WATCH_MEDIAN_S), WATCH_SIGMA, T)
@@ -447,8 +479,13 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
     target_item = world.popular_item(rng, target_cat)
     if lr["enabled"]:  # some targets in a persistent interest
         to_pers = lr_rng.random(n) < lr["target_share"]
-        target_cat = np.where(to_pers, pers[users, lr_rng.integers(0, pers.shape[1], n)], target_cat)
-        target_item = np.where(to_pers, world.popular_item(lr_rng, target_cat), target_item)
+        j_n = lr_rng.integers(0, pers.shape[1], n)
+        target_cat = np.where(to_pers, pers[users, j_n], target_cat)
+        if lr["items"]:
+            own = world.persistent_items(pers.shape[1], int(lr["items"]))
+            target_item = np.where(to_pers, own[users, j_n, lr_rng.integers(0, own.shape[2], n)], target_item)
+        else:
+            target_item = np.where(to_pers, world.popular_item(lr_rng, target_cat), target_item)
 
     # Label.
     logit = eff["bias"] + world.user_bias[users] + world.item_bias[target_item]
@@ -691,8 +728,7 @@ def generate_dataset(out_dir: str, *, show_progress: bool = True, **kwargs: Any)
     write_bytes_atomic(posixpath.join(out_dir, "ground_truth.npz"),
                        npz_bytes(stc_weight=stc, positions=positions.astype(np.int64),
                                  mean_decay=mean_decay.astype(np.float32),
-                                 **({"persistent": world.persistent(int(eff["long_range"]["interests"]))}
-                                    if eff["long_range"]["enabled"] else {})))
+                                 **_long_range_truth(world, eff["long_range"])))
 
     meta = {
         "format_version": fmt.FORMAT_VERSION,
