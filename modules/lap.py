@@ -74,6 +74,7 @@ class LAP(nn.Module):
         norm_first: the FSA block pre-LN (True) or post-LN.
         block: the FSA's self-attention block (False: its target attention reads the kept behaviours).
         product: also output u1, u2 and each FSA head times the target.
+        tied_init: each level's W_q starts equal to its W_k (``target_attention.tie_at_init``; our choice).
 
     Attributes:
         output_dim: D + D + heads * D, twice that with ``product``.

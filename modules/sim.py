@@ -54,6 +54,7 @@ class SIM(nn.Module):
             embeddings (default D).
         aux_hidden: hidden widths of the auxiliary CTR MLP (soft search).
         product: also output each head's behaviour part times the target (``target_attention.py``).
+        tied_init: the soft search's W_a starts equal to W_b (``target_attention.tie_at_init``; our choice).
 
     Attributes:
         output_dim: heads * (D + T), plus heads * D with ``product``.

@@ -37,6 +37,8 @@ class TWIN(nn.Module):
         k: behaviours kept by the GSU.
         heads: A; ``head_dim`` E (d_k = d_v).
         product: output ``[u, u * q]`` (needs D = H), MODELS.md's tower input ``[u, q, u * q]`` (our choice).
+        tied_init: W^q starts equal to W^h (``target_attention.tie_at_init``; needs D = H): the first relevance
+            is an inner product, under which behaviours like the target rank first (our choice; the paper is silent).
 
     Attributes:
         output_dim: H, 2H with ``product``.

@@ -94,3 +94,38 @@ def test_shapes_padding_empty_rows_and_gradients():
     assert int(touched.sum()) == 3 + 3 and not touched[~g["mask_BL"]].any()  # the kept behaviours only
     with pytest.raises(ValueError, match="cross_BLX"):
         twin(**{k: v for k, v in b.items() if k != "cross_BLX"})
+
+
+def test_tied_init_starts_every_learned_search_as_an_inner_product_that_ranks_the_target_itself_first():
+    """tied_init (TWIN, LAP's coarse and mid levels, SIM's soft search): W_q starts equal to W_k, so the first
+    score is <W s, W q> and a behaviour equal to the target outranks any other of no larger projected norm
+    (Cauchy-Schwarz); without it the start is a random bilinear form and the target itself ranks anywhere."""
+    from tinrec.modules.lap import LAP
+    from tinrec.modules.sim import SIM
+
+    torch.manual_seed(3)
+    B, L, H = 64, 6, 8
+    q_BH = torch.randn(B, H)
+    seq_BLH = torch.randn(B, L, H)
+    seq_BLH[:, 2] = q_BH  # behaviour 2 is the target itself
+    mask_BL = torch.ones(B, L, dtype=torch.bool)
+
+    def scorers(tied):
+        twin = TWIN(dim=H, heads=1, head_dim=H, tied_init=tied)
+        lap = LAP(dim=H, coarse_dim=H, mid_dim=H, coarse_k=4, fine_k=2, heads=2, tied_init=tied)
+        sim = SIM(dim=H, search="soft", soft_dim=H, tied_init=tied)
+        return {"twin": (twin.query, twin.key, lambda s: twin.alpha(s, None, q_BH)[:, 0]),
+                "lap": (lap.coarse.q, lap.coarse.k, lambda s: lap.coarse(s, mask_BL, q_BH)[1]),
+                "lap mid": (lap.mid.q, lap.mid.k, lambda s: lap.mid(s, mask_BL, q_BH)[1]),
+                "sim": (sim.soft_a, sim.soft_b, lambda s: sim.relevance(seq_BLD=s, mask_BL=mask_BL, query_BD=q_BH))}
+
+    for name, (query, key, score) in scorers(True).items():
+        assert torch.equal(query.weight, key.weight), name
+        # the other behaviours scaled to the target's projected norm, so only their direction differs
+        Wq_BH, Ws_BLH = key(q_BH), key(seq_BLH)
+        scaled_BLH = seq_BLH * (Wq_BH.norm(dim=-1)[:, None] / Ws_BLH.norm(dim=-1))[..., None]
+        assert (score(scaled_BLH).argmax(1) == 2).all(), name
+    firsts = [(score(seq_BLH).argmax(1) == 2).float().mean() for _, _, score in scorers(False).values()]
+    assert min(firsts) < 0.9  # untied: the target is not reliably first
+    with pytest.raises(ValueError, match="tied_init"):
+        TWIN(dim=H, query_dim=H + 1, product=False, tied_init=True)
