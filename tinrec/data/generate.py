@@ -279,15 +279,13 @@ class _World:
 
     def persistent_items(self, count: int, per: int) -> np.ndarray:
         """[U + 1, count, per] the items of each user's persistent interests (long_range ``items`` > 0): ``per``
-        items of each persistent category, uniform over the category's items (not by popularity: a user's own
-        niche, a series or an author followed for years), from their own generator (``default_rng([seed, 995])``)."""
+        items of each persistent category (a series, an author followed for years), drawn by popularity as any
+        target is, so that a target's identity alone does not tell that it is someone's persistent interest;
+        their own generator (``default_rng([seed, 995])``)."""
         key = ("persistent_items", count, per)
         if key not in self._extra:
-            cats = self.persistent(count)[:, :, None]
-            g = np.random.default_rng([self.seed, 995])
-            size = self.seg_end[cats] - self.seg_start[cats]
-            idx = self.seg_start[cats] + np.floor(g.random((self.U + 1, count, per)) * size).astype(np.int64)
-            out = self.sorted_items[np.minimum(idx, self.seg_end[cats] - 1)]
+            cats = np.repeat(self.persistent(count)[:, :, None], per, axis=2)
+            out = self.popular_item(np.random.default_rng([self.seed, 995]), cats.reshape(-1)).reshape(cats.shape)
             out[0] = 0
             self._extra[key] = out
         return self._extra[key]
