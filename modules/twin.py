@@ -64,6 +64,11 @@ class TWIN(nn.Module):
         self.out = nn.Linear(heads * head_dim, dim, bias=False)  # W^o
         if tied_init:
             tie_at_init(self.query, self.key)
+            if heads * head_dim >= dim:  # values start as the behaviours themselves: W^o W^v_h = I at init
+                with torch.no_grad():
+                    q_VH = torch.linalg.qr(torch.randn(heads * head_dim, dim))[0]  # orthonormal columns
+                    self.value.weight[:, :dim].copy_(q_VH)
+                    self.out.weight.copy_(q_VH.T)
         if cross_features:
             self.cross = nn.Parameter(torch.randn(heads, cross_features, cross_width) / math.sqrt(cross_width))  # w^c
             self.beta = nn.Parameter(torch.ones(heads, cross_features))
