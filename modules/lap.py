@@ -47,9 +47,11 @@ class _Level(nn.Module):
     def __init__(self, dim: int, inner: int, tied_init: bool = False) -> None:
         super().__init__()
         self.q, self.k = nn.Linear(dim, inner, bias=False), nn.Linear(dim, inner, bias=False)
-        if tied_init:
-            tie_at_init(self.q, self.k)
         self.v = nn.Linear(dim, dim, bias=False)
+        if tied_init:  # scores start as inner products, the pooled value as the behaviours themselves
+            tie_at_init(self.q, self.k)
+            with torch.no_grad():
+                self.v.weight.copy_(torch.eye(dim))
         self.scale = 1.0 / math.sqrt(inner)
 
     def forward(self, seq_BKD: Tensor, mask_BK: Tensor, query_BD: Tensor) -> Tuple[Tensor, Tensor]:
@@ -74,7 +76,8 @@ class LAP(nn.Module):
         norm_first: the FSA block pre-LN (True) or post-LN.
         block: the FSA's self-attention block (False: its target attention reads the kept behaviours).
         product: also output u1, u2 and each FSA head times the target.
-        tied_init: each level's W_q starts equal to its W_k (``target_attention.tie_at_init``; our choice).
+        tied_init: each level's W_q starts equal to its W_k (``target_attention.tie_at_init``) and its W_v as the
+            identity, so that u * q starts as the DIN-like match of the pooled behaviours and the target (our choice).
 
     Attributes:
         output_dim: D + D + heads * D, twice that with ``product``.

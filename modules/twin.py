@@ -38,7 +38,10 @@ class TWIN(nn.Module):
         heads: A; ``head_dim`` E (d_k = d_v).
         product: output ``[u, u * q]`` (needs D = H), MODELS.md's tower input ``[u, q, u * q]`` (our choice).
         tied_init: W^q starts equal to W^h (``target_attention.tie_at_init``; needs D = H): the first relevance
-            is an inner product, under which behaviours like the target rank first (our choice; the paper is silent).
+            is an inner product, under which behaviours like the target rank first; and W^o W^v = I on the
+            inherent part (orthonormal W^v, W^o its transpose), so that the output starts as the attended
+            behaviours themselves and ``u * q`` as their match with the target, as in SIM's ESU (our choice;
+            the paper is silent on initialisation).
 
     Attributes:
         output_dim: H, 2H with ``product``.

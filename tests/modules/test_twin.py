@@ -125,6 +125,15 @@ def test_tied_init_starts_every_learned_search_as_an_inner_product_that_ranks_th
         Wq_BH, Ws_BLH = key(q_BH), key(seq_BLH)
         scaled_BLH = seq_BLH * (Wq_BH.norm(dim=-1)[:, None] / Ws_BLH.norm(dim=-1))[..., None]
         assert (score(scaled_BLH).argmax(1) == 2).all(), name
+    # and the outputs start as the attended behaviours themselves (values through W^o W^v = I, LAP's W_v = I):
+    # one kept behaviour, the target itself, gives u = q, so u * q starts as DIN's match
+    twin = TWIN(dim=H, heads=2, head_dim=H, tied_init=True, product=False)
+    one_BL = torch.zeros(B, L, dtype=torch.bool)
+    one_BL[:, 2] = True
+    torch.testing.assert_close(twin(seq_BLD=seq_BLH, mask_BL=one_BL, query_BD=q_BH), q_BH)
+    lap = LAP(dim=H, coarse_dim=H, mid_dim=H, coarse_k=4, fine_k=2, heads=2, tied_init=True)
+    torch.testing.assert_close(lap.coarse(seq_BLH, one_BL, q_BH)[0], q_BH)
+    torch.testing.assert_close(lap.mid(seq_BLH, one_BL, q_BH)[0], q_BH)
     firsts = [(score(seq_BLH).argmax(1) == 2).float().mean() for _, _, score in scorers(False).values()]
     assert min(firsts) < 0.9  # untied: the target is not reliably first
     with pytest.raises(ValueError, match="tied_init"):
