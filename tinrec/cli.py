@@ -263,7 +263,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "verbose", False))
-    from tinrec.errors import CollectiveTimeout, NonFiniteError
+    from tinrec.errors import CollectiveTimeout, NonFiniteError, SharedSetupError
 
     try:
         return args.func(args)
@@ -277,7 +277,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
         msg = str(e).strip()
         if "Original Traceback" in msg:  # raised in a DataLoader worker: keep the original message only
             msg = msg.splitlines()[-1].removeprefix("ValueError: ")
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {msg}", file=sys.stderr, flush=True)
+        if isinstance(e, SharedSetupError):
+            e.settle()  # every rank has said why before the first one exits
         return 2
 
 if __name__ == "__main__":

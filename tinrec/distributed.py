@@ -22,7 +22,7 @@ from typing import Any, List, Optional
 import torch
 import torch.distributed as dist
 
-from tinrec.errors import CollectiveTimeout
+from tinrec.errors import CollectiveTimeout, SharedSetupError
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,14 @@ def main_first(env: DistEnv):
         except BaseException as e:
             failure[0] = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
             dist.broadcast_object_list(failure, src=0, group=env.setup_group)
+            if isinstance(e, ValueError):
+                raise SharedSetupError(failure[0], env.setup_group) from e
             raise
         dist.broadcast_object_list(failure, src=0, group=env.setup_group)
     else:
         dist.broadcast_object_list(failure, src=0, group=env.setup_group)
         if failure[0] is not None:
-            raise ValueError(failure[0])
+            raise SharedSetupError(failure[0], env.setup_group)
         yield
 
 
