@@ -18,6 +18,12 @@ what the next layer reads. The backbone is built here from its name and ``backbo
 the TCN's output as ``seq_BLD``: backbones that need more inputs (SIM's category ids or soft embeddings,
 TWIN's cross features) run with their defaults here (soft search on the TCN output, no cross features).
 
+Side information (``side_dim`` F > 0, ``side_BLF``): per-behaviour numbers the first layer reads beside the
+behaviour's embedding, such as its watch time, the context CAIN is about (a sharp drop of watch time after a
+behaviour says the interest was lost; the embeddings alone cannot say it). They enter as log(1 + x) (our
+choice: non-negative, heavy-tailed values such as seconds watched) and only the first layer reads them: it
+maps D + F to D, so the backbone and the later layers keep the target's width.
+
 CAIN's Table 1 replaces the (first) TCN layer by other context extractors (``extractor``): ``rnn``, a
 bidirectional GRU (hidden D / 2 each way, outputs of both directions side by side, so a behaviour's
 representation reads its whole past and future; packed, so padding never enters) and ``attention``, one
@@ -50,15 +56,15 @@ Extractor = Literal["tcn", "rnn", "attention"]
 class _RNNExtractor(nn.Module):
     """Table 1's RNN: a bidirectional GRU, D / 2 per direction, zero at padding."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, in_dim: int) -> None:
         super().__init__()
         if dim % 2:
             raise ValueError(f"CAIN(extractor='rnn') needs an even width (D / 2 per direction), got {dim}")
-        self.gru = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.gru = nn.GRU(in_dim, dim // 2, batch_first=True, bidirectional=True)
         self.output_dim = dim
 
     def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, profile_BP: Optional[Tensor] = None):
-        B, L, D = seq_BLD.shape
+        B, L, D = seq_BLD.shape[0], seq_BLD.shape[1], self.output_dim
         lengths_B = mask_BL.sum(1)
         out_BLD = seq_BLD.new_zeros(B, L, D)
         rows = lengths_B > 0
@@ -74,13 +80,15 @@ class _RNNExtractor(nn.Module):
 class _AttentionExtractor(nn.Module):
     """Table 1's self-attention: one pre-LN Transformer block over the whole sequence, zero at padding."""
 
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, in_dim: int, heads: int) -> None:
         super().__init__()
+        self.proj = nn.Linear(in_dim, dim) if in_dim != dim else None  # side information: D + F -> D
         self.block = TransformerBlock(dim=dim, num_heads=heads, ffn_dim=4 * dim, norm_first=True)
         self.output_dim = dim
 
     def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, profile_BP: Optional[Tensor] = None):
-        return self.block(x_BLD=seq_BLD, mask_BL=mask_BL), mask_BL
+        x_BLD = seq_BLD if self.proj is None else self.proj(seq_BLD)
+        return self.block(x_BLD=x_BLD, mask_BL=mask_BL), mask_BL
 
 
 def _backbone(name: str, dim: int, args: Dict[str, Any]) -> nn.Module:
@@ -120,6 +128,7 @@ class CAIN(nn.Module):
         peg_hidden: PEG's hidden width.
         extractor: the first layer: ``tcn`` (CAIN), ``rnn`` or ``attention`` (Table 1's alternatives).
         extractor_heads: heads of the ``attention`` extractor.
+        side_dim: F, per-behaviour side information the first layer reads (0: none; ``side_BLF`` in forward).
 
     Attributes:
         output_dim: the backbone's + (N - 1) * D.
@@ -128,7 +137,7 @@ class CAIN(nn.Module):
     def __init__(self, *, dim: int, backbone: Backbone = "lap", backbone_args: Optional[Dict[str, Any]] = None,
                  layers: int = 4, context_length: int = 7, later_context_length: int = 2, stride: int = 4,
                  aux_dim: int = 32, peg: Peg = "none", profile_dim: int = 0, peg_hidden: int = 64,
-                 extractor: Extractor = "tcn", extractor_heads: int = 4) -> None:
+                 extractor: Extractor = "tcn", extractor_heads: int = 4, side_dim: int = 0) -> None:
         super().__init__()
         if extractor not in ("tcn", "rnn", "attention"):
             raise ValueError(f"CAIN: extractor must be tcn, rnn or attention, got {extractor!r}")
@@ -138,12 +147,15 @@ class CAIN(nn.Module):
             raise ValueError(f"CAIN: layers must be >= 1 (the backbone alone is its own config), got {layers}")
         if peg != "none" and profile_dim <= 0:
             raise ValueError("CAIN(peg=...) generates filters from the profile: profile_dim must be > 0")
-        self.dim, self.peg = dim, peg
+        if side_dim < 0:
+            raise ValueError(f"CAIN: side_dim must be >= 0, got {side_dim}")
+        self.dim, self.peg, self.side_dim = dim, peg, side_dim
         aggregation = "global" if peg == "none" else peg
-        tcns, width = [], dim
+        tcns, width = [], dim + side_dim
         for n in range(layers):
             if n == 0 and extractor != "tcn":
-                tcns.append(_RNNExtractor(dim) if extractor == "rnn" else _AttentionExtractor(dim, extractor_heads))
+                tcns.append(_RNNExtractor(dim, width) if extractor == "rnn"
+                            else _AttentionExtractor(dim, width, extractor_heads))
                 width = tcns[-1].output_dim
                 continue
             tcns.append(TCN(dim=width, out_dim=dim, context_length=context_length if n == 0 else later_context_length,
@@ -159,12 +171,22 @@ class CAIN(nn.Module):
         self.output_dim: int = self.backbone.output_dim + (layers - 1) * dim
 
     def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
-                profile_BP: Optional[Tensor] = None) -> Tensor:
+                profile_BP: Optional[Tensor] = None, side_BLF: Optional[Tensor] = None) -> Tensor:
         """[IR_1, ..., IR_N] for right-padded behaviours ``seq_BLD`` [B, L, D] (mask ``mask_BL``), target
-        ``query_BD`` [B, D] and, with PEG, the profile ``profile_BP`` [B, P]."""
+        ``query_BD`` [B, D], with PEG the profile ``profile_BP`` [B, P], with ``side_dim`` F the side
+        information ``side_BLF`` [B, L, F] ([B, L] when F = 1)."""
         if self.peg != "none" and profile_BP is None:
             raise ValueError(f"CAIN(peg={self.peg!r}) needs profile_BP")
+        if (side_BLF is None) != (self.side_dim == 0):
+            raise ValueError(f"CAIN(side_dim={self.side_dim}) needs side_BLF exactly when side_dim > 0")
         x, m = seq_BLD, mask_BL
+        if side_BLF is not None:
+            side_BLF = side_BLF.unsqueeze(-1) if side_BLF.dim() == 2 else side_BLF
+            if tuple(side_BLF.shape) != (*mask_BL.shape, self.side_dim):
+                raise ValueError(f"CAIN(side_dim={self.side_dim}): side_BLF has shape {tuple(side_BLF.shape)}, "
+                                 f"want [B, L, {self.side_dim}]")
+            side_BLF = torch.log1p(side_BLF.to(seq_BLD.dtype).clamp_min(0.0)).masked_fill(~mask_BL.unsqueeze(-1), 0.0)
+            x = torch.cat([seq_BLD, side_BLF], dim=-1)
         parts = []
         for n, tcn in enumerate(self.tcns):
             x, m = tcn(seq_BLD=x if n == 0 else F.relu(x), mask_BL=m, profile_BP=profile_BP)

@@ -112,3 +112,30 @@ def test_table_1_extractors_replace_the_first_layer(extractor):
         CAIN(dim=D, backbone="sdim", extractor=extractor, peg="replace", profile_dim=3)
     with pytest.raises(ValueError, match="extractor must be"):
         CAIN(dim=D, extractor="lstm")
+
+
+@pytest.mark.parametrize("extractor", ["tcn", "rnn", "attention"])
+def test_side_information_enters_the_first_layer_as_log1p_beside_the_behaviour(extractor):
+    """side_dim = 1 (watch time): the first layer reads [S_t, log(1 + w_t)]; the backbone and the later layers
+    keep the target's width; padded side values are ignored; a missing or misshapen side input is an error."""
+    torch.manual_seed(4)
+    cain = CAIN(dim=D, backbone="sdim", backbone_args={"hashes": 12}, layers=2, context_length=1,
+                later_context_length=1, stride=2, aux_dim=4, extractor=extractor, side_dim=1).eval()
+    b = batches.make_batch([6, 3, 0], D=D, L=6)
+    w_BL = torch.rand(3, 6) * 100
+    out = cain(**b, side_BLF=w_BL)
+    assert out.shape == (3, cain.backbone.output_dim + D)
+    x1, m1 = cain.tcns[0](seq_BLD=torch.cat([b["seq_BLD"], torch.log1p(w_BL).unsqueeze(-1)], dim=-1),
+                          mask_BL=b["mask_BL"])
+    torch.testing.assert_close(out[:, :cain.backbone.output_dim],
+                               cain.backbone(seq_BLD=x1, mask_BL=m1, query_BD=b["query_BD"]))
+    other = w_BL.clone()
+    other[1, 3:] = 1e6  # padding of row 1
+    torch.testing.assert_close(cain(**b, side_BLF=other), out)
+    other[1, 0] = 0.0  # a real behaviour's watch time moves that row only
+    moved = (cain(**b, side_BLF=other) - out).abs().sum(1) > 0
+    assert moved.tolist() == [False, True, False]
+    with pytest.raises(ValueError, match="side_BLF"):
+        cain(**b)
+    with pytest.raises(ValueError, match="side_BLF"):
+        cain(**b, side_BLF=torch.rand(3, 6, 2))
