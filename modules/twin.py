@@ -42,6 +42,9 @@ class TWIN(nn.Module):
             inherent part (orthonormal W^v, W^o its transpose), so that the output starts as the attended
             behaviours themselves and ``u * q`` as their match with the target, as in SIM's ESU (our choice;
             the paper is silent on initialisation).
+        esu: ``twin`` (the paper's: the same alpha weighs the kept rows) or ``sim``, a diagnostic: SIM's ESU
+            (``target_attention.py``, its own scores, raw values) reads the CP-GSU's kept rows, which splits
+            how well the search keeps from how well its reader uses what was kept.
 
     Attributes:
         output_dim: H, 2H with ``product``.
@@ -49,8 +52,10 @@ class TWIN(nn.Module):
 
     def __init__(self, *, dim: int, query_dim: Optional[int] = None, cross_features: int = 0, cross_width: int = 8,
                  k: int = 100, heads: int = 4, head_dim: int = 32, product: bool = True,
-                 tied_init: bool = False) -> None:
+                 tied_init: bool = False, esu: str = "twin") -> None:
         super().__init__()
+        if esu not in ("twin", "sim"):
+            raise ValueError(f"TWIN: esu must be twin or sim, got {esu!r}")
         if tied_init and query_dim not in (None, dim):
             raise ValueError(f"TWIN: tied_init needs the target width {query_dim} = the behaviour width {dim}")
         if product and query_dim not in (None, dim):
@@ -76,6 +81,13 @@ class TWIN(nn.Module):
             self.cross = nn.Parameter(torch.randn(heads, cross_features, cross_width) / math.sqrt(cross_width))  # w^c
             self.beta = nn.Parameter(torch.ones(heads, cross_features))
         self.output_dim: int = 2 * dim if product else dim
+        self.sim_esu = None
+        if esu == "sim":  # a diagnostic: SIM's ESU reads what the CP-GSU kept (splits the search from its reader)
+            from .target_attention import MultiHeadTargetAttention
+
+            self.sim_esu = MultiHeadTargetAttention(dim=dim + cross_features * cross_width, query_dim=dim,
+                                                    heads=heads, head_dim=head_dim, product=product)
+            self.output_dim = self.sim_esu.output_dim
 
     def alpha(self, inherent_BLH: Tensor, cross_BLX: Optional[Tensor], query_BD: Tensor) -> Tensor:
         """The relevance of every behaviour for every head, [B, A, L].
@@ -140,6 +152,9 @@ class TWIN(nn.Module):
 
         h_BKH = gather(seq_BLD)
         c_BKX = gather(cross_BLX) if cross_BLX is not None else None
+        if self.sim_esu is not None:
+            z_BKZ = h_BKH if c_BKX is None else torch.cat([h_BKH, c_BKX], dim=-1)
+            return self.sim_esu(z_BKZ=z_BKZ, mask_BK=kept_BK, query_BD=query_BD)
         a_BAK = self.alpha(h_BKH, c_BKX, query_BD)  # the same alpha, on the kept rows (with gradients)
         w_BAK = masked_softmax(a_BAK.reshape(B * self.heads, K), kept_BK.repeat_interleave(self.heads, 0))
         full_BKX = h_BKH if c_BKX is None else torch.cat([h_BKH, c_BKX], dim=-1)

@@ -138,3 +138,19 @@ def test_tied_init_starts_every_learned_search_as_an_inner_product_that_ranks_th
     assert min(firsts) < 0.9  # untied: the target is not reliably first
     with pytest.raises(ValueError, match="tied_init"):
         TWIN(dim=H, query_dim=H + 1, product=False, tied_init=True)
+
+
+def test_esu_sim_reads_the_cp_gsus_kept_rows_with_sims_target_attention():
+    """esu = sim (a diagnostic): the output is SIM's ESU over exactly the rows the CP-GSU keeps, [K_h, K_c]."""
+    torch.manual_seed(5)
+    twin = TWIN(dim=D, cross_features=J, cross_width=C, heads=2, head_dim=3, k=3, esu="sim")
+    b = _inputs([8, 5, 0])
+    idx_BK, kept_BK = twin.kept_behaviours(**b)
+    z_BLZ = torch.cat([b["seq_BLD"], b["cross_BLX"]], dim=-1)
+    z_BKZ = torch.gather(z_BLZ, 1, idx_BK.unsqueeze(-1).expand(-1, -1, z_BLZ.shape[-1]))
+    want = twin.sim_esu(z_BKZ=z_BKZ, mask_BK=kept_BK, query_BD=b["query_BD"])
+    out = twin(**b)
+    torch.testing.assert_close(out, want)
+    assert out.shape == (3, twin.output_dim) and not out[2].any()  # a row with no behaviour: zeros
+    with pytest.raises(ValueError, match="esu"):
+        TWIN(dim=D, esu="din")
