@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .masking import masked_softmax, masked_topk, zero_padding
-from .target_attention import tie_at_init
+from .target_attention import MultiHeadTargetAttention, tie_at_init
 
 
 class TWIN(nn.Module):
@@ -83,8 +83,6 @@ class TWIN(nn.Module):
         self.output_dim: int = 2 * dim if product else dim
         self.sim_esu = None
         if esu == "sim":  # a diagnostic: SIM's ESU reads what the CP-GSU kept (splits the search from its reader)
-            from .target_attention import MultiHeadTargetAttention
-
             self.sim_esu = MultiHeadTargetAttention(dim=dim + cross_features * cross_width, query_dim=dim,
                                                     heads=heads, head_dim=head_dim, product=product)
             self.output_dim = self.sim_esu.output_dim

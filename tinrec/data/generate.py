@@ -447,11 +447,11 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
     lr = eff["long_range"]
     if lr["enabled"]:  # persistent interests, thinly spread far back (their own generator: nothing else moves)
         pers = world.persistent(int(lr["interests"]))
+        own = world.persistent_items(pers.shape[1], int(lr["items"])) if lr["items"] else None  # each interest's items
         far = (p > lr["min_position"]) & (lr_rng.random(T) < lr["share"])
         j_T = lr_rng.integers(0, pers.shape[1], T)
         cat = np.where(far, pers[buser, j_T], cat)
-        if lr["items"]:  # each persistent interest is a few items of its own
-            own = world.persistent_items(pers.shape[1], int(lr["items"]))
+        if own is not None:
             item = np.where(far, own[buser, j_T, lr_rng.integers(0, own.shape[2], T)], item)
         else:
             item = np.where(far, world.popular_item(lr_rng, cat), item)
@@ -479,8 +479,7 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
         to_pers = lr_rng.random(n) < lr["target_share"]
         j_n = lr_rng.integers(0, pers.shape[1], n)
         target_cat = np.where(to_pers, pers[users, j_n], target_cat)
-        if lr["items"]:
-            own = world.persistent_items(pers.shape[1], int(lr["items"]))
+        if own is not None:
             target_item = np.where(to_pers, own[users, j_n, lr_rng.integers(0, own.shape[2], n)], target_item)
         else:
             target_item = np.where(to_pers, world.popular_item(lr_rng, target_cat), target_item)
