@@ -313,3 +313,50 @@ def test_long_range_items_make_each_persistent_interest_a_few_items_of_its_own(t
     gen.generate_dataset(str(tmp_path / "b"), **dict(base, effects={"long_range": dict(lr, items=0)}))
     for split in ("train", "test"):
         assert _read(str(tmp_path / "a"), meta, split).equals(_read(str(tmp_path / "b"), meta, split))
+
+
+def test_long_range_fading_interests_end_in_drops_and_count_against_their_targets(tmp_path):
+    """long_range.fading: a fading interest's far-back behaviours are followed by a sharp watch-time drop far
+    more often than others (the evidence a context-aware model reads), and for the less active users (context
+    by_activity) a target in a faded interest is clicked less than one in a kept interest, while for the active
+    ones it is not; fading = 0 (the default) leaves the data bitwise unchanged."""
+    base = dict(SMALL, seq_len_mean=120.0, seq_len_max=300, train_rows=6000, valid_rows=100, test_rows=100,
+                profile=True)
+    lr = {"enabled": True, "min_position": 40, "share": 0.1, "strength": 3.0, "items": 3, "target_share": 0.5}
+    ctx = {"enabled": True, "by_activity": True}
+    root = str(tmp_path / "fade")
+    meta = gen.generate_dataset(root, **dict(base, effects={"long_range": dict(lr, fading=0.5, fading_drop=0.6),
+                                                             "context": ctx}))
+    gt = np.load(os.path.join(root, "ground_truth.npz"))
+    pers, fading = gt["persistent"], gt["persistent_fading"]
+    assert fading.shape == pers.shape and not fading[0].any() and 0.4 < fading[1:].mean() < 0.6
+    t = _read(root, meta, "train")
+    users = t.column("user_id").to_numpy()
+    lens, cats = _lists(t, "hist_category")
+    _, watch = _lists(t, "hist_watch_time")
+    row = np.repeat(np.arange(len(lens)), lens)
+    p = np.concatenate([np.arange(n, 0, -1) for n in lens])
+    # a drop after behaviour i = the next (more recent, stored next) behaviour watched for a tenth as long
+    nxt = np.r_[watch[1:], np.inf]
+    dropped = (p >= 2) & (nxt < 0.25 * np.median(watch))
+    hit = pers[users[row]] == cats[:, None]
+    far = p > 40
+    fade_b = far & (hit & fading[users[row]]).any(1)
+    kept_b = far & (hit & ~fading[users[row]]).any(1)
+    assert dropped[fade_b].mean() > 0.45 and dropped[kept_b].mean() < 0.15
+    # the label: targets in a persistent interest seen far back, faded or kept, less or more active users
+    target, label = t.column("target_category").to_numpy(), t.column("label").to_numpy()
+    t_hit = pers[users] == target[:, None]
+    far_hit = np.bincount(row, weights=(hit.any(1) & far & (cats == target[row])).astype(float),
+                          minlength=len(lens)) > 0
+    faded, kept = far_hit & (t_hit & fading[users]).any(1), far_hit & (t_hit & ~fading[users]).any(1)
+    less = t.column("user_activity").to_numpy() <= 2
+    assert label[faded & less].mean() < label[kept & less].mean() - 0.3
+    assert abs(label[faded & ~less].mean() - label[kept & ~less].mean()) < 0.1
+    # fading = 0: the data without the option, bitwise
+    other = dict(base, train_rows=1000, effects={"long_range": lr, "context": ctx})
+    small = gen.generate_dataset(str(tmp_path / "a"), **other)
+    gen.generate_dataset(str(tmp_path / "b"), **dict(other, effects={"long_range": dict(lr, fading=0.0),
+                                                                     "context": ctx}))
+    for split in ("train", "test"):
+        assert _read(str(tmp_path / "a"), small, split).equals(_read(str(tmp_path / "b"), small, split))

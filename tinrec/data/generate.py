@@ -120,7 +120,7 @@ DEFAULT_EFFECTS: Dict[str, Any] = {
     "trigger": {"enabled": False, "strength": 1.0, "tau_page": 3.0},
     "feedback": {"enabled": False, "click_noise": 0.3},
     "long_range": {"enabled": False, "strength": 1.5, "interests": 2, "share": 0.03, "min_position": 200,
-                   "target_share": 0.25, "items": 0},
+                   "target_share": 0.25, "items": 0, "fading": 0.0, "fading_drop": 0.5},
     "bias": -2.8,
 }
 
@@ -138,6 +138,8 @@ _EFFECT_RULES = {
     "min_position": ("int", "positive"),
     "target_share": ("real", "unit"),
     "items": ("int", "nonnegative"),
+    "fading": ("real", "unit"),
+    "fading_drop": ("real", "unit"),
     "by_activity": ("bool", None),
     "bias": ("real", None),
 }
@@ -177,6 +179,8 @@ def _long_range_truth(world: "_World", lr: dict) -> dict:
     out = {"persistent": world.persistent(int(lr["interests"]))}
     if lr["items"]:
         out["persistent_items"] = world.persistent_items(int(lr["interests"]), int(lr["items"]))
+    if lr["fading"]:
+        out["persistent_fading"] = world.fading(int(lr["interests"]), lr["fading"])
     return out
 
 
@@ -287,6 +291,16 @@ class _World:
             cats = np.repeat(self.persistent(count)[:, :, None], per, axis=2)
             out = self.popular_item(np.random.default_rng([self.seed, 995]), cats.reshape(-1)).reshape(cats.shape)
             out[0] = 0
+            self._extra[key] = out
+        return self._extra[key]
+
+    def fading(self, count: int, share: float) -> np.ndarray:
+        """[U + 1, count] bool: which persistent interests fade (long_range ``fading`` > 0): each w.p. ``share``,
+        from their own generator (``default_rng([seed, 994])``)."""
+        key = ("fading", count, share)
+        if key not in self._extra:
+            out = np.random.default_rng([self.seed, 994]).random((self.U + 1, count)) < share
+            out[0] = False
             self._extra[key] = out
         return self._extra[key]
 
@@ -459,6 +473,10 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
     # Watch time and drop events (always drawn); lost interest per (row, category).
     watch = rng.lognormal(math.log(WATCH_MEDIAN_S), WATCH_SIGMA, T)
     drop = (p >= 2) & (rng.random(T) < DROP_PROB)
+    fades = lr["enabled"] and lr["fading"] > 0
+    if fades:  # a fading interest's far-back behaviours are often followed by a sharp drop (CAIN's Figure 1)
+        fading = world.fading(pers.shape[1], lr["fading"])
+        drop |= far & fading[buser, j_T] & (p >= 2) & (lr_rng.random(T) < lr["fading_drop"])
     watch[np.flatnonzero(drop) + 1] *= DROP_FACTOR
     key = row * (C + 1) + cat
     min_drop_p = np.full(n * (C + 1), seq_len_max + 1, np.int64)
@@ -499,6 +517,12 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
     if lr["enabled"]:  # the target's category is a persistent interest seen far back in this history
         in_pers = (pers[buser] == cat[:, None]).any(1) & (p > lr["min_position"]) & (cat == target_cat[row])
         far_hit = np.bincount(row, weights=in_pers.astype(np.float64), minlength=n) > 0
+        if fades and ctx_eff["enabled"]:  # a faded interest counts against its target, like a lost one above
+            hit_j = pers[users] == target_cat[:, None]
+            faded = (hit_j & fading[users]).any(1)
+            if ctx_eff["by_activity"]:
+                faded &= world.activity()[users] <= 2
+            far_hit = np.where(faded, -ctx_eff["strength"], 1.0) * far_hit
         logit = logit + lr["strength"] * far_hit
     if trig["enabled"]:
         s_trig = _semantic_weight(target_cat, trigger_cat) * np.exp(-(page - 1) / trig["tau_page"])
