@@ -87,8 +87,10 @@ class TWIN(nn.Module):
                                                     heads=heads, head_dim=head_dim, product=product)
             self.output_dim = self.sim_esu.output_dim
 
-    def alpha(self, inherent_BLH: Tensor, cross_BLX: Optional[Tensor], query_BD: Tensor) -> Tensor:
-        """The relevance of every behaviour for every head, [B, A, L].
+    def alpha(self, inherent_BLH: Tensor, cross_BLX: Optional[Tensor], query_BD: Tensor,
+              cross_bias: bool = True) -> Tensor:
+        """The relevance of every behaviour for every head, [B, A, L] (``cross_bias=False``: without the cross
+        features' bias, a diagnostic of what the inherent part alone would rank first).
 
         <K_h W_a, q W_q> = <K_h, W_a^T W_q q>: one [H] vector per head and row instead of projecting every
         behaviour (the same function; the GSU scores all L behaviours this way)."""
@@ -96,7 +98,7 @@ class TWIN(nn.Module):
         q_BAE = self.query(query_BD).view(B, self.heads, self.head_dim)
         r_BAH = torch.einsum("bae,aeh->bah", q_BAE, self.key.weight.view(self.heads, self.head_dim, H))
         a_BAL = torch.bmm(r_BAH, inherent_BLH.transpose(1, 2)) / math.sqrt(self.head_dim)
-        if self.cross_features:
+        if self.cross_features and cross_bias:
             c_BLJC = cross_BLX.view(B, L, self.cross_features, self.cross_width)
             squeezed_BLAJ = torch.einsum("bljc,ajc->blaj", c_BLJC, self.cross)  # one scalar per feature and head
             a_BAL = a_BAL + torch.einsum("blaj,aj->bal", squeezed_BLAJ, self.beta)
@@ -119,10 +121,11 @@ class TWIN(nn.Module):
         return torch.gather(cand_BN, 1, order_BN), torch.gather(new_BN, 1, order_BN)
 
     def kept_behaviours(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
-                        cross_BLX: Optional[Tensor] = None):
-        """What the CP-GSU keeps: (indices into L [B, K], valid [B, K]), without gradient."""
+                        cross_BLX: Optional[Tensor] = None, cross_bias: bool = True):
+        """What the CP-GSU keeps: (indices into L [B, K], valid [B, K]), without gradient; ``cross_bias=False``:
+        what it would keep without the cross features' bias (``tinrec analyze long-range``)."""
         with torch.no_grad():
-            return self.search(self.alpha(seq_BLD, cross_BLX, query_BD), mask_BL)
+            return self.search(self.alpha(seq_BLD, cross_BLX, query_BD, cross_bias), mask_BL)
 
     def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
                 cross_BLX: Optional[Tensor] = None) -> Tensor:

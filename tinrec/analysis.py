@@ -443,6 +443,18 @@ def summary(report: Dict[str, Any]) -> str:
 
 # ---- Long-range recall (issue 14: do the lifelong backbones find the far-back behaviours?) ---------------------
 
+def cosine_kept(seq_BLD: torch.Tensor, mask_BL: torch.Tensor, query_BD: torch.Tensor,
+                count_B: torch.Tensor) -> torch.Tensor:
+    """A reference search, [B, L] bool: in each row the ``count_B`` valid behaviours whose input vectors make
+    the smallest angle with the target's (ETA's SimHash estimates this angle; ties: the most recent first)."""
+    from tinrec.modules.masking import masked_topk
+
+    cos_BL = torch.nn.functional.cosine_similarity(seq_BLD, query_BD.unsqueeze(1), dim=-1)
+    idx_BK, ok_BK = masked_topk(cos_BL, mask_BL, seq_BLD.shape[1])
+    ok_BK &= torch.arange(idx_BK.shape[1]).unsqueeze(0) < count_B.unsqueeze(1)
+    return torch.zeros_like(mask_BL).scatter_(1, idx_BK, ok_BK)
+
+
 def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "test",
                       max_batches: Optional[int] = None, interest: Optional[str] = None) -> Dict[str, Any]:
     """How much of the planted long-range signal a search-based backbone keeps (``effects.long_range``).
@@ -452,6 +464,10 @@ def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "te
     where the effect fires), the share of those far-back behaviours the module's search keeps
     (``kept_behaviours``: SIM's GSU, ETA's Hamming top-k, TWIN's CP-GSU, LAP's fine level). Also: the share of
     such impressions with at least one kept, and the share of the kept slots holding the target's category.
+    Two references on the same rows: ``cosine_recall``, what keeping as many per row by the angle between the
+    module's input vectors of behaviour and target would find (:func:`cosine_kept`; None when their widths
+    differ), and for TWIN with cross features ``recall_without_cross_bias``, what its CP-GSU would keep
+    ranking by the inherent part of alpha alone.
     ``config``: a Config or YAML path; ``checkpoint`` as in :func:`learned_ctc`.
     """
     from tinrec.config import Config, load_config
@@ -482,13 +498,15 @@ def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "te
     stream = _eval_stream(cfg, data, split)
     accepted = inspect.signature(module.kept_behaviours).parameters
     takes_all = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
-    far_total = far_kept = rows = rows_hit = slots = slots_target = 0
+    far_total = far_kept = rows = rows_hit = slots = slots_target = far_cos = far_nocross = 0
+    with_cross = getattr(module, "cross_features", 0) and "cross_bias" in accepted
     with torch.no_grad():
         for i, batch in enumerate(stream):
             if max_batches is not None and i >= max_batches:
                 break
             inputs = model.module_inputs(batch)[name]
-            idx_BK, kept_BK = module.kept_behaviours(**{k: v for k, v in inputs.items() if takes_all or k in accepted})
+            args = {k: v for k, v in inputs.items() if takes_all or k in accepted}
+            idx_BK, kept_BK = module.kept_behaviours(**args)
             kjt = batch.sparse.to_dict()
             cats = kjt[f"{seq}_category"].to_padded_dense(padding_value=0)  # [B, L'] oldest first
             L = inputs["mask_BL"].shape[1]
@@ -504,6 +522,14 @@ def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "te
             kept_BL = torch.zeros_like(far_BL).scatter_(1, idx_BK, kept_BK)
             far_total += int(far_BL.sum())
             far_kept += int((far_BL & kept_BL).sum())
+            seq_BLD, query_BD = inputs["seq_BLD"], inputs["query_BD"]
+            if far_cos is not None and seq_BLD.shape[-1] == query_BD.shape[-1]:
+                far_cos += int((far_BL & cosine_kept(seq_BLD, inputs["mask_BL"], query_BD, kept_BK.sum(1))).sum())
+            else:
+                far_cos = None
+            if with_cross:
+                i_BK, k_BK = module.kept_behaviours(**args, cross_bias=False)
+                far_nocross += int((far_BL & torch.zeros_like(far_BL).scatter_(1, i_BK, k_BK)).sum())
             fired = far_BL.any(1)
             rows += int(fired.sum())
             rows_hit += int((fired & (far_BL & kept_BL).any(1)).sum())
@@ -513,5 +539,7 @@ def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "te
             "min_position": int(lr["min_position"]), "impressions_with_far_back_interest": rows,
             "far_back_behaviours": far_total,
             "far_back_recall": far_kept / far_total if far_total else None,
+            "cosine_recall": far_cos / far_total if far_total and far_cos is not None else None,
+            **({"recall_without_cross_bias": far_nocross / far_total if far_total else None} if with_cross else {}),
             "impressions_with_one_kept": rows_hit / rows if rows else None,
             "kept_slots_of_target_category": slots_target / slots if slots else None}

@@ -33,6 +33,15 @@ def test_alpha_is_the_scaled_product_plus_a_squeezed_cross_bias_per_behaviour():
     changed[0, 2] += 1.0  # one behaviour's cross features move its own alpha only
     moved = (twin.alpha(b["seq_BLD"], changed, b["query_BD"]) != alpha).any(1)
     assert moved[0].tolist() == [i == 2 for i in range(8)] and not moved[1].any()
+    # cross_bias=False (the diagnostic): the scaled product alone, and what the GSU would keep by it
+    plain = twin.alpha(b["seq_BLD"], b["cross_BLX"], b["query_BD"], cross_bias=False)
+    torch.testing.assert_close(plain[x, a, i], (Wh[a] @ b["seq_BLD"][x, i]) @ (Wq[a] @ b["query_BD"][x]) / math.sqrt(3))
+    with torch.no_grad():
+        twin.beta.fill_(100.0)  # a cross bias that dominates the ranking
+    kept_with = twin.kept_behaviours(**b)[0]
+    kept_without = twin.kept_behaviours(**b, cross_bias=False)[0]
+    assert torch.equal(kept_without, twin.search(plain.detach(), b["mask_BL"])[0])
+    assert not torch.equal(kept_with, kept_without)
 
 
 def test_cp_gsu_walks_the_heads_rankings_in_turn_until_k_distinct():

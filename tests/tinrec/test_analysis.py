@@ -299,7 +299,21 @@ def test_long_range_recall_of_a_hard_search_is_complete_and_a_k_of_one_keeps_one
         "impressions_with_far_back_interest"]
     assert full["far_back_recall"] == 1.0 and full["impressions_with_one_kept"] == 1.0
     assert full["kept_slots_of_target_category"] == 1.0
+    assert 0.0 <= full["cosine_recall"] <= 1.0 and "recall_without_cross_bias" not in full
     one = json.loads(run(["analyze", "long-range", *common, "model.interests.sim.k=1"]).stdout.strip().splitlines()[-1])
     assert one["far_back_behaviours"] == full["far_back_behaviours"]
     assert one["far_back_recall"] * one["far_back_behaviours"] <= one["impressions_with_far_back_interest"] + 1e-9
     assert one["far_back_recall"] < 1.0
+
+
+def test_cosine_kept_keeps_the_smallest_angles_per_row_most_recent_first_on_ties_never_padding():
+    """The reference search of ``analyze long-range``: per row the ``count`` valid behaviours nearest in angle."""
+    from tinrec.analysis import cosine_kept
+
+    seq = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [-1.0, 0.0]],
+                        [[0.0, 1.0], [0.0, 3.0], [0.0, 1.0], [0.0, 0.0]]])
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    query = torch.tensor([[5.0, 0.0], [0.0, 1.0]])
+    kept = cosine_kept(seq, mask, query, torch.tensor([2, 1]))
+    assert kept.tolist() == [[True, False, True, False], [False, True, False, False]]  # row 1: a tie, the newer
+    assert cosine_kept(seq, mask, query, torch.tensor([4, 4])).tolist() == mask.tolist()
