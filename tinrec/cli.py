@@ -165,6 +165,13 @@ def cmd_analyze_stc(args) -> int:
     return 0
 
 
+def cmd_analyze_effects(args) -> int:
+    from tinrec.analysis import effects_oracle
+
+    print(json.dumps(effects_oracle(_config(args), split=args.split)))
+    return 0
+
+
 def cmd_analyze_long_range(args) -> int:
     from tinrec.analysis import long_range_recall
 
@@ -239,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("--interest", default=None, help="interest module (default: the first with a search)")
     lr.add_argument("--max-batches", type=int, default=None)
     lr.set_defaults(func=cmd_analyze_long_range)
+    ef = analyses.add_parser(
+        "effects", parents=[common],
+        help="generated data: the AUC of the label's own logit and of its parts (the ceiling, each effect's worth)")
+    ef.add_argument("config", help="YAML experiment file (its data.path)")
+    ef.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    ef.add_argument("--split", default="test")
+    ef.set_defaults(func=cmd_analyze_effects)
     cd = add_parser("check-data", help="scan a dataset for every kind of problem (counts, first examples)")
     cd.add_argument("path", help="dataset folder (docs/data.md)")
     cd.add_argument("--max-examples", type=int, default=3, help="examples shown per kind of problem")

@@ -317,3 +317,32 @@ def test_cosine_kept_keeps_the_smallest_angles_per_row_most_recent_first_on_ties
     kept = cosine_kept(seq, mask, query, torch.tensor([2, 1]))
     assert kept.tolist() == [[True, False, True, False], [False, True, False, False]]  # row 1: a tie, the newer
     assert cosine_kept(seq, mask, query, torch.tensor([4, 4])).tolist() == mask.tolist()
+
+
+def test_effects_oracle_ranks_the_label_logit_first_and_refuses_data_that_differs(tmp_path):
+    """``tinrec analyze effects``: on generated data with a strong long-range effect, dropping it costs AUC, the
+    user's bias is the gap between the label logit and the learnable part; changed labels are refused."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tinrec.analysis import effects_oracle
+    from tinrec.config import load_config
+    from tinrec.data.generate import generate_dataset
+
+    data = str(tmp_path / "data")
+    meta = generate_dataset(data, seed=1, num_users=200, num_items=500, num_categories=10, train_rows=100,
+                            valid_rows=100, test_rows=2000, seq_len_mean=60.0, seq_len_max=100, row_group_size=500,
+                            show_progress=False, effects={"long_range": {"enabled": True, "min_position": 20,
+                                                                         "share": 0.2, "strength": 3.0}})
+    cfg = load_config("configs/default.yaml", [f"data.path={data}"])
+    out = effects_oracle(cfg)
+    a = out["auc"]
+    assert out["rows"] == 2000 and set(a) == {"label logit", "learnable", "target alone",
+                                              "learnable without semantic_temporal", "learnable without long_range"}
+    assert a["label logit"] > a["learnable"] > a["learnable without long_range"] + 0.03
+    assert a["learnable"] > a["learnable without semantic_temporal"] > a["target alone"] > 0.5
+    first = os.path.join(data, meta["splits"]["test"]["files"][0])
+    t = pq.read_table(first)
+    pq.write_table(t.set_column(0, "label", pa.array(1 - t.column("label").to_numpy(), type=pa.int8())), first)
+    with pytest.raises(ValueError, match="labels differ"):
+        effects_oracle(cfg)

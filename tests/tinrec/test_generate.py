@@ -360,3 +360,15 @@ def test_long_range_fading_interests_end_in_drops_and_count_against_their_target
                                                                      "context": ctx}))
     for split in ("train", "test"):
         assert _read(str(tmp_path / "a"), small, split).equals(_read(str(tmp_path / "b"), small, split))
+
+
+def test_logit_parts_regenerate_a_split_and_its_terms_add_up_to_the_labels_logit(tmp_path, small):
+    """``logit_parts``: the split regenerated in memory has the stored labels, the terms add up to the logit, and
+    the context effect's sign flips are what separates a term from its ``_without_context`` twin."""
+    root, meta = small
+    parts = gen.logit_parts(meta["generator"], "valid")
+    assert np.array_equal(parts["label"], _read(root, meta, "valid").column("label").to_numpy())
+    total = parts["base"] + parts["user"] + parts["semantic_temporal"] + parts["trigger"]
+    np.testing.assert_allclose(parts["logit"], total, atol=1e-9)
+    flipped = parts["semantic_temporal"] != parts["semantic_temporal_without_context"]
+    assert 0 < flipped.mean() < 1 and "long_range" not in parts

@@ -414,8 +414,9 @@ def _extras(world: _World, n: int, users: np.ndarray, target_item: np.ndarray, o
 def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_mean: float, seq_len_max: int,
            eff: dict, schema: pa.Schema, short_len: int = 0, extra: Optional[Dict[str, int]] = None,
            ctx_rng: Optional[np.random.Generator] = None, lr_rng: Optional[np.random.Generator] = None,
-           profile: bool = False):
-    """``n`` rows as an Arrow table, plus (p, dt seconds) of every behaviour for the ground-truth stats."""
+           profile: bool = False, parts: Optional[Dict[str, np.ndarray]] = None):
+    """``n`` rows as an Arrow table, plus (p, dt seconds) of every behaviour for the ground-truth stats.
+    ``parts``: a dict filled with each row's logit terms (:func:`logit_parts`)."""
     C = world.C
     st, ctx_eff, trig, fb = eff["semantic_temporal"], eff["context"], eff["trigger"], eff["feedback"]
     users = rng.integers(1, world.U + 1, n)
@@ -504,6 +505,7 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
 
     # Label.
     logit = eff["bias"] + world.user_bias[users] + world.item_bias[target_item]
+    terms = {"base": eff["bias"] + world.item_bias[target_item], "user": world.user_bias[users]}
     if st["enabled"]:
         if st["decay"] == "position":
             decay = np.exp(-(p - 1) / st["tau_position"])
@@ -514,9 +516,14 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
         ctx = np.where(lost, -ctx_eff["strength"], 1.0) if ctx_eff["enabled"] else 1.0
         contrib = _semantic_weight(target_cat[row], cat) * decay * g * ctx
         logit = logit + st["strength"] * np.bincount(row, weights=contrib, minlength=n)
+        if parts is not None:
+            terms["semantic_temporal"] = st["strength"] * np.bincount(row, weights=contrib, minlength=n)
+            terms["semantic_temporal_without_context"] = st["strength"] * np.bincount(
+                row, weights=_semantic_weight(target_cat[row], cat) * decay * g, minlength=n)
     if lr["enabled"]:  # the target's category is a persistent interest seen far back in this history
         in_pers = (pers[buser] == cat[:, None]).any(1) & (p > lr["min_position"]) & (cat == target_cat[row])
         far_hit = np.bincount(row, weights=in_pers.astype(np.float64), minlength=n) > 0
+        terms["long_range_without_context"] = lr["strength"] * far_hit
         if fades and ctx_eff["enabled"]:  # a faded interest counts against its target, like a lost one above
             hit_j = pers[users] == target_cat[:, None]
             faded = (hit_j & fading[users]).any(1)
@@ -524,10 +531,14 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
                 faded &= world.activity()[users] <= 2
             far_hit = np.where(faded, -ctx_eff["strength"], 1.0) * far_hit
         logit = logit + lr["strength"] * far_hit
+        terms["long_range"] = lr["strength"] * far_hit
     if trig["enabled"]:
         s_trig = _semantic_weight(target_cat, trigger_cat) * np.exp(-(page - 1) / trig["tau_page"])
         logit = logit + trig["strength"] * s_trig
+        terms["trigger"] = trig["strength"] * s_trig
     label = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int8)
+    if parts is not None:
+        parts.update(terms, logit=logit)
 
     off = pa.array(offsets.astype(np.int32), type=pa.int32())
     i64 = pa.int64()
@@ -666,6 +677,48 @@ def parameters(
     return params
 
 
+def _world_and_schema(params: dict):
+    world = _World(np.random.default_rng([params["seed"], 999]), params["num_users"], params["num_items"],
+                   params["num_categories"], params["num_brands"], params["num_authors"], seed=params["seed"])
+    extra = _check_extra(params.get("extra_features"))
+    schema = pa.schema(list(fmt.arrow_schema()) + extra_schema(params.get("short_len", 0), extra)
+                       + ([pa.field("user_activity", pa.int64()), pa.field("user_top_author", pa.int64())]
+                          if params.get("profile", False) else []))
+    return world, schema
+
+
+def _chunk_at(world: _World, schema: pa.Schema, params: dict, split_index: int, chunk_index: int, n: int,
+              parts: Optional[Dict[str, np.ndarray]] = None):
+    """Chunk ``chunk_index`` of split ``split_index`` (``n`` rows), from its own generators."""
+    seed = params["seed"]
+    extra = params.get("extra_features")
+    return _chunk(world, np.random.default_rng([seed, split_index, chunk_index]), n, fmt.SPLITS[split_index],
+                  params["seq_len_mean"], params["seq_len_max"], params["effects"], schema, params.get("short_len", 0),
+                  _check_extra(extra) if extra else None, np.random.default_rng([seed, split_index, chunk_index, 77]),
+                  np.random.default_rng([seed, split_index, chunk_index, 55]), params.get("profile", False), parts)
+
+
+def logit_parts(generator: dict, split: str = "test", show_progress: bool = False) -> Dict[str, np.ndarray]:
+    """Each row's logit terms in split ``split`` of the dataset that ``generator`` (a ``meta.json``'s
+    ``generator``: the parameters of :func:`parameters`) describes, regenerated in memory: ``logit`` (the
+    label's), ``base`` (global bias + the target item's), ``user`` (the user's bias), and each enabled effect's
+    term (``semantic_temporal``, ``long_range``, ``trigger``; with the context effect's sign flips undone:
+    ``*_without_context``), plus ``label``. What a model could learn at best (``tinrec analyze effects``)."""
+    params = parameters(**generator)
+    world, schema = _world_and_schema(params)
+    split_index = fmt.SPLITS.index(split)
+    n_rows, size = params[f"{split}_rows"], params["row_group_size"]
+    out: Dict[str, list] = {}
+    for chunk_index, start in enumerate(tqdm(range(0, n_rows, size), desc=f"regenerate {split}", unit="chunk",
+                                             disable=not show_progress)):
+        parts: Dict[str, np.ndarray] = {}
+        table = _chunk_at(world, schema, params, split_index, chunk_index, min(size, n_rows - start), parts)[0]
+        parts["label"] = table.column(fmt.LABEL).to_numpy()
+        for k, v in parts.items():
+            out.setdefault(k, []).append(np.asarray(v, np.float64) if k != "label" else v)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
 def generate_dataset(out_dir: str, *, show_progress: bool = True, **kwargs: Any) -> dict:
     """Generate the synthetic dataset into ``out_dir`` (any iopath path); returns the meta dict it wrote.
     ``kwargs``: the arguments of :func:`parameters` (docs/data.md).
@@ -674,7 +727,7 @@ def generate_dataset(out_dir: str, *, show_progress: bool = True, **kwargs: Any)
     """
     params = parameters(**kwargs)
     extra = _check_extra(params.get("extra_features"))
-    extra_features, profile = params.get("extra_features"), params.get("profile", False)
+    profile = params.get("profile", False)
     eff = params["effects"]
     C, P = params["num_categories"], params["gt_positions"]
 
@@ -689,11 +742,7 @@ def generate_dataset(out_dir: str, *, show_progress: bool = True, **kwargs: Any)
             if PART_FILE.fullmatch(name):
                 g_pathmgr.rm(posixpath.join(folder, name))
 
-    world = _World(np.random.default_rng([params["seed"], 999]), params["num_users"], params["num_items"], C,
-                   params["num_brands"], params["num_authors"], seed=params["seed"])
-    schema = pa.schema(list(fmt.arrow_schema()) + extra_schema(params.get("short_len", 0), extra)
-                       + ([pa.field("user_activity", pa.int64()), pa.field("user_top_author", pa.int64())]
-                          if profile else []))
+    world, schema = _world_and_schema(params)
     split_rows = {"train": params["train_rows"], "valid": params["valid_rows"], "test": params["test_rows"]}
     decay_sum, decay_count = np.zeros(P), np.zeros(P)
     time_gt = eff["semantic_temporal"]["enabled"] and eff["semantic_temporal"]["decay"] == "time"
@@ -708,12 +757,7 @@ def generate_dataset(out_dir: str, *, show_progress: bool = True, **kwargs: Any)
             try:
                 for chunk_index, start in enumerate(range(0, n_rows, params["row_group_size"])):
                     n = min(params["row_group_size"], n_rows - start)
-                    rng = np.random.default_rng([params["seed"], split_index, chunk_index])
-                    table, c, p, dt = _chunk(world, rng, n, split, params["seq_len_mean"], params["seq_len_max"],
-                                             eff, schema, params.get("short_len", 0), extra if extra_features else None,
-                                             np.random.default_rng([params["seed"], split_index, chunk_index, 77]),
-                                             np.random.default_rng([params["seed"], split_index, chunk_index, 55]),
-                                             profile)
+                    table, c, p, dt = _chunk_at(world, schema, params, split_index, chunk_index, n)
                     writer.write(table)
                     clicks += c
                     if split == "train":
