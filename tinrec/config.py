@@ -98,6 +98,8 @@ class SequenceConfig:
     """One behaviour sequence of the data (its list columns are ``<name>_*``, docs/data.md)."""
 
     max_len: Optional[int] = None  # keep its most recent max_len behaviours (default: data.max_len)
+    # leave out the skip_recent most recent behaviours first (a lifelong sequence beside a short-term one)
+    skip_recent: int = 0
     # {from: SEQUENCE, key: FIELD, target: COLUMN}: selected on ids by the loader (tinrec/data/search.py)
     search: Optional[Dict[str, str]] = None
 
@@ -117,6 +119,10 @@ class DataConfig:
     def max_len_of(self, sequence: str) -> int:
         s = self.sequences.get(sequence)
         return s.max_len if s is not None and s.max_len is not None else self.max_len
+
+    def skip_recent_of(self, sequence: str) -> int:
+        s = self.sequences.get(sequence)
+        return s.skip_recent if s is not None else 0
 
 
 @dataclass
@@ -485,6 +491,12 @@ def validate(cfg: Config, src: str) -> None:
                              f"(<name>_item, ...): no underscore, not one of {', '.join(SAMPLE_PREFIXES)}")
         if seq.max_len is not None and seq.max_len < 1:
             raise ValueError(f"{src}: data.sequences.{name}.max_len: must be >= 1, got {seq.max_len}")
+        if isinstance(seq.skip_recent, bool) or not isinstance(seq.skip_recent, int) or seq.skip_recent < 0:
+            raise ValueError(f"{src}: data.sequences.{name}.skip_recent: must be an integer >= 0, got "
+                             f"{seq.skip_recent!r}")
+        if seq.skip_recent and seq.search is not None:
+            raise ValueError(f"{src}: data.sequences.{name}: skip_recent applies to a stored sequence, not a searched "
+                             f"one (set it on the sequence searched from)")
     from tinrec.data import search  # local: keeps config import light
 
     search.check(cfg, src)

@@ -128,6 +128,7 @@ class Data:
         self.searches = search.of_config(cfg)  # sequences the loader selects on ids (tinrec/data/search.py)
         self.max_lens = {s: cfg.data.max_len_of(s) for s in sequences_of(self.features, self.dense)}
         self.max_lens.update({s.source: cfg.data.max_len_of(s.source) for s in self.searches.values()})
+        self.skip_recent = {s: cfg.data.skip_recent_of(s) for s in self.max_lens if cfg.data.skip_recent_of(s)}
         self._units: Dict[str, list] = {}
         for split in ("train", "valid", "test"):
             self.units(split)  # every file's schema, before anything reads a row
@@ -179,7 +180,8 @@ class Data:
             batch_size=c.train.batch_size if train else c.train.eval_batch_size, max_len=c.data.max_len,
             time_bin_edges=self.edges, max_lens=self.max_lens, rank=self.env.rank, world_size=self.env.world_size,
             num_workers=c.data.num_workers, seed=c.seed, epoch=epoch, shuffle=train and c.data.shuffle,
-            drop_last=train, skip=skip, dense_sequence=self.dense, labels=c.data.labels, searches=self.searches)
+            drop_last=train, skip=skip, dense_sequence=self.dense, labels=c.data.labels, searches=self.searches,
+            skip_recent=self.skip_recent)
 
     def loader(self, stream: ParquetStream) -> DataLoader:
         return DataLoader(stream, batch_size=None, num_workers=self.cfg.data.num_workers,

@@ -43,6 +43,29 @@ def test_truncation_positions_and_time_bins(tmp_path):
     assert b.labels[:, 0].tolist() == [float(r["label"]) for r in rows[:8]]
 
 
+def test_skip_recent_leaves_out_the_latest_behaviours_before_keeping_max_len(tmp_path):
+    """``data.sequences.NAME.skip_recent``: the lifelong sequence before the short-term window: the behaviours
+    before the latest ``skip`` ones, the most recent ``max_len`` of those, with their own time bins; a row with
+    at most ``skip`` behaviours gets an empty sequence; only max_len counts as truncation."""
+    rows = random_rows(40, seed=7)
+    write_dataset(tmp_path, {"train": rows})
+    edges = [100, 1000, 5000, 20000]
+    b = next(iter(_stream(tmp_path, max_len=3, skip_recent={"hist": 2}, batch_size=40)))
+    jt = {k: v.to_dense() for k, v in b.sparse.to_dict().items()}
+    empty = 0
+    for i, r in enumerate(rows):
+        older = r["hist_item"][:-2] if len(r["hist_item"]) > 2 else []
+        keep = older[-3:]
+        empty += not keep
+        assert jt["hist_item"][i].tolist() == keep and int(b.lengths["hist"][i]) == len(keep)
+        ts = (r["hist_timestamp"][:-2] if len(r["hist_item"]) > 2 else [])[-3:]
+        dt = np.array(r["target_timestamp"]) - np.array(ts, dtype=np.int64)
+        assert jt["hist_time_bin"][i].tolist() == (1 + np.searchsorted(edges, dt, "right")).tolist()
+        assert jt["hist_position"][i].tolist() == list(range(len(keep), 0, -1))  # from the most recent kept
+    assert 0 < empty < len(rows)
+    assert b.truncated == sum(len(r["hist_item"]) - 2 > 3 for r in rows)
+
+
 def test_ranks_and_workers_partition_the_rows(tmp_path):
     write_dataset(tmp_path, {"train": random_rows(100, seed=2)}, row_group_size=10)
     seen = []
@@ -239,3 +262,15 @@ def test_a_search_on_a_column_the_data_lacks_is_a_config_error(tmp_path):
 
     with pytest.raises(ValueError, match=r"data\.sequences\.hard\.search: the search reads 'hist_colour'"):
         load_config("configs/sim_hard.yaml", ["data.sequences.hard.search.key=colour"])
+
+
+def test_skip_recent_config_errors(tmp_path):
+    from tinrec.config import load_config
+
+    base = ["data.path=" + str(tmp_path / "none")]
+    with pytest.raises(ValueError, match=r"data\.sequences\.hist\.skip_recent: must be an integer >= 0, got -1"):
+        load_config("configs/sim_hard.yaml", base + ["data.sequences.hist.skip_recent=-1"])
+    with pytest.raises(ValueError, match=r"data\.sequences\.hard: skip_recent applies to a stored sequence"):
+        load_config("configs/sim_hard.yaml", base + ["data.sequences.hard.skip_recent=5"])
+    assert load_config("configs/sim_hard.yaml", base + ["data.sequences.hist.skip_recent=5"]).data.skip_recent_of(
+        "hist") == 5

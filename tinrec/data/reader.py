@@ -136,6 +136,8 @@ class ParquetStream(IterableDataset):
         max_lens: sequence -> its ``max_len`` (``data.sequences``).
         labels: the label columns, one per task (``data.labels``): ``Batch.labels`` is ``[B, len(labels)]``.
         searches: the searched sequences by name (``tinrec/data/search.py``); their ``max_len`` is ``max_lens``'s.
+        skip_recent: sequence -> how many of its most recent behaviours to leave out before keeping ``max_len``
+            (``data.sequences.NAME.skip_recent``: the lifelong sequence before the short-term window).
     """
 
     def __init__(self, *, units: Sequence[Unit], features: Sequence[str], feature_rows: Mapping[str, Tuple[str, int]],
@@ -143,7 +145,8 @@ class ParquetStream(IterableDataset):
                  world_size: int = 1, num_workers: int = 0, seed: int = 0, epoch: int = 0, shuffle: bool = False,
                  drop_last: bool = False, skip: Optional[Sequence[int]] = None,
                  dense_sequence: Sequence[str] = (), labels: Sequence[str] = (fmt.LABEL,),
-                 max_lens: Optional[Mapping[str, int]] = None, searches: Mapping[str, Search] = {}) -> None:
+                 max_lens: Optional[Mapping[str, int]] = None, searches: Mapping[str, Search] = {},
+                 skip_recent: Optional[Mapping[str, int]] = None) -> None:
         super().__init__()
         self.units = list(units)
         self.features = list(features)
@@ -151,6 +154,7 @@ class ParquetStream(IterableDataset):
         self.batch_size = batch_size
         self.max_len = max_len
         self.max_lens = dict(max_lens or {})
+        self.skip_recent = dict(skip_recent or {})
         if time_bin_edges is None or isinstance(time_bin_edges, Mapping):
             edges = dict(time_bin_edges or {})
         else:
@@ -250,10 +254,11 @@ class ParquetStream(IterableDataset):
         else:
             ts = fmt.timestamp_column(sequence)
             off = chunk[ts][0] if ts in chunk else np.zeros(B + 1, np.int64)
-            full = np.diff(off)
+            skip = np.minimum(np.diff(off), self.skip_recent.get(sequence, 0))  # [B] left out, the most recent
+            full = np.diff(off) - skip
             keep = np.minimum(full, max_len)  # [B]
-            # flat indices of the most recent `keep` behaviours of each row (oldest first)
-            idx = np.arange(keep.sum()) + np.repeat(off[1:] - np.cumsum(keep), keep)  # [N]
+            # flat indices of the most recent `keep` behaviours of each row after the skipped ones (oldest first)
+            idx = np.arange(keep.sum()) + np.repeat(off[1:] - skip - np.cumsum(keep), keep)  # [N]
         first_B = np.cumsum(keep) - keep  # each row's first slot among the N kept
         rows = derived.Rows(chunk=chunk, keep=keep, idx=idx,
                             coe=np.arange(keep.sum()) - np.repeat(first_B, keep) + 1,  # [N] oldest kept = 1
