@@ -41,6 +41,7 @@ class TableConfig:
     pooled: bool = False  # True: EmbeddingBagCollection (sum pooling); False: EmbeddingCollection (jagged)
     sharding_types: Optional[List[str]] = None  # planner constraint, e.g. [row_wise]
     pooling_factor: Optional[float] = None  # mean ids per sample, for the planner (default: from data)
+    init_max: Optional[float] = None  # initial weights uniform in [-init_max, init_max] (TorchRec's: sqrt(1 / rows))
 
 
 @dataclass
@@ -535,6 +536,9 @@ def validate(cfg: Config, src: str) -> None:
         if t.dim < 1 or t.dim % 4:
             raise ValueError(f"{src}: {key}.dim: must be a positive multiple of 4 (fbgemm's fused "
                              f"embedding kernels), got {t.dim}")
+        if t.init_max is not None and (isinstance(t.init_max, bool) or not isinstance(t.init_max, (int, float))
+                                       or not 0 < t.init_max < float("inf")):
+            raise ValueError(f"{src}: {key}.init_max: must be a finite number > 0, got {t.init_max!r}")
     from tinrec import inputs  # local: keeps config import light
     from tinrec.features import check_tables
 

@@ -145,11 +145,13 @@ def table_configs(cfg: "Config", rows: Mapping[str, int]):
     for group, tables in cfg.model.embeddings.items():
         seq, bags = [], []
         for name, t in tables.items():
+            init = {} if t.init_max is None else {"weight_init_max": float(t.init_max),
+                                                  "weight_init_min": -float(t.init_max)}
             if t.pooled:
                 bags.append(EmbeddingBagConfig(name=name, embedding_dim=t.dim, num_embeddings=rows[name],
-                                               feature_names=list(t.features), pooling=PoolingType.SUM))
+                                               feature_names=list(t.features), pooling=PoolingType.SUM, **init))
             else:
                 seq.append(EmbeddingConfig(name=name, embedding_dim=t.dim, num_embeddings=rows[name],
-                                           feature_names=list(t.features)))
+                                           feature_names=list(t.features), **init))
         out[group] = (seq, bags)
     return out

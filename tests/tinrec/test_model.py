@@ -160,3 +160,15 @@ def test_model_compile_keeps_parameter_names_values_and_gradients(tmp_path):
         results.append((loss.detach(), logits, model.sparse_arch.ecs["main"].embeddings["item"].weight.grad))
     for got, want in zip(results[1], results[0]):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_tables_init_max_sets_its_initial_range_and_the_others_keep_torchrecs(tmp_path):
+    """``model.embeddings.GROUP.TABLE.init_max``: that table starts uniform in [-init_max, init_max]; a table
+    without it keeps TorchRec's default, uniform in +-sqrt(1 / rows)."""
+    _, model, _, _ = _setup(tmp_path, overrides=["model.embeddings.main.item.init_max=0.5"])
+    weights = {k.split(".")[-2]: v for k, v in model.state_dict().items() if k.endswith(".weight") and "embedding" in k}
+    item, category = weights["item"], weights["category"]
+    assert item.abs().max() <= 0.5 and item.abs().max() > 0.4  # 50 x dim draws reach near the bound
+    assert category.abs().max() <= (1 / TABLES["category"]) ** 0.5 and category.abs().max() > 0.3
+    with pytest.raises(ValueError, match=r"model\.embeddings\.main\.item\.init_max: must be a finite number > 0"):
+        load_config(os.path.join(REPO, "configs", "default.yaml"), ["model.embeddings.main.item.init_max=0"])
