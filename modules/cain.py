@@ -18,6 +18,12 @@ what the next layer reads. The backbone is built here from its name and ``backbo
 the TCN's output as ``seq_BLD``: backbones that need more inputs (SIM's category ids or soft embeddings,
 TWIN's cross features) run with their defaults here (soft search on the TCN output, no cross features).
 
+``identity_init`` starts every TCN layer as the identity on its centre behaviour (``modules/tcn.py``; our
+choice): the backbone then starts as it would alone (with its own ``tied_init``, a target meets behaviours in
+its own space), and the context taps, side information and PEG's profile are learned in from zero. With the
+default random filters a behaviour's representation starts as a random mix of its 2 cl + 1 neighbours and
+their watch times, and the backbone's content search loses what it was looking for (docs/results/lifelong.md).
+
 Side information (``side_dim`` F > 0, ``side_BLF``): per-behaviour numbers the first layer reads beside the
 behaviour's embedding, such as its watch time, the context CAIN is about (a sharp drop of watch time after a
 behaviour says the interest was lost; the embeddings alone cannot say it). They enter as log(1 + x) (our
@@ -137,7 +143,8 @@ class CAIN(nn.Module):
     def __init__(self, *, dim: int, backbone: Backbone = "lap", backbone_args: Optional[Dict[str, Any]] = None,
                  layers: int = 4, context_length: int = 7, later_context_length: int = 2, stride: int = 4,
                  aux_dim: int = 32, peg: Peg = "none", profile_dim: int = 0, peg_hidden: int = 64,
-                 extractor: Extractor = "tcn", extractor_heads: int = 4, side_dim: int = 0) -> None:
+                 extractor: Extractor = "tcn", extractor_heads: int = 4, side_dim: int = 0,
+                 identity_init: bool = False) -> None:
         super().__init__()
         if extractor not in ("tcn", "rnn", "attention"):
             raise ValueError(f"CAIN: extractor must be tcn, rnn or attention, got {extractor!r}")
@@ -160,7 +167,7 @@ class CAIN(nn.Module):
                 continue
             tcns.append(TCN(dim=width, out_dim=dim, context_length=context_length if n == 0 else later_context_length,
                             stride=1 if n == 0 else stride, aggregation=aggregation, profile_dim=profile_dim,
-                            peg_hidden=peg_hidden))
+                            peg_hidden=peg_hidden, identity_init=identity_init))
             width = tcns[-1].output_dim
         self.tcns = nn.ModuleList(tcns)
         first = self.tcns[0].output_dim

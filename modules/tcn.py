@@ -54,6 +54,10 @@ class TCN(nn.Module):
             filters, see the module docstring).
         profile_dim: P, width of the profile representation I (needed unless ``global``).
         peg_hidden: width of PEG's hidden layer (Eq. 10).
+        identity_init: start every filter as the identity on the centre behaviour (our choice; the paper is
+            silent on initialisation): the layer first passes each behaviour through unchanged, so a backbone
+            behind it starts as it would without the TCN, and side information (CAIN's watch time, whose
+            log is ~20 times an embedding entry) does not drown the behaviours at the start.
 
     Attributes:
         output_dim: O, or 2 O for ``concat``.
@@ -69,6 +73,7 @@ class TCN(nn.Module):
         aggregation: Aggregation = "global",
         profile_dim: int = 0,
         peg_hidden: int = 64,
+        identity_init: bool = False,
     ) -> None:
         super().__init__()
         out_dim = dim if out_dim is None else out_dim
@@ -99,6 +104,24 @@ class TCN(nn.Module):
                 self.peg[2].weight.mul_(bound * math.sqrt(peg_hidden))
                 self.peg[2].bias.uniform_(-bound, bound)
         self.output_dim: int = 2 * out_dim if aggregation == "concat" else out_dim
+        if identity_init:
+            self._start_as_identity()
+
+    def _start_as_identity(self) -> None:
+        """``identity_init``: every filter the layer applies starts as the identity on the centre tap (input
+        channel i -> output channel i, i < min(D, O)) and zero on the neighbours and the remaining inputs, the
+        bias at zero: cr_t = lhe_t at the start, and the context is learned in from there."""
+        eye = torch.zeros(self.out_dim, self.dim, self.kernel)
+        n = min(self.dim, self.out_dim)
+        eye[torch.arange(n), torch.arange(n), self.cl] = 1.0
+        with torch.no_grad():
+            self.bias.zero_()
+            if self.weight is not None:
+                self.weight.copy_(eye)
+            if self.peg is not None:  # generated filters: the identity (replace, concat) or nothing yet (sum)
+                self.peg[2].weight.zero_()
+                self.peg[2].bias.copy_(torch.zeros_like(eye).reshape(-1) if self.aggregation == "sum"
+                                       else eye.reshape(-1))
 
     def filters(self, profile_BP: Tensor) -> Tensor:
         """PEG's per-user filters W^PC, shape [B, O, D, K] (Eq. 10-11)."""

@@ -24,6 +24,18 @@ def test_one_layer_is_the_backbone_reading_the_tcn_output():
         assert cain.output_dim == cain.backbone.output_dim
 
 
+def test_identity_init_starts_as_the_backbone_alone_whatever_the_side_information_and_the_profile():
+    """``identity_init``: with watch times beside the behaviours and PEG's per-user filters, CAIN's major
+    attention starts as its backbone reading the behaviours themselves."""
+    torch.manual_seed(3)
+    cain = CAIN(dim=D, backbone="lap", backbone_args={"coarse_k": 4, "fine_k": 2, "heads": 2, "tied_init": True},
+                layers=1, context_length=2, peg="replace", profile_dim=P, side_dim=1, identity_init=True).eval()
+    b = batches.make_batch([6, 3, 0], D=D, L=6)
+    watch = torch.rand(3, 6) * 100
+    got = cain(**b, profile_BP=torch.randn(3, P), side_BLF=watch)
+    torch.testing.assert_close(got, cain.backbone(**b))
+
+
 def test_msia_adds_an_auxiliary_attention_per_later_layer_with_strided_masks():
     torch.manual_seed(1)
     cain = CAIN(dim=D, backbone="sdim", backbone_args={"hashes": 12}, layers=3, context_length=2,

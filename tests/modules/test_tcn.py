@@ -120,6 +120,25 @@ def test_sum_and_concat_combine_the_global_and_personalized_outputs():
     assert outs["concat"].output_dim == 2 * O
 
 
+@pytest.mark.parametrize("aggregation", ["global", "replace", "sum", "concat"])
+@pytest.mark.parametrize("stride", [1, 3])
+def test_identity_init_passes_each_centre_behaviour_through_and_still_learns_its_context(aggregation, stride):
+    """``identity_init``: at the start cr_t is the centre behaviour's first O channels (each half of concat's
+    output too; sum's personalized part starts at zero), so a backbone behind it starts as without it; the
+    neighbours' taps and PEG's generator get gradients from the first step."""
+    seq, mask, profile = _batch([9, 6, 0], seed=5)
+    tcn = TCN(dim=D, out_dim=O, context_length=2, stride=stride, aggregation=aggregation, profile_dim=P,
+              identity_init=True)
+    out, out_mask = tcn(seq_BLD=seq, mask_BL=mask, profile_BP=profile)
+    want = (seq[:, ::stride, :O] * out_mask[..., None]).repeat(1, 1, 2 if aggregation == "concat" else 1)
+    torch.testing.assert_close(out, want)
+    out.pow(2).sum().backward()
+    if tcn.weight is not None:
+        assert tcn.weight.grad[:, :, 0].abs().sum() > 0  # a neighbour's tap learns
+    if tcn.peg is not None:
+        assert tcn.peg[2].weight.grad.abs().sum() > 0
+
+
 def test_bad_arguments_raise_value_error():
     with pytest.raises(ValueError, match="profile_dim"):
         TCN(dim=D, aggregation="replace")
