@@ -467,7 +467,8 @@ def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "te
     Two references on the same rows: ``cosine_recall``, what keeping as many per row by the angle between the
     module's input vectors of behaviour and target would find (:func:`cosine_kept`; None when their widths
     differ), and for TWIN with cross features ``recall_without_cross_bias``, what its CP-GSU would keep
-    ranking by the inherent part of alpha alone.
+    ranking by the inherent part of alpha alone, and ``alpha_std``: the spread (standard deviation over valid
+    behaviours and heads) of alpha's inherent part and of its cross bias.
     ``config``: a Config or YAML path; ``checkpoint`` as in :func:`learned_ctc`.
     """
     from tinrec.config import Config, load_config
@@ -500,6 +501,7 @@ def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "te
     takes_all = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
     far_total = far_kept = rows = rows_hit = slots = slots_target = far_cos = far_nocross = 0
     with_cross = getattr(module, "cross_features", 0) and "cross_bias" in accepted
+    spread: List[Any] = []
     with torch.no_grad():
         for i, batch in enumerate(stream):
             if max_batches is not None and i >= max_batches:
@@ -530,6 +532,10 @@ def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "te
             if with_cross:
                 i_BK, k_BK = module.kept_behaviours(**args, cross_bias=False)
                 far_nocross += int((far_BL & torch.zeros_like(far_BL).scatter_(1, i_BK, k_BK)).sum())
+                full = module.alpha(args["seq_BLD"], args.get("cross_BLX"), args["query_BD"])
+                inherent = module.alpha(args["seq_BLD"], args.get("cross_BLX"), args["query_BD"], cross_bias=False)
+                valid = inputs["mask_BL"].unsqueeze(1).expand_as(full)
+                spread.append((inherent[valid], (full - inherent)[valid]))
             fired = far_BL.any(1)
             rows += int(fired.sum())
             rows_hit += int((fired & (far_BL & kept_BL).any(1)).sum())
@@ -540,7 +546,10 @@ def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "te
             "far_back_behaviours": far_total,
             "far_back_recall": far_kept / far_total if far_total else None,
             "cosine_recall": far_cos / far_total if far_total and far_cos is not None else None,
-            **({"recall_without_cross_bias": far_nocross / far_total if far_total else None} if with_cross else {}),
+            **({"recall_without_cross_bias": far_nocross / far_total if far_total else None,
+                "alpha_std": {"inherent": float(torch.cat([a for a, _ in spread]).std()) if spread else None,
+                              "cross_bias": float(torch.cat([b for _, b in spread]).std()) if spread else None}}
+               if with_cross else {}),
             "impressions_with_one_kept": rows_hit / rows if rows else None,
             "kept_slots_of_target_category": slots_target / slots if slots else None}
 
