@@ -28,7 +28,11 @@ Side information (``side_dim`` F > 0, ``side_BLF``): per-behaviour numbers the f
 behaviour's embedding, such as its watch time, the context CAIN is about (a sharp drop of watch time after a
 behaviour says the interest was lost; the embeddings alone cannot say it). They enter as log(1 + x) (our
 choice: non-negative, heavy-tailed values such as seconds watched) and only the first layer reads them: it
-maps D + F to D, so the backbone and the later layers keep the target's width.
+maps D + F to D, so the backbone and the later layers keep the target's width. ``side_relative`` (our choice)
+centres each row's values on that row's mean over its behaviours: a watch-time drop then reads as a large
+negative number whatever the user's usual level, and a filter tap learns from the deviations rather than from
+the common offset (uncentred, log(1 + 30 s) = 3.4 is the same for every tap, and the taps of a trained
+filter came out alike: docs/results/lifelong.md).
 
 CAIN's Table 1 replaces the (first) TCN layer by other context extractors (``extractor``): ``rnn``, a
 bidirectional GRU (hidden D / 2 each way, outputs of both directions side by side, so a behaviour's
@@ -144,7 +148,7 @@ class CAIN(nn.Module):
                  layers: int = 4, context_length: int = 7, later_context_length: int = 2, stride: int = 4,
                  aux_dim: int = 32, peg: Peg = "none", profile_dim: int = 0, peg_hidden: int = 64,
                  extractor: Extractor = "tcn", extractor_heads: int = 4, side_dim: int = 0,
-                 identity_init: bool = False) -> None:
+                 side_relative: bool = False, identity_init: bool = False) -> None:
         super().__init__()
         if extractor not in ("tcn", "rnn", "attention"):
             raise ValueError(f"CAIN: extractor must be tcn, rnn or attention, got {extractor!r}")
@@ -156,7 +160,7 @@ class CAIN(nn.Module):
             raise ValueError("CAIN(peg=...) generates filters from the profile: profile_dim must be > 0")
         if side_dim < 0:
             raise ValueError(f"CAIN: side_dim must be >= 0, got {side_dim}")
-        self.dim, self.peg, self.side_dim = dim, peg, side_dim
+        self.dim, self.peg, self.side_dim, self.side_relative = dim, peg, side_dim, side_relative
         aggregation = "global" if peg == "none" else peg
         tcns, width = [], dim + side_dim
         for n in range(layers):
@@ -192,7 +196,11 @@ class CAIN(nn.Module):
             if tuple(side_BLF.shape) != (*mask_BL.shape, self.side_dim):
                 raise ValueError(f"CAIN(side_dim={self.side_dim}): side_BLF has shape {tuple(side_BLF.shape)}, "
                                  f"want [B, L, {self.side_dim}]")
-            side_BLF = torch.log1p(side_BLF.to(seq_BLD.dtype).clamp_min(0.0)).masked_fill(~mask_BL.unsqueeze(-1), 0.0)
+            valid_BL1 = mask_BL.unsqueeze(-1)
+            side_BLF = torch.log1p(side_BLF.to(seq_BLD.dtype).clamp_min(0.0)).masked_fill(~valid_BL1, 0.0)
+            if self.side_relative:  # each value against the row's own mean (a drop stands out from any user's level)
+                mean_B1F = side_BLF.sum(1, keepdim=True) / valid_BL1.sum(1, keepdim=True).clamp_min(1)
+                side_BLF = (side_BLF - mean_B1F).masked_fill(~valid_BL1, 0.0)
             x = torch.cat([seq_BLD, side_BLF], dim=-1)
         parts = []
         for n, tcn in enumerate(self.tcns):

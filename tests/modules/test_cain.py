@@ -151,3 +151,22 @@ def test_side_information_enters_the_first_layer_as_log1p_beside_the_behaviour(e
         cain(**b)
     with pytest.raises(ValueError, match="side_BLF"):
         cain(**b, side_BLF=torch.rand(3, 6, 2))
+
+
+def test_side_relative_centres_each_rows_log_watch_time_on_its_own_behaviours():
+    """side_relative: the first layer reads log(1 + w_t) minus the row's mean over its real behaviours; padding
+    stays out of the mean."""
+    torch.manual_seed(6)
+    cain = CAIN(dim=D, backbone="sdim", backbone_args={"hashes": 12}, layers=1, context_length=1, side_dim=1,
+                side_relative=True).eval()
+    b = batches.make_batch([6, 3, 0], D=D, L=6)
+    w_BL = torch.rand(3, 6) * 100 + 1
+    log_BL = torch.log1p(w_BL) * b["mask_BL"]
+    mean_B1 = log_BL.sum(1, keepdim=True) / b["mask_BL"].sum(1, keepdim=True).clamp_min(1)
+    want_side = ((log_BL - mean_B1) * b["mask_BL"]).unsqueeze(-1)
+    x1, m1 = cain.tcns[0](seq_BLD=torch.cat([b["seq_BLD"], want_side], dim=-1), mask_BL=b["mask_BL"])
+    out = cain(**b, side_BLF=w_BL)
+    torch.testing.assert_close(out, cain.backbone(seq_BLD=x1, mask_BL=m1, query_BD=b["query_BD"]))
+    padded = w_BL.clone()
+    padded[1, 3:] = 1e6
+    torch.testing.assert_close(cain(**b, side_BLF=padded), out)
