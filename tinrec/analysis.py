@@ -443,6 +443,12 @@ def summary(report: Dict[str, Any]) -> str:
 
 # ---- Long-range recall (issue 14: do the lifelong backbones find the far-back behaviours?) ---------------------
 
+def _marked(like_BL: torch.Tensor, idx_BK: torch.Tensor, kept_BK: torch.Tensor) -> torch.Tensor:
+    """[B, L] bool: True at the positions a search kept. A search's unfilled slots may repeat a kept position
+    (TWIN's walk with fewer distinct behaviours than k): a plain scatter could then overwrite True with False."""
+    return torch.zeros(like_BL.shape, dtype=torch.int32).scatter_add_(1, idx_BK, kept_BK.to(torch.int32)) > 0
+
+
 def cosine_kept(seq_BLD: torch.Tensor, mask_BL: torch.Tensor, query_BD: torch.Tensor,
                 count_B: torch.Tensor) -> torch.Tensor:
     """A reference search, [B, L] bool: in each row the ``count_B`` valid behaviours whose input vectors make
@@ -452,7 +458,7 @@ def cosine_kept(seq_BLD: torch.Tensor, mask_BL: torch.Tensor, query_BD: torch.Te
     cos_BL = torch.nn.functional.cosine_similarity(seq_BLD, query_BD.unsqueeze(1), dim=-1)
     idx_BK, ok_BK = masked_topk(cos_BL, mask_BL, seq_BLD.shape[1])
     ok_BK &= torch.arange(idx_BK.shape[1]).unsqueeze(0) < count_B.unsqueeze(1)
-    return torch.zeros_like(mask_BL).scatter_(1, idx_BK, ok_BK)
+    return _marked(mask_BL, idx_BK, ok_BK)
 
 
 def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "test",
@@ -521,7 +527,7 @@ def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "te
             pos_BL = lengths.unsqueeze(1) - torch.arange(L).unsqueeze(0)  # 1 = most recent
             far_BL = inputs["mask_BL"] & (cats == target.unsqueeze(1)) & (pos_BL > int(lr["min_position"]))
             far_BL &= is_persistent.unsqueeze(1)
-            kept_BL = torch.zeros_like(far_BL).scatter_(1, idx_BK, kept_BK)
+            kept_BL = _marked(far_BL, idx_BK, kept_BK)
             far_total += int(far_BL.sum())
             far_kept += int((far_BL & kept_BL).sum())
             seq_BLD, query_BD = inputs["seq_BLD"], inputs["query_BD"]
@@ -531,7 +537,7 @@ def long_range_recall(config, checkpoint: Optional[str] = None, split: str = "te
                 far_cos = None
             if with_cross:
                 i_BK, k_BK = module.kept_behaviours(**args, cross_bias=False)
-                far_nocross += int((far_BL & torch.zeros_like(far_BL).scatter_(1, i_BK, k_BK)).sum())
+                far_nocross += int((far_BL & _marked(far_BL, i_BK, k_BK)).sum())
                 full = module.alpha(args["seq_BLD"], args.get("cross_BLX"), args["query_BD"])
                 inherent = module.alpha(args["seq_BLD"], args.get("cross_BLX"), args["query_BD"], cross_bias=False)
                 valid = inputs["mask_BL"].unsqueeze(1).expand_as(full)

@@ -346,3 +346,25 @@ def test_effects_oracle_ranks_the_label_logit_first_and_refuses_data_that_differ
     pq.write_table(t.set_column(0, "label", pa.array(1 - t.column("label").to_numpy(), type=pa.int8())), first)
     with pytest.raises(ValueError, match="labels differ"):
         effects_oracle(cfg)
+
+
+@pytest.mark.integration
+def test_long_range_recall_of_twin_reports_its_references_consistently(tmp_path):
+    """``tinrec analyze long-range`` on TWIN: the recall without the cross bias and by the inputs' angle are
+    shares of the same far-back behaviours, and the spreads of alpha's two parts are reported; with a k above
+    the history every search keeps everything (recall 1 for all three)."""
+    from tests.tinrec.test_train_cli import TINY, run
+
+    data, run_dir = str(tmp_path / "data"), str(tmp_path / "run")
+    lifelong = ["data.generate.seq_len_mean=30.0", "data.generate.seq_len_max=40", "data.max_len=40",
+                "data.generate.effects.long_range.enabled=true", "data.generate.effects.long_range.min_position=8",
+                "data.generate.effects.long_range.share=0.2", "data.generate.effects.long_range.target_share=0.5"]
+    common = ["configs/twin.yaml", f"run_dir={run_dir}", f"data.path={data}", *TINY, *lifelong]
+    run(["train", *common, "model.interests.twin.k=5", "train.epochs=1", "train.max_steps=2"])
+    few = json.loads(run(["analyze", "long-range", *common, "model.interests.twin.k=5"]).stdout.strip().splitlines()[-1])
+    assert few["interest"] == "twin" and few["far_back_behaviours"] > 0
+    for key in ("far_back_recall", "recall_without_cross_bias", "cosine_recall"):
+        assert 0.0 <= few[key] < 1.0, (key, few)
+    assert few["alpha_std"]["inherent"] > 0 and few["alpha_std"]["cross_bias"] > 0
+    every = json.loads(run(["analyze", "long-range", *common, "model.interests.twin.k=100"]).stdout.strip().splitlines()[-1])
+    assert every["far_back_recall"] == every["recall_without_cross_bias"] == every["cosine_recall"] == 1.0
