@@ -237,21 +237,22 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", default=None, help="output folder (default <run_dir>/stc)")
     st.add_argument("--ground-truth-only", action="store_true", help="no checkpoint: the ground truth only")
     st.set_defaults(func=cmd_analyze_stc)
-    lr = analyses.add_parser(
-        "long-range", parents=[common],
-        help="lifelong data: the share of the planted far-back behaviours a backbone's search keeps")
-    lr.add_argument("config", help="YAML experiment file")
-    lr.add_argument("overrides", nargs="*", help="key.sub=value overrides (checkpoint=PATH: default the latest)")
-    lr.add_argument("--split", default="test")
+
+    def analysis(name: str, help_: str, config_help: str, overrides_help: str) -> argparse.ArgumentParser:
+        """An analysis of a config: CONFIG, its overrides and --split."""
+        p = analyses.add_parser(name, parents=[common], help=help_)
+        p.add_argument("config", help=config_help)
+        p.add_argument("overrides", nargs="*", help=overrides_help)
+        p.add_argument("--split", default="test")
+        return p
+
+    lr = analysis("long-range", "lifelong data: the share of the planted far-back behaviours a backbone's search keeps",
+                  "YAML experiment file", "key.sub=value overrides (checkpoint=PATH: default the latest)")
     lr.add_argument("--interest", default=None, help="interest module (default: the first with a search)")
     lr.add_argument("--max-batches", type=int, default=None)
     lr.set_defaults(func=cmd_analyze_long_range)
-    ef = analyses.add_parser(
-        "effects", parents=[common],
-        help="generated data: the AUC of the label's own logit and of its parts (the ceiling, each effect's worth)")
-    ef.add_argument("config", help="YAML experiment file (its data.path)")
-    ef.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    ef.add_argument("--split", default="test")
+    ef = analysis("effects", "generated data: the AUC of the label's own logit and of its parts (the ceiling, "
+                  "each effect's worth)", "YAML experiment file (its data.path)", "key.sub=value overrides")
     ef.set_defaults(func=cmd_analyze_effects)
     cd = add_parser("check-data", help="scan a dataset for every kind of problem (counts, first examples)")
     cd.add_argument("path", help="dataset folder (docs/data.md)")
