@@ -151,7 +151,8 @@ def cmd_plan(args) -> int:
 def cmd_experiment(args) -> int:
     from tinrec.experiment import run_experiment
 
-    run_experiment(args.spec, out_root=args.out_root, report_only=args.report_only, train_seeds=args.seeds)
+    run_experiment(args.spec, out_root=args.out_root, report_only=args.report_only, train_seeds=args.seeds,
+                   train_rows=args.rows)
     return 0
 
 
@@ -220,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="train only these of the spec's seeds now (e.g. seed 0 of every row first); the table "
                         "reports every finished run")
+    x.add_argument("--rows", nargs="+", default=None, metavar="NAME",
+                   help="train only these rows now (their names as in the spec); the table reports every "
+                        "finished run")
     x.set_defaults(func=cmd_experiment)
     an = add_parser("analyze", help="analyses of a dataset and a trained model (docs/analysis.md)")
     analyses = an.add_subparsers(dest="analysis", required=True)

@@ -72,14 +72,18 @@ def command(row: dict, seed: int, run_dir: str, common: List[str]) -> List[str]:
 
 
 def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
-                   train_seeds: Optional[List[int]] = None) -> Dict[str, dict]:
-    """Train what is missing (unless ``report_only``; only the seeds in ``train_seeds`` when given) and write
-    the table. Rows are built from the finished runs; a row lists the seeds it has (``seeds``) and one without
+                   train_seeds: Optional[List[int]] = None,
+                   train_rows: Optional[List[str]] = None) -> Dict[str, dict]:
+    """Train what is missing (unless ``report_only``; only the seeds in ``train_seeds`` and the rows named in
+    ``train_rows`` when given) and write the table. Rows are built from the finished runs; a row lists the seeds it has (``seeds``) and one without
     any is left out (``missing``)."""
     spec = load_spec(path)
     seeds = spec.get("seeds", [0])
     if train_seeds is not None and set(train_seeds) - set(seeds):
         raise ValueError(f"--seeds: {sorted(set(train_seeds) - set(seeds))} not among the spec's seeds {seeds}")
+    names = [row["name"] for row in spec["rows"]]
+    if train_rows is not None and set(train_rows) - set(names):
+        raise ValueError(f"--rows: {sorted(set(train_rows) - set(names))} not among the rows of {path}: {names}")
     common = list(spec.get("overrides", []))
     results: Dict[str, dict] = {}
     missing: List[str] = []
@@ -90,7 +94,8 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
             metrics_file = os.path.join(run_dir, "metrics.json")
             cmd = command(row, seed, run_dir, common)
             if not os.path.exists(metrics_file):
-                if report_only or (train_seeds is not None and seed not in train_seeds):
+                if (report_only or (train_seeds is not None and seed not in train_seeds)
+                        or (train_rows is not None and row["name"] not in train_rows)):
                     continue
                 print(f"[experiment] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
                 exe = [sys.executable, "-m", "tinrec.cli"] + cmd[1:]

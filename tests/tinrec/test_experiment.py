@@ -65,7 +65,11 @@ def test_experiment_table_relative_change_cost_and_skip(tmp_path):
     path.write_text(yaml.safe_dump(spec))
     only0 = run(["experiment", str(path), "--out-root", str(out), "--seeds", "0"])  # seed 1 is not trained now
     assert "[experiment]" not in only0.stdout and not files["TIN w/o TTE", 1].exists()
-    run(["experiment", str(path), "--out-root", str(out), "--seeds", "1"])  # trains the missing seed again
+    other = run(["experiment", str(path), "--out-root", str(out), "--rows", "Avg"])  # only Avg's runs now
+    assert "[experiment]" not in other.stdout and not files["TIN w/o TTE", 1].exists()
+    unknown = run(["experiment", str(path), "--out-root", str(out), "--rows", "Nope"], check=False)
+    assert unknown.returncode != 0 and "--rows: ['Nope'] not among the rows" in unknown.stderr
+    run(["experiment", str(path), "--out-root", str(out), "--seeds", "1", "--rows", "TIN w/o TTE"])
     assert files["TIN w/o TTE", 1].exists()
 
     # table: cost -> only samples/s and peak memory (for runs that record cost, not accuracy)
