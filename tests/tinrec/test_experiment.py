@@ -119,3 +119,41 @@ def test_every_row_of_every_experiment_spec_builds(spec):
         cfg = load_config(os.path.join(REPO, row["config"]), list(row.get("overrides", [])))
         build_model(cfg, resolve_rows(cfg, {"tables": {n: 10 for n in ("user", "item", "category", "brand", "author",
                                                                            "age", "gender", "activity")}}))
+
+
+# settings of inputs CAIN does not give its backbone (modules/cain.py: SIM searches softly on the TCN output,
+# TWIN has no cross features)
+NEEDS_INPUTS_CAIN_DOES_NOT_PASS = {"search", "time_dim", "soft_input_dim", "cross_features", "cross_width"}
+
+
+@pytest.mark.parametrize("spec", ["cain_table2.yaml", "cain_table3.yaml"])
+def test_cain_rows_give_each_backbone_its_own_rows_settings(spec):
+    """CAIN's Tables 2-3 compare a backbone with and without the TCN: the TCN rows must build the backbone with
+    the hyperparameters of the backbone's own row (an SDIM at another tau would be a different model)."""
+    import inspect
+
+    from tinrec.config import load_config
+    from modules.cain import _backbone
+
+    with open(os.path.join(REPO, "experiments", spec)) as f:
+        rows = yaml.safe_load(f)["rows"]
+    def alone(kind):  # the backbone's own lifelong config (SIM's TCN rows search softly)
+        cfg = load_config(os.path.join(REPO, "configs", "lifelong", ("sim_soft" if kind == "sim" else kind) + ".yaml"))
+        return {k: v for k, v in cfg.model.interests[kind].items() if k not in ("_component_", "inputs")}
+
+    checked = 0
+    for row in rows:
+        cfg = load_config(os.path.join(REPO, row["config"]), list(row.get("overrides", [])))
+        cain = cfg.model.interests.get("cain")
+        if cain is None:
+            continue
+        kind = cain["backbone"]
+        own = alone(kind)
+        module = _backbone(kind, 64, dict(cain.get("backbone_args") or {}))
+        params = inspect.signature(type(module).__init__).parameters
+        for key, value in own.items():
+            if key in params and key not in NEEDS_INPUTS_CAIN_DOES_NOT_PASS:
+                got = (cain.get("backbone_args") or {}).get(key, params[key].default)
+                assert got == value, f"{spec} row {row['name']!r}: {kind}'s {key} is {got}, its own row has {value}"
+        checked += 1
+    assert checked >= 5
