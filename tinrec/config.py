@@ -69,6 +69,7 @@ class TowerConfig:
     activation: Literal["relu", "prelu", "sigmoid", "dice"] = "relu"  # modules/mlp.py ACTIVATIONS
     dropout: float = 0.0
     inputs: List[str] = field(default_factory=list)  # named inputs concatenated after the interest outputs
+    combine: Literal["concat", "sum", "gate"] = "concat"  # how the interest outputs meet (modules/combine.py)
 
 
 @dataclass

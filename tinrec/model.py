@@ -42,6 +42,7 @@ from tinrec.dedup import expanded
 from tinrec.features import table_configs
 from tinrec.guard import finite_or_zero
 from tinrec.inputs import Input
+from tinrec.modules.combine import ExpertCombine
 from tinrec.modules.mlp import MLP
 
 
@@ -203,15 +204,18 @@ class InterestArch(nn.Module):
 class OverArch(nn.Module):
     """The tower over [interest outputs, tower inputs] -> logits [B, T], and the loss."""
 
-    def __init__(self, *, tower: nn.Module, inputs: Sequence[Input], labels: Sequence[str] = ("label",)) -> None:
+    def __init__(self, *, tower: nn.Module, inputs: Sequence[Input], labels: Sequence[str] = ("label",),
+                 combine: Optional[nn.Module] = None) -> None:
         super().__init__()
         self.tower = tower
         self.inputs = [i.key for i in inputs]
         self.labels = list(labels)  # one tower output per label (data.labels)
+        self.combine = combine  # model.tower.combine other than concat (modules/combine.py)
 
     def forward(self, parts: List[torch.Tensor], values: Mapping[str, torch.Tensor], extra: Mapping[str, torch.Tensor],
                 labels: torch.Tensor, weights: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
-        tower_in = list(parts) + [t for k in self.inputs for t in values[k]]
+        context = [t for k in self.inputs for t in values[k]]
+        tower_in = (list(parts) if self.combine is None else [self.combine(list(parts), context)]) + context
         logits = self.tower(torch.cat(tower_in, dim=-1))  # [B, T]
         per_sample = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         bce_T = (per_sample * weights.unsqueeze(-1)).sum(0) / weights.sum().clamp(min=1.0)
@@ -334,7 +338,17 @@ def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.de
         width += interests[name].output_dim
         if cfg.model.compile:  # in place: the parameter names (and so checkpoints) do not change
             interests[name].compile(dynamic=True)
-    width += sum(i.width for i in tower_inputs)
+    context_width = sum(i.width for i in tower_inputs)
+    combine = None
+    if cfg.model.tower.combine != "concat":
+        try:
+            combine = ExpertCombine(how=cfg.model.tower.combine, context_dim=context_width,
+                                    widths=[m.output_dim for m in interests.values()])
+        except ValueError as e:
+            raise ValueError(f"model.tower.combine: {e} (model.interests: "
+                             f"{', '.join(f'{n} {m.output_dim}' for n, m in interests.items())})") from None
+        width = combine.output_dim
+    width += context_width
     tower = MLP(in_dim=width, hidden_dims=list(cfg.model.tower.hidden), activation=cfg.model.tower.activation,
                 dropout=cfg.model.tower.dropout, out_dim=len(cfg.data.labels))
     # The tower reads its inputs as the per-feature lookups, concatenated once with the interest outputs: its
@@ -344,5 +358,6 @@ def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.de
     every = [i for b in bindings.values() for i in b.values()] + tower_parts
     dense = DenseArch(input_arch=InputArch(inputs=every),
                       interest_arch=InterestArch(interests=interests, bindings=bindings),
-                      over_arch=OverArch(tower=tower, inputs=tower_parts, labels=list(cfg.data.labels)))
+                      over_arch=OverArch(tower=tower, inputs=tower_parts, labels=list(cfg.data.labels),
+                                        combine=combine))
     return Model(sparse_arch=sparse, dense_arch=dense)

@@ -172,3 +172,30 @@ def test_a_tables_init_max_sets_its_initial_range_and_the_others_keep_torchrecs(
     assert category.abs().max() <= (1 / TABLES["category"]) ** 0.5 and category.abs().max() > 0.3
     with pytest.raises(ValueError, match=r"model\.embeddings\.main\.item\.init_max: must be a finite number > 0"):
         load_config(os.path.join(REPO, "configs", "default.yaml"), ["model.embeddings.main.item.init_max=0"])
+
+
+POOL = ("model.interests.pool={_component_: tinrec.modules.pooling.AvgPooling, product: true, "
+        "inputs: {seq_BLD: behaviours, mask_BL: mask, query_BD: target}}")
+
+
+def test_tower_combine_gate_mixes_the_experts_and_learns(tmp_path):
+    """``model.tower.combine: gate``: DIN and Avg Pooling (both 2D wide) meet in a softmax gate that starts as
+    their mean; the tower reads the mix and its own inputs; the gate gets a gradient."""
+    cfg, model, batch, _ = _setup(tmp_path, "din.yaml", [POOL, "model.tower.combine=gate"])
+    combine = model.dense_arch.over_arch.combine
+    from tinrec.inputs import bindings
+
+    context = sum(i.width for i in bindings(cfg)[1])
+    assert context > 0 and combine.how == "gate" and combine.output_dim == 128  # DIN's [u, u * v], D = 64
+    assert model.dense_arch.over_arch.tower.in_dim == 128 + context
+    loss, _ = model(batch)
+    loss.backward()
+    assert combine.gate.weight.grad.abs().sum() > 0
+    _, concat, _, _ = _setup(tmp_path / "c", "din.yaml", [POOL])
+    assert concat.dense_arch.over_arch.combine is None  # concat (the default) keeps the path it always had
+
+
+def test_tower_combine_sum_refuses_experts_of_different_widths(tmp_path):
+    with pytest.raises(ValueError, match=r"model\.tower\.combine: combine 'sum' needs every expert of one width.*"
+                                         r"model\.interests: din 128, pool 64"):
+        _setup(tmp_path, "din.yaml", [POOL.replace("product: true", "product: false"), "model.tower.combine=sum"])
