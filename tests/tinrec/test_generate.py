@@ -372,3 +372,30 @@ def test_logit_parts_regenerate_a_split_and_its_terms_add_up_to_the_labels_logit
     np.testing.assert_allclose(parts["logit"], total, atol=1e-9)
     flipped = parts["semantic_temporal"] != parts["semantic_temporal_without_context"]
     assert 0 < flipped.mean() < 1 and "long_range" not in parts
+
+
+def test_field_pairs_plant_pairwise_interactions_of_extra_fields(tmp_path):
+    """effects.field_pairs: the logit gains strength <z_a[id_a], z_b[id_b]> / sqrt(P) over P pairs of extra
+    fields; recomputed from the written columns and the exported ground truth it is the term ``logit_parts``
+    reports, and the extra id columns themselves do not change (only the labels do)."""
+    extra = {"user": 3, "item": 3, "ctx": 4, "rows": 12}
+    plain = gen.generate_dataset(str(tmp_path / "plain"), **SMALL, extra_features=extra)
+    effects = {"field_pairs": {"enabled": True, "strength": 2.0, "pairs": 6, "rank": 3}}
+    meta = gen.generate_dataset(str(tmp_path / "pairs"), **SMALL, extra_features=extra, effects=effects)
+    a, b = _read(str(tmp_path / "plain"), plain, "valid"), _read(str(tmp_path / "pairs"), meta, "valid")
+    for c in b.column_names:
+        assert c == "label" or a.column(c).equals(b.column(c)), c
+    truth = np.load(str(tmp_path / "pairs" / "ground_truth.npz"))
+    names, pairs, latent = list(truth["field_names"]), truth["field_pairs"], truth["field_latent"]
+    assert names == gen.columns(extra_features=extra)[-10:] and pairs.shape == (6, 2) and latent.shape == (10, 12, 3)
+    assert len({tuple(sorted(p)) for p in pairs}) == 6 and all(x != y for x, y in pairs)
+    want = sum((latent[names.index(x)][b.column(x).to_numpy()] * latent[names.index(y)][b.column(y).to_numpy()]).sum(1)
+               for x, y in pairs) * 2.0 / np.sqrt(6)
+    parts = gen.logit_parts(meta["generator"], "valid")
+    np.testing.assert_allclose(parts["field_pairs"], want, rtol=1e-5, atol=1e-5)
+    assert 1.5 < parts["field_pairs"].std() < 2.5  # each pair's product has unit variance
+    # the labels follow the term: the clicked rows have the larger planted interaction
+    label = b.column("label").to_numpy()
+    assert parts["field_pairs"][label == 1].mean() > parts["field_pairs"][label == 0].mean() + 0.5
+    with pytest.raises(ValueError, match=r"effects\.field_pairs\.pairs: 6 pairs need more extra fields than the 3"):
+        gen.parameters(extra_features={"user": 3}, effects=effects)

@@ -121,6 +121,7 @@ DEFAULT_EFFECTS: Dict[str, Any] = {
     "feedback": {"enabled": False, "click_noise": 0.3},
     "long_range": {"enabled": False, "strength": 1.5, "interests": 2, "share": 0.03, "min_position": 200,
                    "target_share": 0.25, "items": 0, "fading": 0.0, "fading_drop": 0.5},
+    "field_pairs": {"enabled": False, "strength": 1.0, "pairs": 8, "rank": 4},
     "bias": -2.8,
 }
 
@@ -141,6 +142,8 @@ _EFFECT_RULES = {
     "fading": ("real", "unit"),
     "fading_drop": ("real", "unit"),
     "by_activity": ("bool", None),
+    "pairs": ("int", "positive"),
+    "rank": ("int", "positive"),
     "bias": ("real", None),
 }
 
@@ -182,6 +185,20 @@ def _long_range_truth(world: "_World", lr: dict) -> dict:
     if lr["fading"]:
         out["persistent_fading"] = world.fading(int(lr["interests"]), lr["fading"])
     return out
+
+
+def _field_pairs_truth(world: "_World", params: dict) -> dict:
+    """The ``field_pairs`` effect's ground truth: ``field_names`` [F] (the extra id columns), ``field_pairs``
+    [P, 2] (the names of each interacting pair) and ``field_latent`` [F, rows, rank] (each field's latent vectors;
+    a pair adds ``strength <latent[a][id_a], latent[b][id_b]> / sqrt(P)`` to the logit)."""
+    fp = params["effects"]["field_pairs"]
+    if not fp["enabled"]:
+        return {}
+    extra = _check_extra(params.get("extra_features"))
+    names = [c for prefix in ("user", "item", "ctx") for c in family(prefix, extra[prefix])]
+    pair_idx, latent = world.field_pairs(names, fp["pairs"], fp["rank"], extra["rows"])
+    return {"field_names": np.array(names), "field_pairs": np.array(names)[pair_idx],
+            "field_latent": latent.astype(np.float32)}
 
 
 def merge_effects(effects: Optional[dict]) -> dict:
@@ -324,6 +341,20 @@ class _World:
             self._extra[key] = g.integers(1, rows, (n, count))
         return self._extra[key]
 
+    def field_pairs(self, names: list, pairs: int, rank: int, rows: int):
+        """The ``field_pairs`` effect's interacting pairs of extra fields ([P, 2] indexes into ``names``, distinct
+        unordered pairs of distinct fields) and each field's latent vectors ([F, rows, rank], N(0, rank^-1/2)
+        entries: the inner product of two of them has variance 1), from their own generator."""
+        key = ("field_pairs", tuple(names), pairs, rank, rows)
+        if key not in self._extra:
+            g = np.random.default_rng([self.seed, 997])
+            i, j = np.triu_indices(len(names), 1)
+            pick = np.sort(g.choice(i.size, size=pairs, replace=False))
+            latent = g.normal(0.0, rank ** -0.25, (len(names), rows, rank))
+            latent[:, 0] = 0.0  # id 0 (missing) interacts with nothing
+            self._extra[key] = (np.stack([i[pick], j[pick]], 1), latent)
+        return self._extra[key]
+
     def favourite(self, rng: np.random.Generator, users: np.ndarray) -> np.ndarray:
         k = (rng.random(users.size)[:, None] >= self.fav_cum[users]).sum(axis=1)
         return self.fav[users, np.minimum(k, NUM_FAVOURITES - 1)]
@@ -388,7 +419,8 @@ def _check_extra(extra: Optional[dict]) -> Dict[str, int]:
 
 
 def _extras(world: _World, n: int, users: np.ndarray, target_item: np.ndarray, offsets: np.ndarray,
-            cols: Dict[str, Any], short_len: int, extra: Dict[str, int], ctx_rng: np.random.Generator) -> None:
+            cols: Dict[str, Any], short_len: int, extra: Dict[str, int], ctx_rng: np.random.Generator,
+            ids: Optional[Dict[str, np.ndarray]] = None) -> None:
     """Add the optional columns of one chunk to ``cols`` (no draw from the chunk's main generator)."""
     if short_len:
         L = np.diff(offsets)
@@ -400,15 +432,23 @@ def _extras(world: _World, n: int, users: np.ndarray, target_item: np.ndarray, o
                           ("watch_time", fmt.HIST_WATCH_TIME)):
             values = cols[src].values.to_numpy(zero_copy_only=False)[idx]
             cols[f"short_{name}"] = _list_array(off, values, cols[src].type.value_type)
-    R = extra["rows"]
+    for c, ids in (ids if ids is not None else _extra_ids(world, n, users, target_item, extra, ctx_rng)).items():
+        cols[c] = pa.array(ids, type=pa.int64())
+
+
+def _extra_ids(world: _World, n: int, users: np.ndarray, target_item: np.ndarray, extra: Dict[str, int],
+               ctx_rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """Each extra id column of one chunk (``extra_features``), in column order."""
+    R, out = extra["rows"], {}
     for prefix, key in (("user", users), ("item", target_item)):
         names = family(prefix, extra[prefix])
         if names:
             table = world.extra_ids(prefix, len(names), R)
             for j, c in enumerate(names):
-                cols[c] = pa.array(table[key, j], type=pa.int64())
+                out[c] = table[key, j]
     for c in family("ctx", extra["ctx"]):
-        cols[c] = pa.array(ctx_rng.integers(1, R, n), type=pa.int64())
+        out[c] = ctx_rng.integers(1, R, n)
+    return out
 
 
 def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_mean: float, seq_len_max: int,
@@ -532,6 +572,16 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
             far_hit = np.where(faded, -ctx_eff["strength"], 1.0) * far_hit
         logit = logit + lr["strength"] * far_hit
         terms["long_range"] = lr["strength"] * far_hit
+    pairs_eff = eff["field_pairs"]
+    extra_ids = None
+    if pairs_eff["enabled"]:  # planted interactions between pairs of extra fields (FM, PNN, DCN's signal)
+        extra_ids = _extra_ids(world, n, users, target_item, extra, ctx_rng)
+        names = list(extra_ids)
+        pair_idx, latent = world.field_pairs(names, pairs_eff["pairs"], pairs_eff["rank"], extra["rows"])
+        s_pairs = sum((latent[a][extra_ids[names[a]]] * latent[b][extra_ids[names[b]]]).sum(1) for a, b in pair_idx)
+        term = pairs_eff["strength"] * s_pairs / math.sqrt(len(pair_idx))
+        logit = logit + term
+        terms["field_pairs"] = term
     if trig["enabled"]:
         s_trig = _semantic_weight(target_cat, trigger_cat) * np.exp(-(page - 1) / trig["tau_page"])
         logit = logit + trig["strength"] * s_trig
@@ -564,7 +614,8 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
         fmt.PAGE: pa.array(page.astype(np.int32), type=pa.int32()),
     }
     if short_len or extra:
-        _extras(world, n, users, target_item, offsets, cols, short_len, extra or _check_extra(None), ctx_rng)
+        _extras(world, n, users, target_item, offsets, cols, short_len, extra or _check_extra(None), ctx_rng,
+                extra_ids)
     if profile:  # CAIN's basic profile: the activity bucket and the history's most watched author
         cols["user_activity"] = pa.array(world.activity()[users], type=pa.int64())
         A = int(world.item_author.max())
@@ -663,6 +714,11 @@ def parameters(
     extra = _check_extra(extra_features)
     if extra_features:
         params["extra_features"] = extra
+    fp = params["effects"]["field_pairs"]
+    n_fields = extra["user"] + extra["item"] + extra["ctx"]
+    if fp["enabled"] and fp["pairs"] > n_fields * (n_fields - 1) // 2:
+        raise ValueError(f"effects.field_pairs.pairs: {fp['pairs']} pairs need more extra fields than the "
+                         f"{n_fields} of extra_features (at most {n_fields * (n_fields - 1) // 2} pairs)")
     if not isinstance(profile, bool):
         raise ValueError(f"profile: expected true or false, got {profile!r}")
     if profile:
@@ -793,7 +849,7 @@ def generate_dataset(out_dir: str, *, show_progress: bool = True, **kwargs: Any)
     write_bytes_atomic(posixpath.join(out_dir, "ground_truth.npz"),
                        npz_bytes(stc_weight=stc, positions=positions.astype(np.int64),
                                  mean_decay=mean_decay.astype(np.float32),
-                                 **_long_range_truth(world, eff["long_range"])))
+                                 **_long_range_truth(world, eff["long_range"]), **_field_pairs_truth(world, params)))
 
     meta = {
         "format_version": fmt.FORMAT_VERSION,
