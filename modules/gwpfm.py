@@ -22,7 +22,7 @@ to ``r_ab (sum_{i in a} v_{i,b}) (.) (sum_{j in b} v_{j,a})``; within a group a,
 over all groups at once: O(F G d) per sample, not O(F^2 d).
 """
 # Shape legend: B batch, F fields, G groups, E = G d a field's stacked width, d sub-embedding width, H output.
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +37,8 @@ class GwPFM(nn.Module):
         dim: a field's width E = G d (its G sub-embeddings side by side, group order).
         fields: F.
         groups: the group of each field (F integers in 0..G-1); G = max + 1, and every group must hold a field.
+        group_sizes: instead of ``groups``, the sizes of G runs of consecutive fields (the input's feature order:
+            ``[21, 22, 10]`` = 21 user fields, then 22 item fields, then 10 context fields).
         hidden: widths of the MLP after the interaction (its last is the output width; empty: output h).
         activation: the MLP's activation.
 
@@ -44,9 +46,18 @@ class GwPFM(nn.Module):
         output_dim: ``hidden[-1]``, or d without hidden layers.
     """
 
-    def __init__(self, *, dim: int, fields: int, groups: Sequence[int], hidden: Sequence[int] = (256,),
+    def __init__(self, *, dim: int, fields: int, groups: Optional[Sequence[int]] = None,
+                 group_sizes: Optional[Sequence[int]] = None, hidden: Sequence[int] = (256,),
                  activation: Activation = "relu") -> None:
         super().__init__()
+        if (groups is None) == (group_sizes is None):
+            raise ValueError("GwPFM: give the fields' groups either as groups (one id per field) or as group_sizes "
+                             "(runs of consecutive fields), not both or neither")
+        if group_sizes is not None:
+            if any(int(n) < 1 for n in group_sizes) or sum(int(n) for n in group_sizes) != fields:
+                raise ValueError(f"GwPFM: group_sizes {list(group_sizes)} must be positive and add up to the "
+                                 f"{fields} fields")
+            groups = [g for g, n in enumerate(group_sizes) for _ in range(int(n))]
         groups = [int(g) for g in groups]
         if len(groups) != fields:
             raise ValueError(f"GwPFM: groups names the group of each of the {fields} fields, got {len(groups)}")

@@ -106,12 +106,13 @@ def resolve_rows(cfg: "Config", meta: Mapping) -> Dict[str, int]:
     """Table name -> rows, resolving ``rows: auto`` from the dataset's meta.json and the data config.
 
     An ``auto`` table of derived features takes their size (``tinrec/data/derived.py``); any other takes the
-    meta.json table of its name, else the one its features' column indexes (``hist_item`` -> ``item``)."""
+    meta.json table of its name, else the one its features' column indexes (``hist_item`` -> ``item``; an extra
+    id column such as ``user_f00`` has a table of its own name: a second embedding set's ``e2_user_f00``)."""
     out = {}
     meta_tables = meta.get("tables", {}) if meta else {}
     for name, t in cfg.model.tables.items():
         auto = derived.table_rows(t.features, cfg.data.max_len_of, cfg.data.time_bins)
-        by_column = {fmt.column_table(f) for f in t.features} - {None}
+        by_column = {fmt.column_table(f) or (f if f in meta_tables else None) for f in t.features} - {None}
         if t.rows != "auto":
             out[name] = int(t.rows)
         elif auto is not None:

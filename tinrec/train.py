@@ -66,9 +66,17 @@ def _parquet_files(path: str, depth: int = 2) -> List[str]:
     return found
 
 
-def _plan_summary(plan: Any) -> str:
-    """``table: sharding type`` for every table of a ShardingPlan, on one line."""
-    return ", ".join(f"{t}: {p.sharding_type}" for mod in plan.plan.values() for t, p in mod.items())
+def _plan_summary(plan: Any, most: int = 12) -> str:
+    """``table: sharding type`` for every table of a ShardingPlan, on one line; beyond ``most`` tables, how many
+    tables each sharding type got and the first few of each."""
+    pairs = [(t, p.sharding_type) for mod in plan.plan.values() for t, p in mod.items()]
+    if len(pairs) <= most:
+        return ", ".join(f"{t}: {kind}" for t, kind in pairs)
+    by_kind: Dict[str, List[str]] = {}
+    for t, kind in pairs:
+        by_kind.setdefault(kind, []).append(t)
+    return f"{len(pairs)} tables: " + "; ".join(
+        f"{kind} {len(ts)} ({', '.join(ts[:3])}{', ...' if len(ts) > 3 else ''})" for kind, ts in by_kind.items())
 
 
 def seed_everything(seed: int) -> None:

@@ -48,6 +48,16 @@ def test_gwpfm_gradients_and_bad_groups():
         GwPFM(dim=6, fields=3, groups=[0, 1])
     with pytest.raises(ValueError, match="not G = 2 sub-embeddings"):
         GwPFM(dim=5, fields=2, groups=[0, 1])
+    with pytest.raises(ValueError, match="add up to the 4 fields"):
+        GwPFM(dim=6, fields=4, group_sizes=[2, 1])
+    with pytest.raises(ValueError, match="not both or neither"):
+        GwPFM(dim=6, fields=4)
+    torch.manual_seed(0)
+    runs = GwPFM(dim=6, fields=4, group_sizes=[1, 3], hidden=[])
+    torch.manual_seed(0)
+    ids = GwPFM(dim=6, fields=4, groups=[0, 1, 1, 1], hidden=[])
+    x = torch.randn(2, 4, 6)
+    torch.testing.assert_close(runs(fields_BFE=x), ids(fields_BFE=x))
 
 
 def test_ipnn_products_are_every_pair_inner_product_and_opnn_the_outer_of_the_sum():

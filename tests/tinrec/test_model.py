@@ -9,6 +9,7 @@ import torch
 
 from tinrec.data import search
 from tinrec.config import load_config
+from tinrec.data.generate import generate_dataset
 from tinrec.data.reader import ParquetStream, list_units
 from tinrec.data.schema import split_files
 from tinrec.features import feature_rows, resolve_rows, used_features
@@ -21,10 +22,16 @@ TABLES = {"user": 20, "item": 50, "category": 6, "brand": 2, "author": 2, "age":
 
 
 def _setup(tmp_path, config="default.yaml", overrides=()):
-    rows = random_rows(64, seed=11)
-    write_dataset(str(tmp_path), {"train": rows}, row_group_size=64, tables=TABLES)
     cfg = load_config(os.path.join(REPO, "configs", config), ["data.max_len=8", *overrides])
-    nrows = resolve_rows(cfg, {"tables": TABLES})
+    rows, tables = None, TABLES
+    if (cfg.data.generate or {}).get("extra_features"):  # id families (configs/hetero_experts*.yaml): the generator
+        small = dict(num_users=20, num_items=50, num_categories=6, num_brands=2, num_authors=2, train_rows=64,
+                     valid_rows=8, test_rows=8, seq_len_mean=5.0, seq_len_max=8, row_group_size=64)
+        tables = generate_dataset(str(tmp_path), **{**cfg.data.generate, **small, "show_progress": False})["tables"]
+    else:
+        rows = random_rows(64, seed=11)
+        write_dataset(str(tmp_path), {"train": rows}, row_group_size=64, tables=TABLES)
+    nrows = resolve_rows(cfg, {"tables": tables})
     feats = used_features(cfg)
     searches = search.of_config(cfg)  # SIM hard's searched sequence (configs/sim_hard.yaml)
     stream = ParquetStream(units=list_units(split_files(str(tmp_path), "train"), ["label"]), features=feats,
