@@ -206,3 +206,66 @@ def test_tower_combine_sum_refuses_experts_of_different_widths(tmp_path):
     with pytest.raises(ValueError, match=r"model\.tower\.combine: combine 'sum' needs every expert of one width.*"
                                          r"model\.interests: din 128, pool 64"):
         _setup(tmp_path, "din.yaml", [POOL.replace("product: true", "product: false"), "model.tower.combine=sum"])
+
+
+def test_experts_sharing_an_embedding_set_update_the_same_rows_and_no_other_set(tmp_path):
+    """configs/hetero_experts_tin.yaml (multi-embedding): GwPFM and FlatDNN, both on e1, send gradients to the
+    same rows of every e1 table (the batch's ids) and to nothing in e2 or e3; IPNN only to e2; TIN only to e1's
+    category table (its sequence and target) and its own position table."""
+    cfg, model, batch, _ = _setup(tmp_path, "hetero_experts_tin.yaml")
+    modules = model.interest_modules()
+    tables = {name: p for name, p in model.sparse_arch.named_parameters()}
+    group_of = {t: g for g, ts in cfg.model.embeddings.items() for t in ts}
+
+    def rows_touched(expert):
+        model.zero_grad(set_to_none=True)
+        out = modules[expert](**model.module_inputs(batch)[expert])
+        out.pow(2).sum().backward()
+        touched = {}
+        for name, p in tables.items():
+            if p.grad is not None and p.grad.abs().sum() > 0:
+                touched[name.split(".")[-2]] = set((p.grad.abs().sum(1) > 0).nonzero().flatten().tolist())
+        return touched
+
+    def ids(*features):
+        return {int(v) for f in features for v in batch.sparse[f].values().tolist()}
+
+    gwpfm, flat, ipnn, tin = (rows_touched(e) for e in ("gwpfm", "flatdnn", "ipnn", "tin"))
+    e1 = {t for t, g in group_of.items() if g == "e1"}
+    assert set(gwpfm) == set(flat) == e1 and gwpfm == flat
+    assert gwpfm["item"] == ids("target_item") and gwpfm["e1_ctx_f03"] == ids("ctx_f03")
+    assert gwpfm["category"] == ids("target_category")  # the fields read the target's row of the shared table
+    assert set(ipnn) == {t for t, g in group_of.items() if g == "e2"} and ipnn["e2_item"] == ids("target_item")
+    assert set(tin) == {"category", "position"}  # e1's category (sequence + target) and TTE-P's own table
+    assert tin["category"] == ids("hist_category", "target_category") >= gwpfm["category"]
+
+
+def test_the_tin_expert_computes_what_tin_alone_computes_on_the_same_tables(tmp_path):
+    """configs/hetero_experts_tin.yaml's TIN expert, given the same weights, outputs exactly what a model of TIN
+    alone (the same config without the other experts and their embedding sets) outputs: sharing e1 with GwPFM
+    and FlatDNN changes nothing TIN reads."""
+    import yaml
+
+    with open(os.path.join(REPO, "configs", "hetero_experts_tin.yaml")) as f:
+        raw = yaml.safe_load(f)
+    for expert in ("gwpfm", "flatdnn", "ipnn", "dcnv2"):
+        del raw["model"]["interests"][expert]
+    for group in ("e2", "e3"):
+        del raw["model"]["embeddings"][group]
+    for name in ("fields1", "fields2", "fields3"):
+        del raw["model"]["inputs"][name]
+    raw["model"]["embeddings"]["e1"] = {"category": raw["model"]["embeddings"]["e1"]["category"]}
+    alone_cfg = tmp_path / "tin_alone.yaml"
+    alone_cfg.write_text(yaml.safe_dump(raw))
+    _, full, batch, _ = _setup(tmp_path / "full", "hetero_experts_tin.yaml")
+    _, alone, batch_alone, _ = _setup(tmp_path / "alone", str(alone_cfg))
+    assert len(list(alone.interest_modules())) == 1
+    shared = {k: v for k, v in full.state_dict().items() if k in alone.state_dict() and "tower" not in k}
+    assert any(".category." in k for k in shared) and any(".position." in k for k in shared)  # TIN's own weights:
+    # its tables (TIN's equations have no other parameters)
+    alone.load_state_dict(shared, strict=False)
+    for k, v in alone.state_dict().items():  # every weight of TIN alone is one of the full model's
+        assert k in shared or "tower" in k, k
+    out_full = full.interest_modules()["tin"](**full.module_inputs(batch)["tin"])
+    out_alone = alone.interest_modules()["tin"](**alone.module_inputs(batch_alone)["tin"])
+    torch.testing.assert_close(out_full, out_alone, rtol=0, atol=0)
