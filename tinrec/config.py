@@ -170,12 +170,22 @@ class Config:
 # ----------------------------------------------------------------------------------------------------------
 
 
+DELETE = object()  # the value of a ``~key.sub`` override: remove the key
+
+
 def parse_overrides(overrides: Sequence[str], source: str = "command line") -> List[tuple]:
-    """``["train.epochs=3", "model.tower.hidden=[64,32]"]`` -> ``[(["train", "epochs"], 3), ...]``."""
+    """``["train.epochs=3", "model.tower.hidden=[64,32]"]`` -> ``[(["train", "epochs"], 3), ...]``;
+    ``~model.interests.gwpfm`` (Hydra's spelling) removes that key: ``(["model", "interests", "gwpfm"], DELETE)``."""
     parsed = []
     for item in overrides:
+        if item.startswith("~") and "=" not in item:
+            path = item[1:].strip().split(".")
+            if not all(path):
+                raise ValueError(f"{source}: override {item!r} has an empty key part")
+            parsed.append((path, DELETE))
+            continue
         if "=" not in item:
-            raise ValueError(f"{source}: override {item!r} is not of the form key.sub=value")
+            raise ValueError(f"{source}: override {item!r} is not of the form key.sub=value (or ~key.sub to remove it)")
         key, raw = item.split("=", 1)
         path = [p for p in key.strip().split(".")]
         if not all(path):
@@ -198,7 +208,12 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str], source: str =
             if not isinstance(nxt, dict):
                 raise ValueError(f"{source}: cannot set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a mapping")
             node = nxt
-        node[path[-1]] = value
+        if value is DELETE:
+            if path[-1] not in node:
+                raise ValueError(f"{source}: cannot remove {'.'.join(path)}: there is no such key")
+            del node[path[-1]]
+        else:
+            node[path[-1]] = value
     return raw
 
 

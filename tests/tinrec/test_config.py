@@ -188,6 +188,16 @@ def test_bad_override_syntax():
         load_config(os.path.join(REPO, "configs", "default.yaml"), ["train.epochs"])
 
 
+def test_a_tilde_override_removes_a_key():
+    """``~model.interests.ipnn`` removes that expert (Hydra's spelling); removing a key that is not there is an
+    error naming it."""
+    path = os.path.join(REPO, "configs", "hetero_experts.yaml")
+    cfg = load_config(path, ["~model.interests.ipnn", "~model.interests.dcnv2", "~model.inputs.fields3"])
+    assert sorted(cfg.model.interests) == ["flatdnn", "gwpfm"] and "fields3" not in cfg.model.inputs
+    with pytest.raises(ValueError, match=r"cannot remove model\.interests\.nope: there is no such key"):
+        load_config(path, ["~model.interests.nope"])
+
+
 def _components(node):
     """Every ``_component_`` dotted path in a parsed YAML tree."""
     if isinstance(node, dict):

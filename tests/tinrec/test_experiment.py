@@ -117,8 +117,9 @@ def test_every_row_of_every_experiment_spec_builds(spec):
         rows = yaml.safe_load(f)["rows"]
     for row in rows:
         cfg = load_config(os.path.join(REPO, row["config"]), list(row.get("overrides", [])))
-        build_model(cfg, resolve_rows(cfg, {"tables": {n: 10 for n in ("user", "item", "category", "brand", "author",
-                                                                           "age", "gender", "activity")}}))
+        tables = {n: 10 for n in ("user", "item", "category", "brand", "author", "age", "gender", "activity")}
+        tables.update({f: 10 for t in cfg.model.tables.values() for f in t.features if "_f" in f})  # id families
+        build_model(cfg, resolve_rows(cfg, {"tables": tables}))
 
 
 # settings of inputs CAIN does not give its backbone (modules/cain.py: SIM searches softly on the TCN output,
