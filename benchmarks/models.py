@@ -10,7 +10,8 @@ memory-bandwidth floor is reported; ``quadratic`` the ones whose cost grows with
 its compilation falls in the warm-up steps). ``num_categories`` replaces the synthetic batch's 1000 categories
 for one entry: SIM hard searches the target's category on ids in the loader (``configs/sim_hard.yaml``), and
 with 1000 categories only about 2 of 2000 behaviours match; with 20 about 100 do, so its k = 100 slots are full
-at L = 2000 (its costly case; the result records the kept behaviours per sample).
+at L = 2000 (its costly case; the result records the kept behaviours per sample). ``extra_features`` adds id
+families to the synthetic dataset (``hetero``: 200 fields) and sizes every table of the entry's config from it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,13 @@ class Entry:
     lookup_bound: bool = False
     quadratic: bool = False
     num_categories: Optional[int] = None  # the synthetic batch's categories for this entry (default 1000)
+    # id families the synthetic dataset adds ({"user": 100, ...}: columns user_f000.. with ids in 1..rows - 1) and
+    # with them: every table of the config sized by that dataset (rows: auto), the config's own widths kept
+    extra_features: Optional[Tuple[Tuple[str, int], ...]] = None
 
     def resolved(self, dim: int) -> List[str]:
+        if self.extra_features:  # a field-stack backbone: its widths are the config's, not the benchmark's
+            return [o.format(dim=dim, width=2 * dim) for o in self.overrides]
         fields = [f"model.embeddings.main.item.dim={dim}", f"model.embeddings.main.category.dim={dim}"]
         return fields + [o.format(dim=dim, width=2 * dim) for o in self.overrides]
 
@@ -52,6 +58,9 @@ MODELS = {
     "twin": Entry("configs/twin.yaml", lookup_bound=True),
     "lap": Entry("configs/lap.yaml", lookup_bound=True),
     "cain": Entry("configs/cain.yaml", lookup_bound=True),
+    # the heterogeneous expert backbone (issue 15): the production layout (GwPFM, FlatDNN, IPNN, DCN V2 over 203
+    # id fields on three embedding sets, a TIN expert over the category sequence) on the benchmark's data
+    "hetero": Entry("configs/production/hetero_experts.yaml", extra_features=(("user", 100), ("item", 60), ("ctx", 40), ("rows", 1000))),
 }
 LIFELONG = ("din", "avgpool", "sim_hard", "sim_hard_after_lookup", "sim_soft", "eta", "sdim", "twin", "lap", "cain")
 """The models of the lifelong benchmark (``python -m benchmarks.run --models <these> --lengths 200 1000 2000``)."""

@@ -101,6 +101,17 @@ def make_batch(batch: int, seq_len: int, *, num_items: int = NUM_ITEMS, num_cate
     }
 
 
+def extra_ids(batch: int, families: Dict[str, int], rows: int, *, seed: int = 0) -> Dict[str, np.ndarray]:
+    """Id families beside the batch (the heterogeneous backbone's fields): ``{"user": 100, "item": 60}`` ->
+    columns ``user_f000`` .. ``user_f099``, ``item_f000`` .. (three digits), each [B] int64 uniform in
+    1..rows - 1, column j of a family from its own stream."""
+    out = {}
+    for k, (prefix, count) in enumerate(sorted(families.items())):
+        for j in range(count):
+            out[f"{prefix}_f{j:03d}"] = _ids(seed, 100 + 1000 * k + j, (batch,), rows - 1)
+    return out
+
+
 def fingerprint(batch: Dict[str, np.ndarray]) -> str:
     """SHA-256 (hex) of a batch's arrays (names, dtypes, shapes and little-endian bytes, in :data:`KEYS` order)."""
     h = hashlib.sha256()

@@ -34,7 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -45,8 +45,10 @@ FUSED_LOOKUP_OP = {"cpu": ("fbgemm::split_embedding_codegen_forward_cpu", "CPU")
 T0 = 1_700_000_000  # target timestamp of every synthetic impression (seconds)
 
 
-def write_dataset(path: str, batch: Dict[str, np.ndarray], num_items: int, num_categories: int) -> None:
-    """The synthetic batch as a tinrec dataset (train = valid = test = the batch; ids as given)."""
+def write_dataset(path: str, batch: Dict[str, np.ndarray], num_items: int, num_categories: int,
+                  extra: Optional[Dict[str, np.ndarray]] = None, extra_rows: int = 0) -> None:
+    """The synthetic batch as a tinrec dataset (train = valid = test = the batch; ids as given), with the id
+    columns of ``extra`` (tables of ``extra_rows`` rows each) when given."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -64,17 +66,28 @@ def write_dataset(path: str, batch: Dict[str, np.ndarray], num_items: int, num_c
             "hist_item": lists(batch["hist_item"]), "hist_category": lists(batch["hist_category"]),
             "hist_brand": lists(np.ones((B, L))), "hist_author": lists(np.ones((B, L))),
             fmt.HIST_TIMESTAMP: lists(np.broadcast_to(hist_ts, (B, L)))}
+    cols.update({name: pa.array(ids.astype(np.int64)) for name, ids in (extra or {}).items()})
     table = pa.table(cols)
     for split in fmt.SPLITS:
         os.makedirs(os.path.join(path, split), exist_ok=True)
         pq.write_table(table, os.path.join(path, split, "part-00000.parquet"))
     meta = {"format_version": fmt.FORMAT_VERSION, "generator": None,
             "tables": {"user": B + 1, "item": num_items + 1, "category": num_categories + 1, "brand": 2,
-                       "author": 2, "age": 2, "gender": 2},
+                       "author": 2, "age": 2, "gender": 2, **{name: extra_rows for name in (extra or {})}},
             "splits": {s: {"rows": B, "files": [f"{s}/part-00000.parquet"]} for s in fmt.SPLITS}, "max_seq_len": L,
             "mean_history_length": float(L)}
     with open(os.path.join(path, "meta.json"), "w") as f:
         json.dump(meta, f)
+
+
+def rows_from_data(raw: Dict[str, object]) -> Dict[str, object]:
+    """A raw config with every table sized by the dataset (``rows: auto``) and free to take any sharding: a
+    production config's model on the benchmark's synthetic data."""
+    for tables in raw["model"]["embeddings"].values():
+        for spec in tables.values():
+            spec["rows"] = "auto"
+            spec.pop("sharding_types", None)
+    return raw
 
 
 def lookup_bytes(cfg, seq_len: int) -> Dict[str, int]:
@@ -211,8 +224,10 @@ def main(argv=None) -> Dict[str, object]:
         raise SystemExit("--device cuda: torch sees no CUDA device (torch.cuda.is_available() is False)")
     torch.set_num_threads(args.threads)
     from benchmarks.models import MODELS
-    from benchmarks.synthetic import make_batch
-    from tinrec.config import load_config
+    import yaml
+
+    from benchmarks.synthetic import extra_ids, make_batch
+    from tinrec.config import load_config, read_yaml
     from tinrec.model import build_model
     from tinrec.distributed import init_distributed
     from tinrec.train import Data, build_training, peak_memory_mib, seed_everything
@@ -228,9 +243,18 @@ def main(argv=None) -> Dict[str, object]:
                               "overrides": entry.resolved(args.dim) + list(args.set)}
     with tempfile.TemporaryDirectory(prefix="tinrec-bench-") as tmp:
         data_path = os.path.join(tmp, "data")
+        config, extra, extra_rows = entry.config, None, 0
+        if entry.extra_features:  # id families in the data; every table of the config sized by it
+            families = dict(entry.extra_features)
+            extra_rows = families.pop("rows")
+            extra = extra_ids(B, families, extra_rows, seed=args.seed)
+            config = os.path.join(tmp, "config.yaml")
+            with open(config, "w") as f:
+                yaml.safe_dump(rows_from_data(read_yaml(entry.config)), f)
+            out["extra_fields"] = len(extra)
         write_dataset(data_path, make_batch(B, L, num_items=args.num_items, num_categories=args.num_categories,
-                                            seed=args.seed), args.num_items, args.num_categories)
-        cfg = load_config(entry.config, [f"data.path={data_path}", f"data.max_len={L}", f"train.batch_size={B}",
+                                            seed=args.seed), args.num_items, args.num_categories, extra, extra_rows)
+        cfg = load_config(config, [f"data.path={data_path}", f"data.max_len={L}", f"train.batch_size={B}",
                                          "data.num_workers=0", f"run_dir={tmp}/run", f"seed={args.seed}",
                                          *entry.resolved(args.dim), *args.set])
         env = init_distributed()
@@ -263,7 +287,8 @@ def main(argv=None) -> Dict[str, object]:
         if not args.no_module:
             seed_everything(args.seed)
             plain = build_model(cfg, data.rows, sparse_device=env.device).to(env.device)
-            name, module = next(iter(plain.interest_modules().items()))
+            name, module = next(iter(plain.interest_modules().items()))  # the first (of several experts: its own cost)
+            out["module"] = name
             with torch.no_grad():
                 inputs = plain.module_inputs(batch.to(env.device))[name]
             inputs = {k: (v.detach().requires_grad_(True) if torch.is_tensor(v) and v.is_floating_point() else v)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,6 +32,25 @@ def test_one_point_through_torchrec_and_module_alone():
     # the path that ran: CPU (CUDA hidden even on a GPU machine), fbgemm's fused CPU kernels
     assert r["path"]["device"] == "cpu" and r["path"]["fused_kernels_on_device"] == "yes"
     assert "fbgemm-gpu" in r["path"]["fbgemm"]
+
+
+@pytest.mark.integration
+def test_the_expert_backbone_point_runs_the_production_layout_on_200_id_families():
+    """``hetero``: configs/production/hetero_experts.yaml's model with every table sized by the synthetic data,
+    which carries the 200 id families its field stacks read."""
+    from benchmarks.synthetic import extra_ids
+
+    cmd = [sys.executable, "-m", "benchmarks.tinrec_bench", "--model", "hetero", "--seq-len", "12", "--batch", "8",
+           "--steps", "1", "--warmup", "1", "--threads", "1", "--num-items", "500", "--num-categories", "20",
+           "--no-module"]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["extra_fields"] == 200 and r["torchrec_train"]["samples_per_s"] > 0 and r["overrides"] == []
+    ids = extra_ids(8, {"user": 100, "ctx": 40}, 1000)
+    assert len(ids) == 140 and all(1 <= v.min() and v.max() <= 999 for v in ids.values())
+    assert not np.array_equal(ids["user_f000"], ids["user_f001"])  # one stream per column
+    assert np.array_equal(ids["ctx_f007"], extra_ids(8, {"user": 100, "ctx": 40}, 1000)["ctx_f007"])
 
 
 def test_steps_are_timed_between_two_device_syncs():
