@@ -100,6 +100,27 @@ class InputArch(nn.Module):
     def __init__(self, *, inputs: Sequence[Input]) -> None:
         super().__init__()
         self.inputs = list({i.key: i for i in inputs}.values())
+        self._stack_index: Dict[tuple, Optional[torch.Tensor]] = {}  # (input, the group's keys) -> field order
+
+    def _pooled_stack(self, i: Input, kt: KeyedTensor) -> Optional[torch.Tensor]:
+        """A field stack of pooled features of one group, as a view of the group's pooled values ([B, F, D];
+        an index_select when the input's order is not the group's): no per-feature split and stack. None when
+        the group's pooled features are not all of the stack's width."""
+        key = (i.key, tuple(kt.keys()))
+        if key not in self._stack_index:
+            keys, dims = kt.keys(), kt.length_per_key()
+            if any(d != i.width for d in dims):
+                self._stack_index[key] = None
+            else:
+                pos = {k: n for n, k in enumerate(keys)}
+                order = [pos[f] for f in i.features]
+                identity = order == list(range(len(keys)))  # the group's own order: a plain view
+                self._stack_index[key] = torch.empty(0, dtype=torch.long) if identity else torch.tensor(order)
+        index = self._stack_index[key]
+        if index is None:
+            return None
+        values_BFD = kt.values().view(kt.values().shape[0], -1, i.width)
+        return values_BFD if index.numel() == 0 else values_BFD.index_select(1, index.to(values_BFD.device))
 
     def forward(self, seqs: Mapping[str, Mapping[str, JaggedTensor]], pooled: Mapping[str, KeyedTensor],
                 lengths: Mapping[str, torch.Tensor], dense: Mapping[str, torch.Tensor], labels_BT: torch.Tensor
@@ -162,6 +183,11 @@ class InputArch(nn.Module):
                 else:  # stack: [N, F, d] padded as [N, F * d] (one width: the joined layout is the stack's)
                     out[i.key] = pad(i.sequence, expanded(jts)).view(B, -1, i.fields, i.width)
             else:
+                if i.combine == "stack" and all(i.pooled) and len(set(i.groups)) == 1 and not i.parts:
+                    stacked = self._pooled_stack(i, pooled[i.groups[0]])
+                    if stacked is not None:
+                        out[i.key] = stacked
+                        continue
                 parts = [scalar(g, f, p) for g, f, p in zip(i.groups, i.features, i.pooled)]
                 if i.parts:
                     out[i.key] = parts  # the tower's: concatenated there with the rest, one concatenation

@@ -269,3 +269,29 @@ def test_the_tin_expert_computes_what_tin_alone_computes_on_the_same_tables(tmp_
     out_full = full.interest_modules()["tin"](**full.module_inputs(batch)["tin"])
     out_alone = alone.interest_modules()["tin"](**alone.module_inputs(batch_alone)["tin"])
     torch.testing.assert_close(out_full, out_alone, rtol=0, atol=0)
+
+
+def test_a_pooled_field_stack_is_a_view_of_its_groups_lookups_in_the_inputs_order(tmp_path):
+    """A stack of one group's pooled features comes from the group's pooled values without a per-feature split:
+    the same tensor as stacking the features one by one, in the input's order (reordered or a subset too), and
+    the gradient reaches the same rows."""
+    from torchrec import KeyedTensor
+
+    from tinrec.inputs import Input
+    from tinrec.model import InputArch
+
+    B, D = 3, 4
+    kt = KeyedTensor(keys=["a", "b", "c"], length_per_key=[D, D, D], values=torch.randn(B, 3 * D, requires_grad=True))
+    parts = kt.to_dict()
+    for order in (["a", "b", "c"], ["c", "a"], ["b", "a", "c"]):
+        inp = Input(key=f"s{order}", kind="ids", sequence=None, features=tuple(order), groups=("g",) * len(order),
+                    pooled=(True,) * len(order), combine="stack", width=D, fields=len(order))
+        out = InputArch(inputs=[inp])({}, {"g": kt}, {}, {}, torch.zeros(B, 1))[inp.key]
+        torch.testing.assert_close(out, torch.stack([parts[f] for f in order], dim=1), rtol=0, atol=0)
+        if order == ["a", "b", "c"]:
+            assert out.data_ptr() == kt.values().data_ptr()  # the group's own order: a view, no copy
+    # a group whose pooled features differ in width: the stack falls back to feature by feature
+    mixed = KeyedTensor(keys=["a", "w"], length_per_key=[D, 2 * D], values=torch.randn(B, 3 * D))
+    inp = Input(key="s", kind="ids", sequence=None, features=("a",), groups=("g",), pooled=(True,), combine="stack", width=D, fields=1)
+    out = InputArch(inputs=[inp])({}, {"g": mixed}, {}, {}, torch.zeros(B, 1))["s"]
+    torch.testing.assert_close(out, mixed.to_dict()["a"].unsqueeze(1))
