@@ -128,11 +128,22 @@ class DataConfig:
 
 
 @dataclass
+class OptimizerGroup:
+    """Dense parameters whose names match ``match`` (a glob over the model's parameter names, e.g.
+    ``*.cain.tcns.*``) with their own learning rate / weight decay (the optimizer's when not given)."""
+
+    match: str
+    lr: Optional[float] = None
+    weight_decay: Optional[float] = None
+
+
+@dataclass
 class OptimizerConfig:
     name: str
     lr: float
     weight_decay: float = 0.0
     eps: float = 1e-8
+    groups: List[OptimizerGroup] = field(default_factory=list)  # dense only: the first matching group wins
 
 
 @dataclass
@@ -536,6 +547,16 @@ def validate(cfg: Config, src: str) -> None:
             if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
                 raise ValueError(f"{src}: {key}.{name}: must be a finite number {'> 0' if name == 'lr' else '>= 0'}, "
                                  f"got {value}")
+        if oc.groups and key == "train.sparse_optimizer":
+            raise ValueError(f"{src}: {key}.groups: only the dense optimizer has parameter groups (the sparse one "
+                             f"is fused into each table's backward)")
+        for g, group in enumerate(oc.groups):
+            for name in ("lr", "weight_decay"):
+                value = getattr(group, name)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                          or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0)):
+                    raise ValueError(f"{src}: {key}.groups[{g}].{name}: must be a finite number "
+                                     f"{'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
     if not cfg.train.collective_timeout_s > 0 or not math.isfinite(cfg.train.collective_timeout_s):
         raise ValueError(f"{src}: train.collective_timeout_s: must be a finite number of seconds > 0, "
                          f"got {cfg.train.collective_timeout_s}")

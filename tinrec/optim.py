@@ -7,8 +7,9 @@ their fused optimizer).
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, List, Mapping
 
 import torch
 from torch import nn
@@ -53,12 +54,37 @@ def attach_sparse_optimizer(cfg: Config, sparse_arch: nn.Module, device_type: st
     _apply_optimizer_in_backward(cls, list(sparse_arch.parameters()), _kwargs(cls, oc))
 
 
+def param_groups(oc: OptimizerConfig, named: Mapping[str, nn.Parameter], key: str = "train.dense_optimizer"
+                 ) -> List[Dict[str, Any]]:
+    """torch param groups for ``oc.groups``: each parameter in the first group whose ``match`` (a glob) its
+    name matches, with that group's ``lr`` / ``weight_decay``; the rest in a last group with the optimizer's
+    settings. A group that matches no parameter is an error naming it (a typo would silently do nothing)."""
+    taken: set = set()
+    out = []
+    for g, group in enumerate(oc.groups):
+        names = [n for n in named if fnmatch.fnmatchcase(n, group.match) and n not in taken]
+        if not names:
+            example = next(iter(named), "none")
+            raise ValueError(f"{key}.groups[{g}].match: {group.match!r} matches no dense parameter left by the "
+                             f"groups before it (names look like {example!r})")
+        taken.update(names)
+        settings = {k: v for k, v in (("lr", group.lr), ("weight_decay", group.weight_decay)) if v is not None}
+        out.append({"params": [named[n] for n in names], **settings})
+    rest = [p for n, p in named.items() if n not in taken]
+    if rest or not out:
+        out.append({"params": rest})
+    return out
+
+
 def combined_optimizer(cfg: Config, fused: Any, dense_params: Mapping[str, nn.Parameter]) -> CombinedOptimizer:
-    """``train.dense_optimizer`` over ``dense_params`` (with ``train.grad_clip``) beside the fused sparse one,
-    as one optimizer whose state goes into checkpoints."""
-    cls = _pick(DENSE_OPTIMIZERS, cfg.train.dense_optimizer, "train.dense_optimizer")
+    """``train.dense_optimizer`` over ``dense_params`` (with ``train.grad_clip``; ``groups``: parameters with
+    their own learning rate or weight decay) beside the fused sparse one, as one optimizer whose state goes
+    into checkpoints."""
+    oc = cfg.train.dense_optimizer
+    cls = _pick(DENSE_OPTIMIZERS, oc, "train.dense_optimizer")
+    groups = param_groups(oc, dict(dense_params)) if oc.groups else None
     dense = KeyedOptimizerWrapper(dict(dense_params),
-                                  lambda params: cls(params, **_kwargs(cls, cfg.train.dense_optimizer)))
+                                  lambda params: cls(groups if groups is not None else params, **_kwargs(cls, oc)))
     if cfg.train.grad_clip > 0:
         dense = GradientClippingOptimizer(dense, clipping=GradientClipping.NORM, max_gradient=cfg.train.grad_clip)
     return CombinedOptimizer([("fused", fused), ("dense", dense)])

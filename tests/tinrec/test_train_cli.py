@@ -374,3 +374,41 @@ def test_dien_with_in_batch_negatives_is_deterministic(data_dir, tmp_path):
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+def test_dense_optimizer_groups_train_and_resume_exactly(data_dir, tmp_path):
+    """``train.dense_optimizer.groups``: the tower at 10x the learning rate trains, resumes bitwise, and lands
+    elsewhere than without the group; a group matching nothing stops before training, naming the key."""
+    group = "train.dense_optimizer.groups=[{match: '*.over_arch.tower.*', lr: 0.01}]"
+    a, b, plain = str(tmp_path / "straight"), str(tmp_path / "crashed"), str(tmp_path / "plain")
+    run(train_args(data_dir, a, group, "train.epochs=1"))
+    assert run(train_args(data_dir, b, group, "train.epochs=1"), env={"TINREC_FAIL_AT_STEP": "23"},
+               check=False).returncode == 13
+    run(train_args(data_dir, b, group, "train.epochs=1", "--resume"))
+    run(train_args(data_dir, plain, "train.epochs=1"))
+    (_, wa), (_, wb), (_, wp) = final_weights(a), final_weights(b), final_weights(plain)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+    tower = [k for k in wa if "over_arch.tower" in k]
+    assert tower and all(not torch.equal(wa[k], wp[k]) for k in tower)
+    bad = run(train_args(data_dir, str(tmp_path / "bad"), "train.dense_optimizer.groups=[{match: '*nope*', lr: 0.01}]"),
+              check=False)
+    assert bad.returncode != 0 and "train.dense_optimizer.groups[0].match: '*nope*' matches no dense parameter" in bad.stderr
+
+
+def test_param_groups_first_match_wins_and_the_rest_keep_the_optimizer_settings():
+    from torch import nn
+
+    from tinrec.config import OptimizerConfig, OptimizerGroup
+    from tinrec.optim import param_groups
+
+    named = {n: nn.Parameter(torch.zeros(1)) for n in ("a.tcns.0.weight", "a.tcns.0.bias", "a.tower.w", "b")}
+    oc = OptimizerConfig(name="adam", lr=1e-3, groups=[OptimizerGroup(match="*.tcns.*.weight", lr=0.01),
+                                                       OptimizerGroup(match="a.*", weight_decay=0.1)])
+    groups = param_groups(oc, named)
+    assert [len(g["params"]) for g in groups] == [1, 2, 1]
+    assert groups[0]["lr"] == 0.01 and "weight_decay" not in groups[0]
+    assert groups[1] == {"params": [named["a.tcns.0.bias"], named["a.tower.w"]], "weight_decay": 0.1}
+    assert groups[2] == {"params": [named["b"]]}
+    opt = torch.optim.Adam(groups, lr=1e-3)
+    assert [g["lr"] for g in opt.param_groups] == [0.01, 1e-3, 1e-3]
