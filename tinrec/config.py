@@ -184,13 +184,18 @@ class Config:
 DELETE = object()  # the value of a ``~key.sub`` override: remove the key
 
 
+def _key_path(key: str) -> List[str]:
+    """``a.b.c`` -> ``[a, b, c]``; a dot inside braces belongs to a family's name (``e1_user_f{00..19}``)."""
+    return re.split(r"\.(?![^{]*\})", key.strip())
+
+
 def parse_overrides(overrides: Sequence[str], source: str = "command line") -> List[tuple]:
     """``["train.epochs=3", "model.tower.hidden=[64,32]"]`` -> ``[(["train", "epochs"], 3), ...]``;
     ``~model.interests.gwpfm`` (Hydra's spelling) removes that key: ``(["model", "interests", "gwpfm"], DELETE)``."""
     parsed = []
     for item in overrides:
         if item.startswith("~") and "=" not in item:
-            path = item[1:].strip().split(".")
+            path = _key_path(item[1:])
             if not all(path):
                 raise ValueError(f"{source}: override {item!r} has an empty key part")
             parsed.append((path, DELETE))
@@ -198,7 +203,7 @@ def parse_overrides(overrides: Sequence[str], source: str = "command line") -> L
         if "=" not in item:
             raise ValueError(f"{source}: override {item!r} is not of the form key.sub=value (or ~key.sub to remove it)")
         key, raw = item.split("=", 1)
-        path = [p for p in key.strip().split(".")]
+        path = _key_path(key)
         if not all(path):
             raise ValueError(f"{source}: override {item!r} has an empty key part")
         try:
