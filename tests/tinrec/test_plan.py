@@ -80,7 +80,10 @@ def test_production_configs_plan(path):
     _, rep = plan(cfg, Cluster(nodes=8, gpus_per_node=8))
     assert set(rep["tables"]) == set(cfg.model.tables)
     item = rep["tables"]["item"]
-    assert item["sharding_type"] == "row_wise" and item["ranks"] == list(range(64))
+    if cfg.model.tables["item"].sharding_types == ["row_wise"]:  # the TIN configs ask for it
+        assert item["sharding_type"] == "row_wise" and item["ranks"] == list(range(64))
+    else:  # left to the planner (hetero_experts: 100M rows): split over several GPUs, never one
+        assert len(item["ranks"]) > 1
     hbm = [r["hbm"] for r in rep["ranks"].values()]
     assert max(hbm) < 80 * GB and min(hbm) > 0.5 * GB
     assert rep["largest"][0] == "item"
