@@ -73,13 +73,13 @@ def cmd_eval(args) -> int:
 def cmd_gen_data(args) -> int:
     import inspect
 
-    from tinrec.config import parse_overrides
+    from tinrec.config import DELETE, parse_overrides
     from tinrec.data.generate import generate_dataset
 
     kwargs = {}
     params = inspect.signature(generate_dataset).parameters
     for path, value in parse_overrides(args.overrides):
-        if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
+        if value is DELETE:
             raise ValueError(f"gen-data: {'.'.join(path)}: removing a parameter (~key) has no meaning here")
         if path[0] not in params or path[0] == "out_dir":
             raise ValueError(f"gen-data: unknown parameter {path[0]!r} (see docs/data.md)")

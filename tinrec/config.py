@@ -547,21 +547,21 @@ def validate(cfg: Config, src: str) -> None:
                          f"got {labels}")
     for key, oc in (("train.dense_optimizer", cfg.train.dense_optimizer),
                     ("train.sparse_optimizer", cfg.train.sparse_optimizer)):
-        for name in ("lr", "weight_decay", "eps"):
-            value = getattr(oc, name)
-            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
-                raise ValueError(f"{src}: {key}.{name}: must be a finite number {'> 0' if name == 'lr' else '>= 0'}, "
+        def check_rate(where: str, name: str, value: Any) -> None:
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                    or value < 0 or (name == "lr" and value == 0)):
+                raise ValueError(f"{src}: {where}.{name}: must be a finite number {'> 0' if name == 'lr' else '>= 0'}, "
                                  f"got {value}")
+
+        for name in ("lr", "weight_decay", "eps"):
+            check_rate(key, name, getattr(oc, name))
         if oc.groups and key == "train.sparse_optimizer":
             raise ValueError(f"{src}: {key}.groups: only the dense optimizer has parameter groups (the sparse one "
                              f"is fused into each table's backward)")
         for g, group in enumerate(oc.groups):
             for name in ("lr", "weight_decay"):
-                value = getattr(group, name)
-                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                          or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0)):
-                    raise ValueError(f"{src}: {key}.groups[{g}].{name}: must be a finite number "
-                                     f"{'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
+                if getattr(group, name) is not None:
+                    check_rate(f"{key}.groups[{g}]", name, getattr(group, name))
     if not cfg.train.collective_timeout_s > 0 or not math.isfinite(cfg.train.collective_timeout_s):
         raise ValueError(f"{src}: train.collective_timeout_s: must be a finite number of seconds > 0, "
                          f"got {cfg.train.collective_timeout_s}")

@@ -100,27 +100,26 @@ class InputArch(nn.Module):
     def __init__(self, *, inputs: Sequence[Input]) -> None:
         super().__init__()
         self.inputs = list({i.key: i for i in inputs}.values())
-        self._stack_index: Dict[tuple, Optional[torch.Tensor]] = {}  # (input, the group's keys) -> field order
+        # (input, the group's keys) -> None (widths differ), "view" (the group's own order) or the field order
+        self._stack_index: Dict[tuple, object] = {}
 
     def _pooled_stack(self, i: Input, kt: KeyedTensor) -> Optional[torch.Tensor]:
         """A field stack of pooled features of one group, as a view of the group's pooled values ([B, F, D];
         an index_select when the input's order is not the group's): no per-feature split and stack. None when
         the group's pooled features are not all of the stack's width."""
+        values = kt.values()
         key = (i.key, tuple(kt.keys()))
         if key not in self._stack_index:
-            keys, dims = kt.keys(), kt.length_per_key()
-            if any(d != i.width for d in dims):
-                self._stack_index[key] = None
-            else:
-                pos = {k: n for n, k in enumerate(keys)}
-                order = [pos[f] for f in i.features]
-                identity = order == list(range(len(keys)))  # the group's own order: a plain view
-                self._stack_index[key] = torch.empty(0, dtype=torch.long) if identity else torch.tensor(order)
+            pos = {k: n for n, k in enumerate(kt.keys())}
+            order = [pos[f] for f in i.features]
+            self._stack_index[key] = (None if any(d != i.width for d in kt.length_per_key()) else
+                                      "view" if order == list(range(len(pos))) else
+                                      torch.tensor(order, device=values.device))
         index = self._stack_index[key]
         if index is None:
             return None
-        values_BFD = kt.values().view(kt.values().shape[0], -1, i.width)
-        return values_BFD if index.numel() == 0 else values_BFD.index_select(1, index.to(values_BFD.device))
+        values_BFD = values.view(values.shape[0], -1, i.width)
+        return values_BFD if isinstance(index, str) else values_BFD.index_select(1, index)
 
     def forward(self, seqs: Mapping[str, Mapping[str, JaggedTensor]], pooled: Mapping[str, KeyedTensor],
                 lengths: Mapping[str, torch.Tensor], dense: Mapping[str, torch.Tensor], labels_BT: torch.Tensor

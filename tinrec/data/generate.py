@@ -432,8 +432,10 @@ def _extras(world: _World, n: int, users: np.ndarray, target_item: np.ndarray, o
                           ("watch_time", fmt.HIST_WATCH_TIME)):
             values = cols[src].values.to_numpy(zero_copy_only=False)[idx]
             cols[f"short_{name}"] = _list_array(off, values, cols[src].type.value_type)
-    for c, ids in (ids if ids is not None else _extra_ids(world, n, users, target_item, extra, ctx_rng)).items():
-        cols[c] = pa.array(ids, type=pa.int64())
+    if ids is None:  # drawn here unless the label already needed them (effects.field_pairs)
+        ids = _extra_ids(world, n, users, target_item, extra, ctx_rng)
+    for c, column in ids.items():
+        cols[c] = pa.array(column, type=pa.int64())
 
 
 def _extra_ids(world: _World, n: int, users: np.ndarray, target_item: np.ndarray, extra: Dict[str, int],
