@@ -159,7 +159,8 @@ def _eval_stream(cfg, data, split: str):
     return ParquetStream(units=data.units(split), features=data.features, feature_rows=data.feature_rows,
                          batch_size=cfg.train.eval_batch_size, max_len=cfg.data.max_len,
                          time_bin_edges=data.edges, dense_sequence=data.dense, max_lens=data.max_lens,
-                         searches=data.searches, skip_recent=data.skip_recent)
+                         searches=data.searches, skip_recent=data.skip_recent,
+                         interval_seconds=cfg.data.interval_seconds)
 
 
 def _analysis_data(cfg):

@@ -74,14 +74,14 @@ def cmd_gen_data(args) -> int:
     import inspect
 
     from tinrec.config import DELETE, parse_overrides
-    from tinrec.data.generate import generate_dataset
+    from tinrec.data.generate import generate_dataset, parameters
 
     kwargs = {}
-    params = inspect.signature(generate_dataset).parameters
+    params = {**inspect.signature(parameters).parameters, "show_progress": None}
     for path, value in parse_overrides(args.overrides):
         if value is DELETE:
             raise ValueError(f"gen-data: {'.'.join(path)}: removing a parameter (~key) has no meaning here")
-        if path[0] not in params or path[0] == "out_dir":
+        if path[0] not in params:
             raise ValueError(f"gen-data: unknown parameter {path[0]!r} (see docs/data.md)")
         node = kwargs
         for p in path[:-1]:

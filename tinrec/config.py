@@ -113,6 +113,8 @@ class DataConfig:
     max_len: int = 200  # every sequence's, unless data.sequences.<name>.max_len says otherwise
     sequences: Dict[str, SequenceConfig] = field(default_factory=dict)
     time_bins: int = 10
+    interval_seconds: int = 60  # DEI2N's T_f: <sequence>_interval = floor((t - t_i) / T_f) (tinrec/data/derived.py)
+    interval_buckets: int = 1440  # rows: auto of an interval table is this + 1 (longer intervals share the last)
     num_workers: int = 1
     shuffle: bool = True
     labels: List[str] = field(default_factory=lambda: ["label"])  # label columns; several: one head each
@@ -513,7 +515,8 @@ def validate(cfg: Config, src: str) -> None:
         check_component(spec, f"model.interests.{name}", src)
     for key, value in (("train.epochs", cfg.train.epochs), ("train.batch_size", cfg.train.batch_size),
                        ("train.eval_batch_size", cfg.train.eval_batch_size), ("data.max_len", cfg.data.max_len),
-                       ("data.time_bins", cfg.data.time_bins)):
+                       ("data.time_bins", cfg.data.time_bins), ("data.interval_seconds", cfg.data.interval_seconds),
+                       ("data.interval_buckets", cfg.data.interval_buckets)):
         if value < 1:
             raise ValueError(f"{src}: {key}: must be >= 1, got {value}")
     from tinrec.data.format import SAMPLE_PREFIXES  # local: keeps config import light (pyarrow)

@@ -111,7 +111,8 @@ def resolve_rows(cfg: "Config", meta: Mapping) -> Dict[str, int]:
     out = {}
     meta_tables = meta.get("tables", {}) if meta else {}
     for name, t in cfg.model.tables.items():
-        auto = derived.table_rows(t.features, cfg.data.max_len_of, cfg.data.time_bins)
+        auto = derived.table_rows(t.features, cfg.data.max_len_of,
+                                  derived.Sizes(cfg.data.time_bins, cfg.data.interval_buckets))
         by_column = {fmt.column_table(f) or (f if f in meta_tables else None) for f in t.features} - {None}
         if t.rows != "auto":
             out[name] = int(t.rows)

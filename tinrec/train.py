@@ -189,7 +189,7 @@ class Data:
             time_bin_edges=self.edges, max_lens=self.max_lens, rank=self.env.rank, world_size=self.env.world_size,
             num_workers=c.data.num_workers, seed=c.seed, epoch=epoch, shuffle=train and c.data.shuffle,
             drop_last=train, skip=skip, dense_sequence=self.dense, labels=c.data.labels, searches=self.searches,
-            skip_recent=self.skip_recent)
+            skip_recent=self.skip_recent, interval_seconds=c.data.interval_seconds)
 
     def loader(self, stream: ParquetStream) -> DataLoader:
         return DataLoader(stream, batch_size=None, num_workers=self.cfg.data.num_workers,

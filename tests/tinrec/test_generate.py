@@ -399,3 +399,18 @@ def test_field_pairs_plant_pairwise_interactions_of_extra_fields(tmp_path):
     assert parts["field_pairs"][label == 1].mean() > parts["field_pairs"][label == 0].mean() + 0.5
     with pytest.raises(ValueError, match=r"effects\.field_pairs\.pairs: 6 pairs need more extra fields than the 3"):
         gen.parameters(extra_features={"user": 3}, effects=effects)
+
+
+def test_gen_data_command_passes_its_key_values_to_the_generator(tmp_path, capsys):
+    """``tinrec gen-data OUT seed=3 effects.trigger.enabled=true ...`` is generate_dataset with those arguments
+    (nested keys included); an unknown key or a ``~key`` is an error naming it, and writes nothing."""
+    from tinrec.cli import _main
+
+    small = [f"{k}={v}" for k, v in SMALL.items()]
+    assert _main(["gen-data", str(tmp_path / "cli"), "seed=3", "effects.trigger.enabled=true", *small]) == 0
+    gen.generate_dataset(str(tmp_path / "api"), seed=3, effects={"trigger": {"enabled": True}}, **SMALL)
+    assert _files(tmp_path / "cli") == _files(tmp_path / "api")
+    assert json.load(open(tmp_path / "cli" / "meta.json"))["generator"]["seed"] == 3
+    for bad, msg in (("sede=3", "unknown parameter 'sede'"), ("~seed", "removing a parameter")):
+        assert _main(["gen-data", str(tmp_path / "bad"), bad]) == 2
+        assert msg in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -134,6 +134,25 @@ def test_bad_ids_name_file_row_and_column(tmp_path, column, value, msg):
         list(_stream(tmp_path))
 
 
+def test_interval_ids_are_the_floored_gap_in_units_of_t_f_capped_by_the_table(tmp_path):
+    """DEI2N's ``t_i = floor((t - t_i) / T_f)`` (``hist_interval``, 1-based, 0 the origin); a table of R rows
+    holds gaps of R - 2 units or more in its last row."""
+    rows = random_rows(40, seed=8)
+    write_dataset(tmp_path, {"train": rows})
+    feats = ["hist_item", "hist_interval", "target_interval"]
+    for T_f, R in ((60, 10_000_000), (3600, 5)):
+        fr = dict(ROWS, hist_interval=("interval", R), target_interval=("interval", R))
+        b = next(iter(_stream(tmp_path, features=feats, feature_rows=fr, interval_seconds=T_f, batch_size=40)))
+        jt = {k: v.to_dense() for k, v in b.sparse.to_dict().items()}
+        for i, r in enumerate(rows):
+            dt = np.array(r["target_timestamp"]) - np.array(r["hist_timestamp"][-5:])
+            assert jt["hist_interval"][i].tolist() == (1 + np.minimum(dt // T_f, R - 2)).tolist()
+            assert jt["target_interval"][i].tolist() == [0]
+        values = b.sparse.to_dict()["hist_interval"].values()
+        assert int(values.max()) <= R - 1
+    assert int(values.max()) == 4  # the cap is reached with hours and 5 rows
+
+
 def test_time_bin_edges_equal_frequency(tmp_path):
     write_dataset(tmp_path, {"train": random_rows(200, seed=6)})
     edges = compute_edges(split_files(str(tmp_path), "train"), 4)

@@ -21,11 +21,18 @@ hist_time_bin      sequence  1 + equal-frequency bin of target_timestamp - hist_
 target_time_bin    scalar    0                                                                 time_bins + 1
 hist_coe           sequence  chronological order, oldest kept = 1 (COE)                        max_len + 2
 target_coe         scalar    kept length + 1                                                   max_len + 2
+hist_interval      sequence  1 + min(floor((target_timestamp - hist_timestamp) / T_f), R - 2)  interval_buckets + 1
+target_interval    scalar    0                                                                 interval_buckets + 1
 hist_/target_hour  both      UTC hour 0-23 of the timestamp (TE)                               24
 ..._weekday        both      weekday 0-6, Monday = 0                                           7
 ..._month          both      month 0-11                                                        12
 hist_neg_item      sequence  an item drawn uniformly from the item table (DIEN's negatives)    the table's
 =================  ========  ================================================================  ==============
+
+``S_interval`` is DEI2N's time interval (Sec. 2.1: ``t_i = floor((t - t_i) / T_f)``), ``T_f`` =
+``data.interval_seconds`` (the paper's 60: minutes); ids 1..R-1 for a table of R rows, the last one holding
+every interval of ``R - 2`` units or more (our choice: the paper does not say how it bounds the table; the
+default ``data.interval_buckets`` 1440 is one day in minutes), 0 the target (the origin) and padding.
 
 Dense values (``Batch.dense``, not embedded, ``model.inputs.X.dense``): any stored column that is not read
 as ids (``hist_timestamp``, int64 seconds; ``hist_watch_time``, float; per-sample numbers), and the derived
@@ -74,6 +81,7 @@ class Rows:
     sequence: str = fmt.HISTORY
     table_rows: int = 0
     search: Optional["Search"] = None
+    interval_seconds: int = 60
 
     def hist(self, column: str) -> np.ndarray:
         """The kept values of list column ``column``; ``{seq}`` stands for the sequence's name (a searched
@@ -88,10 +96,18 @@ class Rows:
 
 
 @dataclass(frozen=True)
+class Sizes:
+    """The data settings that size derived tables (``data.time_bins``, ``data.interval_buckets``)."""
+
+    time_bins: int = 10
+    interval_buckets: int = 1440
+
+
+@dataclass(frozen=True)
 class Derived:
     sequence: bool
     columns: Tuple[str, ...]  # stored columns it reads; ``{seq}`` stands for the sequence's name
-    rows: Optional[Callable[[int, int], int]]  # (max_len, time_bins) -> table rows; None: from meta.json
+    rows: Optional[Callable[[int, "Sizes"], int]]  # (max_len, sizes) -> table rows; None: from meta.json
     compute: Callable[[Rows], np.ndarray]
 
 
@@ -132,29 +148,37 @@ def _time_bin(r: Rows) -> np.ndarray:
     return 1 + np.searchsorted(r.edges, dt, side="right")
 
 
+def _interval(r: Rows) -> np.ndarray:
+    dt = np.repeat(r.scalar(fmt.TARGET_TIMESTAMP), r.keep) - r.hist(TS)
+    return 1 + np.minimum(np.maximum(dt, 0) // max(int(r.interval_seconds), 1), max(r.table_rows - 2, 0))
+
+
 def _origin(r: Rows) -> np.ndarray:
     return np.zeros(r.keep.size, dtype=np.int64)
 
 
-_POSITION_ROWS = lambda max_len, bins: max_len + 1  # noqa: E731
-_TIME_BIN_ROWS = lambda max_len, bins: bins + 1  # noqa: E731
-_COE_ROWS = lambda max_len, bins: max_len + 2  # noqa: E731
+_POSITION_ROWS = lambda max_len, sizes: max_len + 1  # noqa: E731
+_TIME_BIN_ROWS = lambda max_len, sizes: sizes.time_bins + 1  # noqa: E731
+_COE_ROWS = lambda max_len, sizes: max_len + 2  # noqa: E731
+_INTERVAL_ROWS = lambda max_len, sizes: sizes.interval_buckets + 1  # noqa: E731
 
 # Per sequence, by the suffix after ``<sequence>_``.
 SEQUENCE_IDS: Dict[str, Derived] = {
     "position": Derived(True, (), _POSITION_ROWS, lambda r: np.repeat(r.keep, r.keep) - r.coe + 1),
     "time_bin": Derived(True, (TS, fmt.TARGET_TIMESTAMP), _TIME_BIN_ROWS, _time_bin),
     "coe": Derived(True, (), _COE_ROWS, lambda r: r.coe),
+    "interval": Derived(True, (TS, fmt.TARGET_TIMESTAMP), _INTERVAL_ROWS, _interval),
 }
 # The target's, relative to ``hist``.
 TARGET_IDS: Dict[str, Derived] = {
     "target_position": Derived(False, (), _POSITION_ROWS, _origin),
     "target_time_bin": Derived(False, (), _TIME_BIN_ROWS, _origin),
     "target_coe": Derived(False, (), _COE_ROWS, lambda r: r.keep + 1),
+    "target_interval": Derived(False, (), _INTERVAL_ROWS, _origin),
 }
 for _unit, _n in CALENDAR_ROWS.items():
-    SEQUENCE_IDS[_unit] = Derived(True, (TS,), lambda max_len, bins, n=_n: n, lambda r, u=_unit: calendar(r.hist(TS), u))
-    TARGET_IDS[f"target_{_unit}"] = Derived(False, (fmt.TARGET_TIMESTAMP,), lambda max_len, bins, n=_n: n,
+    SEQUENCE_IDS[_unit] = Derived(True, (TS,), lambda max_len, sizes, n=_n: n, lambda r, u=_unit: calendar(r.hist(TS), u))
+    TARGET_IDS[f"target_{_unit}"] = Derived(False, (fmt.TARGET_TIMESTAMP,), lambda max_len, sizes, n=_n: n,
                                             lambda r, u=_unit: calendar(r.scalar(fmt.TARGET_TIMESTAMP), u))
 SEQUENCE_IDS["neg_item"] = Derived(True, (), None,
                                    lambda r: r.rng().integers(1, max(r.table_rows, 2), size=int(r.idx.size)))
@@ -181,16 +205,16 @@ def columns(derived: Derived, sequence: str) -> Tuple[str, ...]:
     return tuple(c.format(seq=sequence) for c in derived.columns)
 
 
-def table_rows(features: Iterable[str], max_len: Callable[[str], int], time_bins: int) -> Optional[int]:
+def table_rows(features: Iterable[str], max_len: Callable[[str], int], sizes: Sizes) -> Optional[int]:
     """Rows of an ``auto`` table whose features are all derived ids with a size (the largest of theirs: a
     position table read by two sequences covers the longer), else None."""
-    sizes = []
+    rows = []
     for f in features:
         found = lookup(f)
         if found is None or found[0].rows is None:
             return None
-        sizes.append(found[0].rows(max_len(found[1]), time_bins))
-    return max(sizes) if sizes else None
+        rows.append(found[0].rows(max_len(found[1]), sizes))
+    return max(rows) if rows else None
 
 
 def dense_padding(column: str) -> int:

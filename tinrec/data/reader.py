@@ -138,6 +138,7 @@ class ParquetStream(IterableDataset):
         searches: the searched sequences by name (``tinrec/data/search.py``); their ``max_len`` is ``max_lens``'s.
         skip_recent: sequence -> how many of its most recent behaviours to leave out before keeping ``max_len``
             (``data.sequences.NAME.skip_recent``: the lifelong sequence before the short-term window).
+        interval_seconds: T_f of the ``<sequence>_interval`` ids (``data.interval_seconds``).
     """
 
     def __init__(self, *, units: Sequence[Unit], features: Sequence[str], feature_rows: Mapping[str, Tuple[str, int]],
@@ -146,8 +147,9 @@ class ParquetStream(IterableDataset):
                  drop_last: bool = False, skip: Optional[Sequence[int]] = None,
                  dense_sequence: Sequence[str] = (), labels: Sequence[str] = (fmt.LABEL,),
                  max_lens: Optional[Mapping[str, int]] = None, searches: Mapping[str, Search] = {},
-                 skip_recent: Optional[Mapping[str, int]] = None) -> None:
+                 skip_recent: Optional[Mapping[str, int]] = None, interval_seconds: int = 60) -> None:
         super().__init__()
+        self.interval_seconds = interval_seconds
         self.units = list(units)
         self.features = list(features)
         self.feature_rows = dict(feature_rows)
@@ -263,7 +265,7 @@ class ParquetStream(IterableDataset):
         rows = derived.Rows(chunk=chunk, keep=keep, idx=idx,
                             coe=np.arange(keep.sum()) - np.repeat(first_B, keep) + 1,  # [N] oldest kept = 1
                             edges=self.edges.get(sequence), rng=lambda: self._rng(chunk), sequence=sequence,
-                            search=search)
+                            search=search, interval_seconds=self.interval_seconds)
         return rows, full
 
     def _to_batch(self, chunk: Dict[str, object]) -> Batch:
