@@ -32,6 +32,10 @@ Choices the paper leaves open (our choice unless a source is named):
 - AUGRU gates: r_t = sigmoid(W_r i_t + U_r h'_{t-1} + b_r), u_t likewise, and
   h~_t = tanh(W_h i_t + r_t ⊙ (U_h h'_{t-1}) + b_h) (PyTorch's placement of the reset gate; the
   paper's Eq. 3 is the same up to where U's bias sits); input i_t = h_t, state width H.
+- ``trigger=True`` is DEI2N's DIEN+TRA (``../shared/MODELS.md`` B, from the DEI2N authors' code): a second
+  attention distribution over the same extractor states with the trigger ``e_tr`` as query (its own W) drives
+  a second AUGRU of its own; the output gains its final state, ``[h'_T, h'_T ⊙ v_h, h'^tr_T]`` (``e_tr``
+  itself joins the tower as an input, as ``v`` does).
 - Cost: the AUGRU is a Python loop of O(T) sequential steps on [B, H] tensors, T = the longest
   history in the batch (padded steps keep the state via ``torch.where``); the input projections of all
   steps are one matmul before the loop. The extractor runs over the right-padded batch (``run_gru``,
@@ -99,9 +103,10 @@ class DIEN(nn.Module):
         hidden: hidden width H of the extractor GRU and the AUGRU (default D).
         aux_hidden: hidden widths of the auxiliary net.
         aux_weight: alpha, the weight of the auxiliary loss (already applied to the returned loss).
+        trigger: DIEN+TRA: a second attention and AUGRU with the trigger as query (``trigger_BD`` in forward).
 
     Attributes:
-        output_dim: 2H.
+        output_dim: 2H, 3H with ``trigger``.
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class DIEN(nn.Module):
         hidden: Optional[int] = None,
         aux_hidden: Sequence[int] = (100, 50),
         aux_weight: float = 1.0,
+        trigger: bool = False,
     ) -> None:
         super().__init__()
         hidden = dim if hidden is None else hidden
@@ -128,7 +134,11 @@ class DIEN(nn.Module):
         self.att_proj = nn.Linear(dim, hidden, bias=False)  # W in h_t^T W v
         self.augru = AUGRU(input_dim=hidden, hidden=hidden)
         self.query_proj = nn.Linear(dim, hidden, bias=False) if hidden != dim else nn.Identity()
-        self.output_dim: int = 2 * hidden
+        self.trigger = trigger
+        if trigger:
+            self.trigger_att_proj = nn.Linear(dim, hidden, bias=False)
+            self.trigger_augru = AUGRU(input_dim=hidden, hidden=hidden)
+        self.output_dim: int = (3 if trigger else 2) * hidden
 
     def forward(
         self,
@@ -137,6 +147,7 @@ class DIEN(nn.Module):
         mask_BL: Tensor,
         query_BD: Tensor,
         neg_seq_BLD: Optional[Tensor] = None,
+        trigger_BD: Optional[Tensor] = None,
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """Extract, attend and evolve the interest; add the auxiliary loss in training.
 
@@ -146,6 +157,7 @@ class DIEN(nn.Module):
             query_BD: target embedding v, shape [B, D].
             neg_seq_BLD: optional negatives e~_i aligned with the behaviours, shape [B, L, D]
                 (values under padding are ignored).
+            trigger_BD: the trigger's embedding e_tr [B, D], exactly when ``trigger`` (DIEN+TRA).
 
         Returns:
             ``(out_BO, {"aux": aux_loss})`` when ``neg_seq_BLD`` is given and the module is training, else
@@ -166,6 +178,8 @@ class DIEN(nn.Module):
                 f"neg_seq_BLD must have the shape of seq_BLD {tuple(seq_BLD.shape)}, "
                 f"got {tuple(neg_seq_BLD.shape)}"
             )
+        if (trigger_BD is None) == self.trigger:
+            raise ValueError(f"DIEN(trigger={self.trigger}): bind trigger_BD exactly when trigger is true")
         with_aux = neg_seq_BLD is not None and self.training
         seqs = (seq_BLD, neg_seq_BLD) if with_aux else (seq_BLD,)
         mask_BT, _, trimmed = trim_padding(mask_BL, *seqs)
@@ -174,6 +188,9 @@ class DIEN(nn.Module):
         att_BT = masked_softmax((h_BTH * self.att_proj(query_BD).unsqueeze(1)).sum(-1), mask_BT)
         interest_BH = self.augru(h_BTH, att_BT, mask_BT)
         out_BO = torch.cat([interest_BH, interest_BH * self.query_proj(query_BD)], dim=-1)
+        if self.trigger:
+            att_tr_BT = masked_softmax((h_BTH * self.trigger_att_proj(trigger_BD).unsqueeze(1)).sum(-1), mask_BT)
+            out_BO = torch.cat([out_BO, self.trigger_augru(h_BTH, att_tr_BT, mask_BT)], dim=-1)
         if not with_aux:
             return out_BO
         return out_BO, {"aux": self.aux_weight * self.auxiliary_loss(h_BTH, seq_BTD, trimmed[1], mask_BT)}

@@ -12,7 +12,9 @@ A model is a chain of named stages::
       InterestArch   the interest modules from ``modules/`` (``_component_`` in config), each called with the
                      inputs its forward arguments are bound to
       OverArch       the tower, an MLP over [interest outputs, ``model.tower.inputs``] -> one logit per label,
-                     and the loss: BCE (weighted: padding batches count 0) + the modules' named losses
+                     and the loss: BCE (weighted: padding batches count 0) + the modules' named losses. A module
+                     whose class sets ``LOGIT_OUTPUT = True`` outputs logits [B, T] instead, added to the
+                     tower's (Wide&Deep's wide part; DIAN's mixture of its own towers)
 
 ``Model.forward(batch)`` returns ``(loss, (logits, labels, user_ids, weights, loss_terms))`` as
 ``TrainPipelineSparseDist`` expects; ``loss_terms`` names every term of the loss (``bce``, and
@@ -230,18 +232,24 @@ class OverArch(nn.Module):
     """The tower over [interest outputs, tower inputs] -> logits [B, T], and the loss."""
 
     def __init__(self, *, tower: nn.Module, inputs: Sequence[Input], labels: Sequence[str] = ("label",),
-                 combine: Optional[nn.Module] = None) -> None:
+                 combine: Optional[nn.Module] = None, logit_parts: Sequence[int] = ()) -> None:
         super().__init__()
         self.tower = tower
         self.inputs = [i.key for i in inputs]
         self.labels = list(labels)  # one tower output per label (data.labels)
         self.combine = combine  # model.tower.combine other than concat (modules/combine.py)
+        self.logit_parts = set(logit_parts)  # interest outputs that are logits, added to the tower's (LOGIT_OUTPUT)
 
     def forward(self, parts: List[torch.Tensor], values: Mapping[str, torch.Tensor], extra: Mapping[str, torch.Tensor],
                 labels: torch.Tensor, weights: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
         context = [t for k in self.inputs for t in values[k]]
-        tower_in = (list(parts) if self.combine is None else [self.combine(list(parts), context)]) + context
-        logits = self.tower(torch.cat(tower_in, dim=-1))  # [B, T]
+        added = [p for n, p in enumerate(parts) if n in self.logit_parts]
+        parts = [p for n, p in enumerate(parts) if n not in self.logit_parts]
+        tower_in = (list(parts) if self.combine is None or not parts else [self.combine(list(parts), context)]) + context
+        x = torch.cat(tower_in, dim=-1) if tower_in else labels.new_zeros(labels.shape[0], 0)
+        logits = self.tower(x)  # [B, T]
+        for logit_BT in added:
+            logits = logits + logit_BT
         per_sample = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         bce_T = (per_sample * weights.unsqueeze(-1)).sum(0) / weights.sum().clamp(min=1.0)
         names = ["bce"] if len(self.labels) == 1 else [f"bce.{name}" for name in self.labels]
@@ -350,16 +358,34 @@ def dry_run(module: nn.Module, bound: Mapping[str, Input], where: str) -> None:
         module.train(was_training)
 
 
+class Bias(nn.Module):
+    """The tower when nothing is left to concatenate (every interest output is a logit): one bias per label."""
+
+    def __init__(self, labels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(labels))
+
+    def forward(self, x_B0: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(x_B0.shape[0], -1)
+
+
 def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.device = torch.device("meta")) -> Model:
     """Build the model from config; embedding tables on ``sparse_device`` (``meta`` until DMP shards them)."""
     sparse = SparseArch(groups=table_configs(cfg, rows), device=sparse_device)
     bindings, tower_inputs = inputs_mod.bindings(cfg)
-    interests, width = {}, 0
-    for name, bound in bindings.items():
+    interests, width, logit_parts = {}, 0, []
+    for n, (name, bound) in enumerate(bindings.items()):
         first = bound[inputs_mod.first_argument(resolve(str(cfg.model.interests[name]["_component_"]), name, "config"))]
         interests[name] = build_interest(cfg.model.interests[name], first.width, f"model.interests.{name}",
                                          fields=first.fields)
         dry_run(interests[name], bound, f"model.interests.{name}")
+        if getattr(interests[name], "LOGIT_OUTPUT", False):  # its output is a logit per label, added to the tower's
+            if interests[name].output_dim != len(cfg.data.labels):
+                raise ValueError(f"model.interests.{name}: {cfg.model.interests[name]['_component_']} outputs logits "
+                                 f"({interests[name].output_dim}), one per label of data.labels "
+                                 f"({len(cfg.data.labels)})")
+            logit_parts.append(n)
+            continue
         width += interests[name].output_dim
         if cfg.model.compile:  # in place: the parameter names (and so checkpoints) do not change
             interests[name].compile(dynamic=True)
@@ -368,14 +394,19 @@ def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.de
     if cfg.model.tower.combine != "concat":
         try:
             combine = ExpertCombine(how=cfg.model.tower.combine, context_dim=context_width,
-                                    widths=[m.output_dim for m in interests.values()])
+                                    widths=[m.output_dim for n, m in enumerate(interests.values())
+                                            if n not in logit_parts])
         except ValueError as e:
             raise ValueError(f"model.tower.combine: {e} (model.interests: "
                              f"{', '.join(f'{n} {m.output_dim}' for n, m in interests.items())})") from None
         width = combine.output_dim
     width += context_width
-    tower = MLP(in_dim=width, hidden_dims=list(cfg.model.tower.hidden), activation=cfg.model.tower.activation,
-                dropout=cfg.model.tower.dropout, out_dim=len(cfg.data.labels))
+    if width == 0 and cfg.model.tower.hidden:
+        raise ValueError("model.tower.hidden: the tower has no input (every interest output is a logit and "
+                         "model.tower.inputs is empty): set model.tower.hidden=[]")
+    tower = Bias(len(cfg.data.labels)) if width == 0 else MLP(
+        in_dim=width, hidden_dims=list(cfg.model.tower.hidden), activation=cfg.model.tower.activation,
+        dropout=cfg.model.tower.dropout, out_dim=len(cfg.data.labels))
     # The tower reads its inputs as the per-feature lookups, concatenated once with the interest outputs: its
     # gradient then reaches each looked-up tensor directly, not through a target tensor a module also reads
     # (the same sums in the same order as before inputs had names, so results stay bitwise the same).
@@ -384,5 +415,5 @@ def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.de
     dense = DenseArch(input_arch=InputArch(inputs=every),
                       interest_arch=InterestArch(interests=interests, bindings=bindings),
                       over_arch=OverArch(tower=tower, inputs=tower_parts, labels=list(cfg.data.labels),
-                                        combine=combine))
+                                        combine=combine, logit_parts=logit_parts))
     return Model(sparse_arch=sparse, dense_arch=dense)

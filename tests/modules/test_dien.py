@@ -153,6 +153,32 @@ def test_forward_composes_extractor_attention_and_augru():
         torch.testing.assert_close(out_BO[b], torch.cat([h_H, h_H * v_H]), rtol=1e-5, atol=1e-6)
 
 
+def test_trigger_attention_drives_its_own_augru_over_the_same_states():
+    """DIEN+TRA: the output gains h'^tr_T, the second AUGRU's state under the trigger's attention
+    softmax_t(h_t^T W_tr e_tr); the first 2H values are DIEN's own; padding is ignored; a mismatched binding
+    is refused."""
+    plain, model = make_dien(hidden=6).eval(), make_dien(hidden=6, trigger=True).eval()
+    batch = make_batch([3, 5, 0])
+    trigger_BD = torch.randn(3, D, generator=torch.Generator().manual_seed(5))
+    out_BO = model(**without_negatives(batch), trigger_BD=trigger_BD)
+    assert out_BO.shape == (3, 18) and model.output_dim == 18
+    torch.testing.assert_close(out_BO[:, :12], plain(**without_negatives(batch)))
+    assert torch.equal(out_BO[2], torch.zeros(18))
+    for b, n in enumerate([3, 5]):
+        h_1TH, _ = model.extractor(batch["seq_BLD"][b : b + 1, :n])
+        a_T = torch.softmax(h_1TH[0] @ model.trigger_att_proj.weight @ trigger_BD[b], dim=0)
+        h_H = torch.zeros(6)
+        for t in range(n):
+            h_H = _paper_gru_step(model.trigger_augru, h_1TH[0, t], h_H, a_T[t])
+        torch.testing.assert_close(out_BO[b, 12:], h_H, rtol=1e-5, atol=1e-6)
+    garbage = with_garbage_padding(without_negatives(batch))
+    torch.testing.assert_close(model(**garbage, trigger_BD=trigger_BD), out_BO, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="trigger_BD exactly when"):
+        model(**without_negatives(batch))
+    with pytest.raises(ValueError, match="trigger_BD exactly when"):
+        plain(**without_negatives(batch), trigger_BD=trigger_BD)
+
+
 def test_aux_loss_hand_example():
     model = make_dien(aux_weight=0.5).train()
     lengths = [3, 1, 0, 2]  # valid pairs (t, t+1): row 0 -> (0,1), (1,2); row 3 -> (0,1)

@@ -295,3 +295,31 @@ def test_a_pooled_field_stack_is_a_view_of_its_groups_lookups_in_the_inputs_orde
     inp = Input(key="s", kind="ids", sequence=None, features=("a",), groups=("g",), pooled=(True,), combine="stack", width=D, fields=1)
     out = InputArch(inputs=[inp])({}, {"g": mixed}, {}, {}, torch.zeros(B, 1))["s"]
     torch.testing.assert_close(out, mixed.to_dict()["a"].unsqueeze(1))
+
+
+WD = ("model.interests.wd={_component_: tinrec.modules.wide_deep.WideDeep, user_dim: 32, "
+      "inputs: {seq_BLD: behaviours, mask_BL: mask, query_BD: target, user_BU: user}}")
+
+
+def test_a_module_that_outputs_logits_adds_them_to_the_towers(tmp_path):
+    """``LOGIT_OUTPUT`` (Wide&Deep, DIAN): the module's [B, 1] is added to the tower's logit, not concatenated
+    into its input; alone, with no tower inputs, the tower is one bias; beside DIN, DIN's output alone feeds the
+    tower MLP. A tower with hidden layers and no input is a config error."""
+    alone = ["~model.interests.din", WD, "model.tower.hidden=[]", "model.tower.inputs=[]"]
+    cfg, model, batch, _ = _setup(tmp_path, "din.yaml", alone)
+    wd = model.interest_modules()["wd"]
+    tower = model.dense_arch.over_arch.tower
+    with torch.no_grad():
+        tower.bias.fill_(0.25)
+    model.eval()
+    _, (logits, *_rest) = model(batch)
+    want = wd(**model.module_inputs(batch)["wd"]) + 0.25
+    torch.testing.assert_close(logits, want)
+    _, both, batch2, _ = _setup(tmp_path / "b", "din.yaml", [WD])
+    din_width = both.interest_modules()["din"].output_dim
+    assert both.dense_arch.over_arch.tower.in_dim == din_width + 64 + 32  # DIN, then [target, user]; no wide logit
+    loss, _ = both(batch2)
+    loss.backward()
+    assert both.interest_modules()["wd"].wide.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"model\.tower\.hidden: the tower has no input"):
+        _setup(tmp_path / "c", "din.yaml", alone[:-2] + ["model.tower.inputs=[]"])

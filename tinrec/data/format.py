@@ -84,7 +84,8 @@ COLUMN_TABLES = {"user_id": "user", "user_age": "age", "user_gender": "gender", 
                  "user_top_author": "author",
                  "target_item": "item", "hist_item": "item", "trigger_item": "item",
                  "target_category": "category", "hist_category": "category", "trigger_category": "category",
-                 "target_brand": "brand", "hist_brand": "brand", "target_author": "author", "hist_author": "author"}
+                 "target_brand": "brand", "hist_brand": "brand", "target_author": "author", "hist_author": "author",
+                 "page": "page"}
 
 
 ENTITY_FIELDS = ("item", "category", "brand", "author")  # a sequence's <seq>_<field> ids index these tables

@@ -858,7 +858,7 @@ def generate_dataset(out_dir: str, *, show_progress: bool = True, **kwargs: Any)
         "generator": params,
         "tables": {"user": params["num_users"] + 1, "item": params["num_items"] + 1, "category": C + 1,
                    "brand": params["num_brands"] + 1, "author": params["num_authors"] + 1,
-                   "age": NUM_AGES + 1, "gender": NUM_GENDERS + 1,
+                   "age": NUM_AGES + 1, "gender": NUM_GENDERS + 1, "page": PAGE_MAX + 1,
                    **{c: extra["rows"] for p in ("user", "item", "ctx") for c in family(p, extra[p])},
                    **({"activity": 6} if profile else {})},
         "columns": describe(schema),
