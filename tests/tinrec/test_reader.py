@@ -260,6 +260,39 @@ def test_searched_sequence_keeps_the_most_recent_matches_of_the_target(tmp_path)
     assert b.truncated == sum(len(r["hist_item"]) > 6 for r in rows)  # a search truncates no history
 
 
+def test_trigger_category_sub_sequence_is_exactly_the_behaviours_of_the_triggers_category(tmp_path):
+    """DEI2N's E_b^h (configs/trigger/dei2n.yaml): the kept behaviours whose category is the trigger's, the
+    latest T_h of them, oldest first, with their own intervals; a row without one has an empty sequence."""
+    import pyarrow.parquet as pq
+
+    from tinrec.data.generate import generate_dataset
+    from tinrec.data.search import Search
+
+    generate_dataset(str(tmp_path), num_users=30, num_items=60, num_categories=5, train_rows=200, valid_rows=10,
+                     test_rows=10, seq_len_mean=8.0, seq_len_max=20, effects={"trigger": {"enabled": True}},
+                     show_progress=False)
+    rows = pq.read_table(split_files(str(tmp_path), "train")[0]).to_pylist()
+    searches = {"hard": Search(name="hard", source="hist", key="category", target="trigger_category")}
+    feats = ["hist_item", "hard_item", "hard_category", "hard_interval", "trigger_category"]
+    fr = {"hist_item": ("item", 61), "hard_item": ("item", 61), "hard_category": ("category", 6),
+          "hard_interval": ("interval", 100), "trigger_category": ("category", 6)}
+    units = list_units(split_files(str(tmp_path), "train"), ["label", "user_id", "hist_item"])
+    b = next(iter(ParquetStream(units=units, features=feats, feature_rows=fr, batch_size=200, max_len=10,
+                                max_lens={"hard": 3}, searches=searches, time_bin_edges=None, interval_seconds=3600)))
+    jt = {k: v.to_dense() for k, v in b.sparse.to_dict().items()}
+    counts = set()
+    for i, r in enumerate(rows):
+        items, cats, ts = r["hist_item"][-10:], r["hist_category"][-10:], r["hist_timestamp"][-10:]
+        hits = [j for j in range(len(items)) if cats[j] == r["trigger_category"]][-3:]
+        counts.add(len(hits))
+        assert jt["hard_item"][i].tolist() == [items[j] for j in hits]
+        assert jt["hard_category"][i].tolist() == [r["trigger_category"]] * len(hits)
+        dt = r["target_timestamp"] - np.array([ts[j] for j in hits], dtype=np.int64)
+        assert jt["hard_interval"][i].tolist() == (1 + np.minimum(dt // 3600, 98)).tolist()
+        assert int(b.lengths["hard"][i]) == len(hits)
+    assert {0, 3} <= counts  # empty rows and full ones (more matches than T_h) both occur
+
+
 def test_searched_sequence_config_errors(tmp_path):
     from tinrec.config import load_config
 
