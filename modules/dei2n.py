@@ -37,38 +37,16 @@ Choices the paper leaves open (ours):
 """
 # Shape legend: B batch, L behaviours, K trigger-category behaviours, D item width, T time width,
 # U user width, C context width, H heads.
-import math
 from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masking import masked_softmax, masked_sum, zero_padding
+from .masking import masked_sum, zero_padding
 from .mlp import Activation, MLP
+from .target_attention import ActivationUnitAttention
 from .transformer import attention_mask
-
-
-class TimeAwareAttention(nn.Module):
-    """DEI2N's attention unit: ``sum_j softmax_j(a(e_j; e_t_j; q)) e_j`` over the valid behaviours."""
-
-    def __init__(self, *, dim: int, time_dim: int, hidden: Sequence[int] = (80, 40),
-                 activation: Activation = "prelu") -> None:
-        super().__init__()
-        self.dim, self.time_dim = dim, time_dim
-        self.unit = MLP(in_dim=4 * dim + time_dim, hidden_dims=tuple(hidden), activation=activation, out_dim=1)
-
-    def weights(self, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor, time_BLT: Optional[Tensor]) -> Tensor:
-        """[B, L]: the softmax weights (0 at padding; all 0 for a row without behaviours)."""
-        q_BLD = query_BD.unsqueeze(1).expand_as(seq_BLD)
-        parts = [seq_BLD] + ([time_BLT] if time_BLT is not None else []) + [q_BLD, seq_BLD - q_BLD, seq_BLD * q_BLD]
-        logit_BL = self.unit(torch.cat(parts, dim=-1), mask_BL).squeeze(-1) / math.sqrt(self.dim)
-        return masked_softmax(logit_BL, mask_BL)
-
-    def forward(self, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor, time_BLT: Optional[Tensor]) -> Tensor:
-        seq_BLD = zero_padding(seq_BLD, mask_BL)
-        w_BL = self.weights(seq_BLD, mask_BL, query_BD, time_BLT)
-        return torch.bmm(w_BL.unsqueeze(1), seq_BLD).squeeze(1)
 
 
 class SoftInterestEncoder(nn.Module):
@@ -133,12 +111,12 @@ class DEI2N(nn.Module):
                                    activation="relu", out_dim=2)
         if soft:
             self.encoder = SoftInterestEncoder(dim=dim, time_dim=time_dim, heads=heads, dropout=dropout)
-            self.target_attention = TimeAwareAttention(dim=dim, time_dim=time_dim, hidden=attention_hidden,
+            self.target_attention = ActivationUnitAttention(dim=dim, side_dim=time_dim, hidden=attention_hidden,
                                                        activation=activation)
-            self.trigger_attention = TimeAwareAttention(dim=dim, time_dim=time_dim, hidden=attention_hidden,
+            self.trigger_attention = ActivationUnitAttention(dim=dim, side_dim=time_dim, hidden=attention_hidden,
                                                         activation=activation)
         if hard:
-            self.hard_attention = TimeAwareAttention(dim=dim, time_dim=time_dim, hidden=attention_hidden,
+            self.hard_attention = ActivationUnitAttention(dim=dim, side_dim=time_dim, hidden=attention_hidden,
                                                      activation=activation)
         if interaction:
             self.interaction_mlp = MLP(in_dim=3 * dim, hidden_dims=tuple(interaction_hidden), activation="relu")

@@ -95,6 +95,21 @@ class AUGRU(nn.Module):
         return h_BH
 
 
+def next_behaviour_loss(aux_net: nn.Module, h_BTH: Tensor, seq_BTD: Tensor, neg_BTD: Tensor, mask_BT: Tensor) -> Tensor:
+    """DIEN's L_aux (Eq. 5-6), also DMIN's: mean over the valid consecutive pairs (t, t+1) of
+    ``-log sigma(aux_net([h_t, e_{t+1}])) - log(1 - sigma(aux_net([h_t, e~_{t+1}])))``; 0 without a valid pair."""
+    pair_BP = mask_BT[:, :-1] & mask_BT[:, 1:]  # P = T - 1 pairs (t, t+1)
+    h_BPH = h_BTH[:, :-1]
+    pos_BP = aux_net(torch.cat([h_BPH, seq_BTD[:, 1:]], dim=-1)).squeeze(-1)
+    neg_BP = aux_net(torch.cat([h_BPH, neg_BTD[:, 1:]], dim=-1)).squeeze(-1)
+    bce = nn.functional.binary_cross_entropy_with_logits
+    loss_BP = bce(pos_BP, torch.ones_like(pos_BP), reduction="none") + bce(
+        neg_BP, torch.zeros_like(neg_BP), reduction="none"
+    )
+    loss_BP = torch.where(pair_BP, loss_BP, torch.zeros_like(loss_BP))
+    return loss_BP.sum() / pair_BP.sum().clamp_min(1).to(loss_BP.dtype)
+
+
 class DIEN(nn.Module):
     """DIEN interest extractor + AUGRU interest evolving, with the auxiliary loss.
 
@@ -208,13 +223,4 @@ class DIEN(nn.Module):
             Scalar: mean over valid pairs of -log sigma(h_t, e_{t+1}) - log(1 - sigma(h_t, e~_{t+1}));
             0 when the batch has no valid pair.
         """
-        pair_BP = mask_BT[:, :-1] & mask_BT[:, 1:]  # P = T - 1 pairs (t, t+1)
-        h_BPH = h_BTH[:, :-1]
-        pos_BP = self.aux_net(torch.cat([h_BPH, seq_BTD[:, 1:]], dim=-1)).squeeze(-1)
-        neg_BP = self.aux_net(torch.cat([h_BPH, neg_BTD[:, 1:]], dim=-1)).squeeze(-1)
-        bce = nn.functional.binary_cross_entropy_with_logits
-        loss_BP = bce(pos_BP, torch.ones_like(pos_BP), reduction="none") + bce(
-            neg_BP, torch.zeros_like(neg_BP), reduction="none"
-        )
-        loss_BP = torch.where(pair_BP, loss_BP, torch.zeros_like(loss_BP))
-        return loss_BP.sum() / pair_BP.sum().clamp_min(1).to(loss_BP.dtype)
+        return next_behaviour_loss(self.aux_net, h_BTH, seq_BTD, neg_BTD, mask_BT)

@@ -1,4 +1,9 @@
-"""The Exact Search Unit of the search-based lifelong backbones (SIM, ETA; ``../shared/MODELS.md`` A2-A3): a
+"""Target attentions shared by several models.
+
+``ActivationUnitAttention`` (end of the file) is DIN's activation unit reading a per-behaviour side vector as
+well: DEI2N's attention units (with the time intervals), DMIN's per-head poolings (with positions).
+
+``MultiHeadTargetAttention`` is the Exact Search Unit of the search-based lifelong backbones (SIM, ETA; ``../shared/MODELS.md`` A2-A3): a
 multi-head target attention over the behaviours a search kept.
 
     a^h = softmax_j <W_k^h z_j, W_q^h q>       over the kept behaviours j (SIM paper's ESU, per head h)
@@ -14,13 +19,16 @@ behaviour part of z_j, times the target): MODELS.md's tower input ``[u, q, u * q
 product from ``[u, q]``, which it does poorly: on the lifelong data a backbone could not tell whether the
 target's category was among the kept behaviours.
 """
-# Shape legend: B batch, K kept behaviours, Z behaviour width, D query width, H heads, E head width.
-from typing import Optional
+# Shape legend: B batch, K kept behaviours, Z behaviour width, D query width, H heads, E head width,
+# L behaviours, S side width.
+import math
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .masking import masked_softmax, zero_padding
+from .mlp import Activation, MLP
 
 
 def tie_at_init(query: nn.Linear, key: nn.Linear) -> None:
@@ -81,3 +89,33 @@ class MultiHeadTargetAttention(nn.Module):
             return u_BHZ.flatten(1)  # [B, H, Z] -> [B, H * Z]
         prod_BHD = u_BHZ[..., :self.query_dim] * query_BD.unsqueeze(1)
         return torch.cat([u_BHZ.flatten(1), prod_BHD.flatten(1)], dim=-1)
+
+
+class ActivationUnitAttention(nn.Module):
+    """A DIN activation unit that also reads a per-behaviour side vector (DEI2N's time intervals, DMIN's
+    positions): ``sum_j softmax_j(a([e_j, s_j, q, e_j - q, e_j (.) q]) / sqrt(D)) e_j`` over the valid
+    behaviours, ``a`` an MLP to one score (zeros for a row without behaviours).
+
+    Args:
+        dim: D, width of behaviours and query; side_dim: width of s_j (0: none).
+        hidden, activation: the unit's MLP (80-40, PReLU as our DIN).
+    """
+
+    def __init__(self, *, dim: int, side_dim: int = 0, hidden: Sequence[int] = (80, 40),
+                 activation: Activation = "prelu") -> None:
+        super().__init__()
+        self.dim, self.side_dim = dim, side_dim
+        self.unit = MLP(in_dim=4 * dim + side_dim, hidden_dims=tuple(hidden), activation=activation, out_dim=1)
+
+    def weights(self, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor, side_BLS: Optional[Tensor]) -> Tensor:
+        """[B, L]: the softmax weights (0 at padding; all 0 for a row without behaviours)."""
+        q_BLD = query_BD.unsqueeze(1).expand_as(seq_BLD)
+        parts = [seq_BLD] + ([side_BLS] if side_BLS is not None else []) + [q_BLD, seq_BLD - q_BLD, seq_BLD * q_BLD]
+        logit_BL = self.unit(torch.cat(parts, dim=-1), mask_BL).squeeze(-1) / math.sqrt(self.dim)
+        return masked_softmax(logit_BL, mask_BL)
+
+    def forward(self, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor, side_BLS: Optional[Tensor] = None) -> Tensor:
+        """[B, D]: the pooled behaviours (``seq_BLD`` [B, L, D] under ``mask_BL``, side ``side_BLS`` [B, L, S])."""
+        seq_BLD = zero_padding(seq_BLD, mask_BL)
+        w_BL = self.weights(seq_BLD, mask_BL, query_BD, side_BLS)
+        return torch.bmm(w_BL.unsqueeze(1), seq_BLD).squeeze(1)
