@@ -115,7 +115,7 @@ def test_gradients_reach_every_parameter_and_no_padded_slot():
     (dict(instant=False), 2 * D + 72), (dict(interaction=False), 2 * D), (dict(hard=False), D + 72),
     (dict(soft=False), D + 72), (dict(time_dim=0), 2 * D + 72)])
 def test_ablations_change_the_output_as_table_3_says(flags, width):
-    full, b = _make(), _batch()
+    b = _batch()
     m = _make(**flags)
     if flags.get("time_dim") == 0:
         b = dict(b, interval_BLT=None, hard_interval_BKT=None)
