@@ -5,6 +5,8 @@ A spec (YAML)::
     name: tin_table                # runs go to runs/<name>/<row-slug>-s<seed>
     seeds: [0, 1, 2]
     baseline: Avg Pooling & Concat # the row the relative changes are computed against
+    relaimpr: DMIN                 # optional: a RelaImpr column against this row (DIN paper:
+                                   #   (AUC(row) - 0.5) / (AUC(base) - 0.5) - 1, in %, on the mean test AUCs)
     overrides: []                  # applied to every row (before the row's own)
     table: metrics                 # metrics (default) | cost: only training samples/s and peak memory
     rows:
@@ -46,7 +48,7 @@ def load_spec(path: str) -> dict:
     for key in ("name", "rows"):
         if key not in spec:
             raise ValueError(f"{path}: {key}: required key is missing")
-    unknown = set(spec) - {"name", "seeds", "baseline", "rows", "overrides", "table"}
+    unknown = set(spec) - {"name", "seeds", "baseline", "relaimpr", "rows", "overrides", "table"}
     if unknown:
         raise ValueError(f"{path}: {sorted(unknown)[0]}: unknown key")
     for i, row in enumerate(spec["rows"]):
@@ -61,9 +63,15 @@ def load_spec(path: str) -> dict:
     if spec.get("table", "metrics") not in ("metrics", "cost"):
         raise ValueError(f"{path}: table: 'metrics' (GAUC, logloss, AUC) or 'cost' (samples/s, peak memory), "
                          f"got {spec['table']!r}")
-    if spec.get("baseline") and spec["baseline"] not in [r["name"] for r in spec["rows"]]:
-        raise ValueError(f"{path}: baseline: {spec['baseline']!r} is not the name of a row")
+    for key in ("baseline", "relaimpr"):
+        if spec.get(key) and spec[key] not in [r["name"] for r in spec["rows"]]:
+            raise ValueError(f"{path}: {key}: {spec[key]!r} is not the name of a row")
     return spec
+
+
+def relaimpr(auc: float, base_auc: float) -> float:
+    """RelaImpr (the DIN paper's; DEI2N's Tables 2-3), in %: ``((AUC - 0.5) / (AUC_base - 0.5) - 1) * 100``."""
+    return 100.0 * ((auc - 0.5) / (base_auc - 0.5) - 1.0)
 
 
 def command(row: dict, seed: int, run_dir: str, common: List[str]) -> List[str]:
@@ -123,9 +131,15 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
             if cuda:
                 results[row["name"]]["peak_cuda_allocated_mib_max"] = float(max(cuda))
     base = results.get(spec.get("baseline") or "")
+    rela = results.get(spec.get("relaimpr") or "")
+    if rela is not None:
+        for r in results.values():
+            r["relaimpr_pct"] = relaimpr(r["auc_mean"], rela["auc_mean"])
+    rela_col = bool(spec.get("relaimpr"))
     cost = all("peak_host_rss_mib_max" in r for r in results.values())  # cost columns when every row has them
-    head = "| model | test GAUC | Δ% | test logloss | Δ% | test AUC |" + (" train samples/s | peak RSS MiB |" * cost)
-    lines = [head + " command |", "|---|---|---|---|---|---|" + "---|---|" * cost + "---|"]
+    head = ("| model | test GAUC | Δ% | test logloss | Δ% | test AUC |" + (" RelaImpr |" * rela_col)
+            + (" train samples/s | peak RSS MiB |" * cost))
+    lines = [head + " command |", "|---|---|---|---|---|---|" + "---|" * rela_col + "---|---|" * cost + "---|"]
     def label(name: str) -> str:
         got = results[name]["seeds"]
         if len(got) == len(seeds):
@@ -138,6 +152,7 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
         lines.append(f"| {label(name)} | {r['gauc_mean']:.4f} ± {r['gauc_std']:.4f} | {dg} | "
                      f"{r['logloss_mean']:.4f} ± {r['logloss_std']:.4f} | {dl} | "
                      f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f} |"
+                     + ((f" {r['relaimpr_pct']:+.2f}% |" if "relaimpr_pct" in r else " - |") if rela_col else "")
                      + (f" {r['train_samples_per_s_mean']:.0f} | {r['peak_host_rss_mib_max']:.0f} |" if cost else "")
                      + f" `{r['command']}` |")
     if spec.get("table") == "cost":  # runs that record cost, not accuracy (e.g. a few steps at L = 2000)
@@ -153,7 +168,8 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         head = (f"Seeds {seeds}; training samples/s (mean over seeds, the whole run including its first steps) and "
                 f"peak RSS of the trainer process (max over seeds)." if spec.get("table") == "cost" else
-                f"Seeds {seeds}; mean ± std over seeds; Δ% against {spec.get('baseline') or 'nothing'}.")
+                f"Seeds {seeds}; mean ± std over seeds; Δ% against {spec.get('baseline') or 'nothing'}."
+                + (f" RelaImpr against {spec['relaimpr']} (on the mean test AUCs)." if rela_col else ""))
         if missing:
             head += f" Not run yet: {', '.join(missing)}."
         f.write(f"{head}\n\n{table}\n")

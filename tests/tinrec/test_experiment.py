@@ -117,7 +117,7 @@ def test_every_row_of_every_experiment_spec_builds(spec):
         rows = yaml.safe_load(f)["rows"]
     for row in rows:
         cfg = load_config(os.path.join(REPO, row["config"]), list(row.get("overrides", [])))
-        tables = {n: 10 for n in ("user", "item", "category", "brand", "author", "age", "gender", "activity")}
+        tables = {n: 10 for n in ("user", "item", "category", "brand", "author", "age", "gender", "activity", "page")}
         tables.update({f: 10 for t in cfg.model.tables.values() for f in t.features if "_f" in f})  # id families
         build_model(cfg, resolve_rows(cfg, {"tables": tables}))
 
@@ -158,3 +158,30 @@ def test_cain_rows_give_each_backbone_its_own_rows_settings(spec):
                 assert got == value, f"{spec} row {row['name']!r}: {kind}'s {key} is {got}, its own row has {value}"
         checked += 1
     assert checked >= 5
+
+
+def test_relaimpr_column_against_its_named_row(tmp_path):
+    """``relaimpr: ROW``: (AUC - 0.5) / (AUC_ROW - 0.5) - 1 in %, on the rows' mean test AUCs (DIN paper);
+    DEI2N's Table 2 numbers: DEI2N 0.7671 against DMIN 0.6107 is +141.28% as printed there."""
+    from tinrec.experiment import relaimpr, run_experiment
+
+    assert relaimpr(0.7671, 0.6107) == pytest.approx(141.28, abs=0.01)
+    assert relaimpr(0.6042, 0.6107) == pytest.approx(-5.87, abs=0.01)
+    spec = {"name": "t", "seeds": [0, 1], "relaimpr": "Base",
+            "rows": [{"name": "Base", "config": "c.yaml"}, {"name": "Better", "config": "c.yaml"}]}
+    aucs = {"base": [0.60, 0.62], "better": [0.70, 0.72]}
+    for slug, vals in aucs.items():
+        for s, auc in enumerate(vals):
+            d = tmp_path / "t" / f"{slug}-s{s}"
+            d.mkdir(parents=True)
+            (d / "metrics.json").write_text(json.dumps({"test": {"auc": auc, "gauc": 0.5, "logloss": 0.6}}))
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    results = run_experiment(str(path), out_root=str(tmp_path), report_only=True)
+    want = 100 * ((0.71 - 0.5) / (0.61 - 0.5) - 1)
+    assert results["Better"]["relaimpr_pct"] == pytest.approx(want) and results["Base"]["relaimpr_pct"] == 0
+    md = (tmp_path / "t" / "results.md").read_text()
+    assert "| RelaImpr |" in md and f"| {want:+.2f}% |" in md and "RelaImpr against Base" in md
+    path.write_text(yaml.safe_dump(dict(spec, relaimpr="Nope")))
+    with pytest.raises(ValueError, match="relaimpr: 'Nope' is not the name of a row"):
+        run_experiment(str(path), out_root=str(tmp_path), report_only=True)
