@@ -61,8 +61,16 @@ MODELS = {
     # the heterogeneous expert backbone (issue 15): the production layout (GwPFM, FlatDNN, IPNN, DCN V2 over 203
     # id fields on three embedding sets, a TIN expert over the category sequence) on the benchmark's data
     "hetero": Entry("configs/production/hetero_experts.yaml", extra_features=(("user", 100), ("item", 60), ("ctx", 40), ("rows", 1000))),
+    # trigger-induced recommendation (issue 16): DEI2N and its online baseline DMIN+TRA; the trigger is the row's
+    # latest behaviour (benchmarks/tinrec_bench.py write_dataset); the interval table joins the behaviour width
+    "dei2n": Entry("configs/trigger/dei2n.yaml", ("model.embeddings.main.interval.dim={dim}",
+                                                  "model.interests.dei2n.time_dim={dim}")),
+    "dmin_tra": Entry("configs/trigger/dmin_tra.yaml"),
 }
 LIFELONG = ("din", "avgpool", "sim_hard", "sim_hard_after_lookup", "sim_soft", "eta", "sdim", "twin", "lap", "cain")
 """The models of the lifelong benchmark (``python -m benchmarks.run --models <these> --lengths 200 1000 2000``)."""
+
+TRIGGER = ("din", "dei2n", "dmin_tra")
+"""The trigger benchmark (``python -m benchmarks.run --models <these> --lengths 30 200 --no-peers``)."""
 
 LENGTHS = (50, 200, 1000, 2000)

@@ -112,8 +112,19 @@ def run_tinrec(model: str, seq_len: int, args) -> dict:
     print(f"[bench] tinrec {model} L={seq_len}", file=sys.stderr, flush=True)
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=args.timeout)
     if p.returncode != 0:
-        return {"model": model, "seq_len": seq_len, "error": f"exit {p.returncode}: {p.stderr.strip()[-800:]}"}
+        return {"model": model, "seq_len": seq_len, "error": failure(p.returncode, p.stderr)}
     return _last_json(p.stdout)
+
+
+def failure(returncode: int, stderr: str) -> str:
+    """Why a measured point failed, for the table: killed by a signal (SIGKILL: the kernel's out-of-memory
+    killer, on a machine without swap) or the last line of the error, then the stderr's tail."""
+    if returncode < 0:
+        why = f"killed by signal {-returncode}" + (" (out of memory)" if returncode == -9 else "")
+    else:
+        lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+        why = f"exit {returncode}: {lines[-1] if lines else 'no message'}"
+    return f"{why}; stderr tail: {stderr.strip()[-600:]}"
 
 
 def run_peer(python: str, peer: str, peer_model: str, seq_len: int, args, host_memory: str = "system") -> dict:
@@ -158,7 +169,8 @@ def table(report: dict) -> str:
     for r in report["results"]:
         name = r["model"] + (" (quadratic in L)" if MODELS[r["model"]].quadratic else "")
         if "error" in r:
-            lines.append(f"| {name} | {r['seq_len']} | failed: {r['error'][:80]} | | | | | | | | | | |")
+            reason = " ".join(r["error"].split(";")[0].split())  # one line, no pipes from a message
+            lines.append(f"| {name} | {r['seq_len']} | failed: {reason[:120].replace('|', '/')} | | | | | | | | | | |")
             continue
         tr, mt = r["torchrec_train"]["samples_per_s"], r.get("module_train", {}).get("samples_per_s")
         peers = {k: v["train_samples_per_s"] for k, v in r.get("peers", {}).items() if "train_samples_per_s" in v}

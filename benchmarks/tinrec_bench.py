@@ -48,7 +48,8 @@ T0 = 1_700_000_000  # target timestamp of every synthetic impression (seconds)
 def write_dataset(path: str, batch: Dict[str, np.ndarray], num_items: int, num_categories: int,
                   extra: Optional[Dict[str, np.ndarray]] = None, extra_rows: int = 0) -> None:
     """The synthetic batch as a tinrec dataset (train = valid = test = the batch; ids as given), with the id
-    columns of ``extra`` (tables of ``extra_rows`` rows each) when given."""
+    columns of ``extra`` (tables of ``extra_rows`` rows each) when given. The trigger of a row (DEI2N's models)
+    is its latest behaviour, its page 1 + (row mod 20): functions of the batch, so no model's data changes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -65,7 +66,10 @@ def write_dataset(path: str, batch: Dict[str, np.ndarray], num_items: int, num_c
             fmt.TARGET_TIMESTAMP: pa.array(np.full(B, T0, np.int64)),
             "hist_item": lists(batch["hist_item"]), "hist_category": lists(batch["hist_category"]),
             "hist_brand": lists(np.ones((B, L))), "hist_author": lists(np.ones((B, L))),
-            fmt.HIST_TIMESTAMP: lists(np.broadcast_to(hist_ts, (B, L)))}
+            fmt.HIST_TIMESTAMP: lists(np.broadcast_to(hist_ts, (B, L))),
+            "trigger_item": pa.array(batch["hist_item"][:, -1].astype(np.int64)),
+            "trigger_category": pa.array(batch["hist_category"][:, -1].astype(np.int64)),
+            fmt.PAGE: pa.array((1 + np.arange(B) % 20).astype(np.int32))}
     cols.update({name: pa.array(ids.astype(np.int64)) for name, ids in (extra or {}).items()})
     table = pa.table(cols)
     for split in fmt.SPLITS:
@@ -73,7 +77,7 @@ def write_dataset(path: str, batch: Dict[str, np.ndarray], num_items: int, num_c
         pq.write_table(table, os.path.join(path, split, "part-00000.parquet"))
     meta = {"format_version": fmt.FORMAT_VERSION, "generator": None,
             "tables": {"user": B + 1, "item": num_items + 1, "category": num_categories + 1, "brand": 2,
-                       "author": 2, "age": 2, "gender": 2, **{name: extra_rows for name in (extra or {})}},
+                       "author": 2, "age": 2, "gender": 2, "page": 21, **{name: extra_rows for name in (extra or {})}},
             "splits": {s: {"rows": B, "files": [f"{s}/part-00000.parquet"]} for s in fmt.SPLITS}, "max_seq_len": L,
             "mean_history_length": float(L)}
     with open(os.path.join(path, "meta.json"), "w") as f:

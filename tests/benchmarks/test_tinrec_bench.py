@@ -53,6 +53,21 @@ def test_the_expert_backbone_point_runs_the_production_layout_on_200_id_families
     assert np.array_equal(ids["ctx_f007"], extra_ids(8, {"user": 100, "ctx": 40}, 1000)["ctx_f007"])
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("model", ["dei2n", "dmin_tra"])
+def test_the_trigger_models_run_a_point_with_the_latest_behaviour_as_trigger(model):
+    """``dei2n`` and ``dmin_tra`` (issue 16): the synthetic data carries a trigger (the latest behaviour) and a
+    page; both paths run, DEI2N's trigger-category sub-sequence holds at least that behaviour."""
+    cmd = [sys.executable, "-m", "benchmarks.tinrec_bench", "--model", model, "--seq-len", "12", "--batch", "8",
+           "--steps", "1", "--warmup", "1", "--threads", "1", "--num-items", "500", "--num-categories", "20"]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["torchrec_train"]["samples_per_s"] > 0 and r["module_train"]["samples_per_s"] > 0
+    if model == "dei2n":
+        assert r["searched_per_sample"]["hard"] >= 1
+
+
 def test_steps_are_timed_between_two_device_syncs():
     from benchmarks.tinrec_bench import _median_rate
 

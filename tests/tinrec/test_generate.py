@@ -374,6 +374,21 @@ def test_logit_parts_regenerate_a_split_and_its_terms_add_up_to_the_labels_logit
     assert 0 < flipped.mean() < 1 and "long_range" not in parts
 
 
+def test_trigger_ground_truth_is_the_trigger_term_of_each_rows_logit(small):
+    """``trigger_weight[c_t, c_tr, page - 1]`` looked up with a row's target category, trigger category and page
+    is exactly the trigger term ``logit_parts`` reports; it fades over the pages (DEI2N's data, issue 16)."""
+    root, meta = small
+    truth = np.load(os.path.join(root, "ground_truth.npz"))["trigger_weight"]
+    t = _read(root, meta, "valid")
+    col = lambda c: t.column(c).to_numpy()  # noqa: E731
+    got = truth[col("target_category"), col("trigger_category"), col("page") - 1]
+    parts = gen.logit_parts(meta["generator"], "valid")
+    np.testing.assert_allclose(got, parts["trigger"], rtol=1e-6, atol=1e-6)
+    assert (got > 0).mean() > 0.15  # about a fifth of the targets are the trigger's category
+    same = truth[np.arange(1, 21), np.arange(1, 21)]  # [C, pages]: w = 1
+    assert np.allclose(same[:, 0], 1.0) and (np.diff(same, axis=1) < 0).all()
+
+
 def test_field_pairs_plant_pairwise_interactions_of_extra_fields(tmp_path):
     """effects.field_pairs: the logit gains strength <z_a[id_a], z_b[id_b]> / sqrt(P) over P pairs of extra
     fields; recomputed from the written columns and the exported ground truth it is the term ``logit_parts``

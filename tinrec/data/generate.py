@@ -59,8 +59,9 @@ Label
 Ground truth (``ground_truth.npz``): ``stc_weight[c_t, c_b, p-1] = semantic_temporal.strength w(c_t, c_b)
 mean_decay[p]`` for p = 1..gt_positions, ``mean_decay[p] = exp(-(p-1)/tau_position)`` (position decay) or the
 mean of ``exp(-dt/3600/tau_time_hours)`` over the train behaviours at position p (time decay; 0 where no
-behaviour has that position); all zeros when the effect is disabled. Also ``positions`` (1..P) and
-``mean_decay``.
+behaviour has that position); all zeros when the effect is disabled. Also ``positions`` (1..P),
+``mean_decay``, and ``trigger_weight[c_t, c_tr, page-1] = trigger.strength w(c_t, c_tr) exp(-(page-1)/tau_page)``
+(the trigger term of the logit; zeros when the trigger effect is off).
 
 Optional columns (off by default; the columns above and their values do not change when they are on)
 ---------------------------------------------------------------------------------------------------------
@@ -848,9 +849,14 @@ def generate_dataset(out_dir: str, *, show_progress: bool = True, **kwargs: Any)
     sem[0, :] = sem[:, 0] = 0.0
     strength = st["strength"] if st["enabled"] else 0.0
     stc = (strength * sem[:, :, None] * mean_decay[None, None, :]).astype(np.float32)
+    trig = eff["trigger"]
+    pages = np.arange(1, PAGE_MAX + 1)
+    trig_strength = trig["strength"] if trig["enabled"] else 0.0
+    trigger_weight = (trig_strength * sem[:, :, None] * np.exp(-(pages - 1) / trig["tau_page"])[None, None, :])
     write_bytes_atomic(posixpath.join(out_dir, "ground_truth.npz"),
                        npz_bytes(stc_weight=stc, positions=positions.astype(np.int64),
                                  mean_decay=mean_decay.astype(np.float32),
+                                 trigger_weight=trigger_weight.astype(np.float32),
                                  **_long_range_truth(world, eff["long_range"]), **_field_pairs_truth(world, params)))
 
     meta = {
