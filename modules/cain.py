@@ -32,7 +32,10 @@ maps D + F to D, so the backbone and the later layers keep the target's width. `
 centres each row's values on that row's mean over its behaviours: a watch-time drop then reads as a large
 negative number whatever the user's usual level, and a filter tap learns from the deviations rather than from
 the common offset (uncentred, log(1 + 30 s) = 3.4 is the same for every tap, and the taps of a trained
-filter came out alike: docs/results/lifelong.md).
+filter came out alike: docs/results/lifelong.md). ``content_context=False`` (our variant) holds the first
+layer's content neighbour taps at zero: a behaviour keeps its own embedding (centre tap) and reads only its
+neighbours' side information, the part of the context the data's drops live in; on our data the trained
+content neighbour taps looked like optimiser noise (docs/results/lifelong.md).
 
 CAIN's Table 1 replaces the (first) TCN layer by other context extractors (``extractor``): ``rnn``, a
 bidirectional GRU (hidden D / 2 each way, outputs of both directions side by side, so a behaviour's
@@ -139,6 +142,8 @@ class CAIN(nn.Module):
         extractor: the first layer: ``tcn`` (CAIN), ``rnn`` or ``attention`` (Table 1's alternatives).
         extractor_heads: heads of the ``attention`` extractor.
         side_dim: F, per-behaviour side information the first layer reads (0: none; ``side_BLF`` in forward).
+        content_context: False: the first layer reads its neighbours' side information only, each behaviour's
+            own embedding through the centre tap (``modules/tcn.py`` ``centre_only``; our variant).
 
     Attributes:
         output_dim: the backbone's + (N - 1) * D.
@@ -148,7 +153,7 @@ class CAIN(nn.Module):
                  layers: int = 4, context_length: int = 7, later_context_length: int = 2, stride: int = 4,
                  aux_dim: int = 32, peg: Peg = "none", profile_dim: int = 0, peg_hidden: int = 64,
                  extractor: Extractor = "tcn", extractor_heads: int = 4, side_dim: int = 0,
-                 side_relative: bool = False, identity_init: bool = False) -> None:
+                 side_relative: bool = False, identity_init: bool = False, content_context: bool = True) -> None:
         super().__init__()
         if extractor not in ("tcn", "rnn", "attention"):
             raise ValueError(f"CAIN: extractor must be tcn, rnn or attention, got {extractor!r}")
@@ -171,7 +176,8 @@ class CAIN(nn.Module):
                 continue
             tcns.append(TCN(dim=width, out_dim=dim, context_length=context_length if n == 0 else later_context_length,
                             stride=1 if n == 0 else stride, aggregation=aggregation, profile_dim=profile_dim,
-                            peg_hidden=peg_hidden, identity_init=identity_init))
+                            peg_hidden=peg_hidden, identity_init=identity_init,
+                            centre_only=dim if n == 0 and not content_context else 0))
             width = tcns[-1].output_dim
         self.tcns = nn.ModuleList(tcns)
         first = self.tcns[0].output_dim

@@ -58,6 +58,10 @@ class TCN(nn.Module):
             silent on initialisation): the layer first passes each behaviour through unchanged, so a backbone
             behind it starts as it would without the TCN, and side information (CAIN's watch time, whose
             log is ~20 times an embedding entry) does not drown the behaviours at the start.
+        centre_only: the first ``centre_only`` input channels reach the output through the centre tap only
+            (their neighbour taps are held at zero by a fixed mask, in the global and the generated filters):
+            a behaviour's context then comes only from the remaining channels, its neighbours' side
+            information (our variant, a probe of what the context taps learn: docs/results/lifelong.md).
 
     Attributes:
         output_dim: O, or 2 O for ``concat``.
@@ -74,12 +78,15 @@ class TCN(nn.Module):
         profile_dim: int = 0,
         peg_hidden: int = 64,
         identity_init: bool = False,
+        centre_only: int = 0,
     ) -> None:
         super().__init__()
         out_dim = dim if out_dim is None else out_dim
         if dim <= 0 or out_dim <= 0 or context_length < 0 or stride < 1:
             raise ValueError(f"TCN: need dim, out_dim > 0, context_length >= 0, stride >= 1; got {dim}, {out_dim}, "
                              f"{context_length}, {stride}")
+        if not 0 <= centre_only <= dim:
+            raise ValueError(f"TCN: centre_only must be in [0, dim={dim}], got {centre_only}")
         if aggregation != "global" and profile_dim <= 0:
             raise ValueError(f"TCN(aggregation={aggregation!r}) generates per-user filters from the profile: "
                              f"profile_dim must be > 0")
@@ -104,6 +111,14 @@ class TCN(nn.Module):
                 self.peg[2].weight.mul_(bound * math.sqrt(peg_hidden))
                 self.peg[2].bias.uniform_(-bound, bound)
         self.output_dim: int = 2 * out_dim if aggregation == "concat" else out_dim
+        self.centre_only = centre_only
+        if centre_only:  # 1 where a tap may be non-zero: every tap of the other channels, the centre of these
+            taps = torch.ones(1, dim, self.kernel)
+            taps[:, :centre_only] = 0.0
+            taps[:, :centre_only, context_length] = 1.0
+            self.register_buffer("taps", taps, persistent=False)
+        else:
+            self.taps = None
         if identity_init:
             self._start_as_identity()
 
@@ -127,7 +142,8 @@ class TCN(nn.Module):
         """PEG's per-user filters W^PC, shape [B, O, D, K] (Eq. 10-11)."""
         if self.peg is None:
             raise ValueError("TCN(aggregation='global') has no personalized filters")
-        return self.peg(profile_BP).view(-1, self.out_dim, self.dim, self.kernel)
+        w = self.peg(profile_BP).view(-1, self.out_dim, self.dim, self.kernel)
+        return w if self.taps is None else w * self.taps.unsqueeze(0)
 
     def output_mask(self, mask_BL: Tensor) -> Tensor:
         """[B, M] with M = ceil(L / s): True where the output's centre is a real behaviour."""
@@ -154,7 +170,8 @@ class TCN(nn.Module):
         out_mask_BM = self.output_mask(mask_BL)
         parts = []
         if self.aggregation in ("global", "sum", "concat"):
-            parts.append(F.conv1d(x_BDL, self.weight, self.bias, stride=self.stride, padding=self.cl))
+            weight = self.weight if self.taps is None else self.weight * self.taps
+            parts.append(F.conv1d(x_BDL, weight, self.bias, stride=self.stride, padding=self.cl))
         if self.aggregation != "global":
             if profile_BP is None or profile_BP.shape[0] != B:
                 raise ValueError(f"TCN(aggregation={self.aggregation!r}) needs profile_BP of shape [{B}, P]")

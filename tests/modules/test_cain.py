@@ -170,3 +170,25 @@ def test_side_relative_centres_each_rows_log_watch_time_on_its_own_behaviours():
     padded = w_BL.clone()
     padded[1, 3:] = 1e6
     torch.testing.assert_close(cain(**b, side_BLF=padded), out)
+
+
+def test_without_content_context_a_behaviour_reads_only_its_neighbours_side_information():
+    """``content_context=False``: the first layer's content channels pass through the centre tap only (the
+    behaviour itself), the side channel keeps every tap; changing a neighbour's embedding leaves a behaviour's
+    representation unchanged, changing the neighbour's watch time does not."""
+    torch.manual_seed(7)
+    cain = CAIN(dim=D, backbone="sdim", backbone_args={"hashes": 12}, layers=1, context_length=1, side_dim=1,
+                content_context=False).eval()
+    assert cain.tcns[0].centre_only == D
+    b = batches.make_batch([6], D=D, L=6)
+    w = torch.rand(1, 6) * 100 + 1
+    x = torch.cat([b["seq_BLD"], torch.log1p(w).unsqueeze(-1)], dim=-1)
+    base, _ = cain.tcns[0](seq_BLD=x, mask_BL=b["mask_BL"])
+    x2 = x.clone()
+    x2[0, 3, :D] += 5.0  # behaviour 3's embedding
+    moved, _ = cain.tcns[0](seq_BLD=x2, mask_BL=b["mask_BL"])
+    assert torch.equal(moved[0, [0, 1, 4, 5]], base[0, [0, 1, 4, 5]]) and not torch.equal(moved[0, 3], base[0, 3])
+    x3 = x.clone()
+    x3[0, 3, D] += 1.0  # behaviour 3's watch time
+    moved, _ = cain.tcns[0](seq_BLD=x3, mask_BL=b["mask_BL"])
+    assert not torch.equal(moved[0, 2], base[0, 2]) and not torch.equal(moved[0, 4], base[0, 4])

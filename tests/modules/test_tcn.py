@@ -139,6 +139,29 @@ def test_identity_init_passes_each_centre_behaviour_through_and_still_learns_its
         assert tcn.peg[2].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("aggregation", ["global", "sum"])
+def test_centre_only_channels_reach_the_output_through_the_centre_tap_alone(aggregation):
+    """``centre_only=2``: the first two input channels' neighbour taps are zero in every filter applied (the
+    sliding window with those taps zeroed by hand), and they get no gradient; the others keep all taps."""
+    torch.manual_seed(0)
+    tcn = TCN(dim=D, out_dim=O, context_length=2, centre_only=2, aggregation=aggregation, profile_dim=P)
+    lengths = [9, 4, 0]
+    seq, mask, profile = _batch(lengths)
+    out, _ = tcn(seq_BLD=seq, mask_BL=mask, profile_BP=profile)
+    w = tcn.weight.detach().clone()
+    w[:, :2, [0, 1, 3, 4]] = 0.0
+    weight = w.unsqueeze(0) + tcn.filters(profile).detach() if aggregation == "sum" else w
+    torch.testing.assert_close(out.double(), sliding_window(seq, lengths, weight, tcn.bias.detach(), 2, 1),
+                               rtol=1e-5, atol=1e-6)
+    if aggregation == "sum":
+        assert torch.equal(tcn.filters(profile)[:, :, :2, [0, 1, 3, 4]], torch.zeros(3, O, 2, 4))
+    out.pow(2).sum().backward()
+    g = tcn.weight.grad
+    assert not g[:, :2, [0, 1, 3, 4]].any() and g[:, :2, 2].abs().sum() > 0 and g[:, 2:].abs().sum() > 0
+    with pytest.raises(ValueError, match="centre_only"):
+        TCN(dim=D, centre_only=D + 1)
+
+
 def test_bad_arguments_raise_value_error():
     with pytest.raises(ValueError, match="profile_dim"):
         TCN(dim=D, aggregation="replace")
