@@ -293,11 +293,44 @@ def test_trigger_category_sub_sequence_is_exactly_the_behaviours_of_the_triggers
     assert {0, 3} <= counts  # empty rows and full ones (more matches than T_h) both occur
 
 
+def test_a_search_on_a_constant_splits_the_history_by_feedback(tmp_path):
+    """``{from: hist, key: feedback, equals: V}``: DUMN's click / like / dislike / unclick sequences as the
+    kept behaviours of each feedback type, the latest ``max_len`` of each, oldest first."""
+    import pyarrow.parquet as pq
+
+    from tinrec.data.generate import generate_dataset
+    from tinrec.data.search import Search
+
+    generate_dataset(str(tmp_path), num_users=30, num_items=60, num_categories=5, train_rows=200, valid_rows=10,
+                     test_rows=10, seq_len_mean=12.0, seq_len_max=30, effects={"feedback": {"enabled": True}},
+                     show_progress=False)
+    rows = pq.read_table(split_files(str(tmp_path), "train")[0]).to_pylist()
+    kinds = {"click": 0, "like": 1, "dislike": 2, "unclick": 3}
+    searches = {n: Search(name=n, source="hist", key="feedback", equals=v) for n, v in kinds.items()}
+    feats = ["hist_item"] + [f"{n}_item" for n in kinds]
+    fr = {f: ("item", 61) for f in feats}
+    units = list_units(split_files(str(tmp_path), "train"), ["label", "user_id", "hist_item"])
+    b = next(iter(ParquetStream(units=units, features=feats, feature_rows=fr, batch_size=200, max_len=20,
+                                max_lens={n: 4 for n in kinds}, searches=searches, time_bin_edges=None)))
+    jt = {k: v.to_dense() for k, v in b.sparse.to_dict().items()}
+    full = {n: 0 for n in kinds}
+    for i, r in enumerate(rows):
+        items, fb = r["hist_item"][-20:], r["hist_feedback"][-20:]
+        for n, v in kinds.items():
+            hits = [items[j] for j in range(len(items)) if fb[j] == v][-4:]
+            assert jt[f"{n}_item"][i].tolist() == hits and int(b.lengths[n][i]) == len(hits), (i, n)
+            full[n] += len(hits) == 4
+    assert all(full.values())  # every sequence reaches its max_len somewhere
+    with pytest.raises(ValueError, match="exactly one of target and equals"):
+        Search(name="x", source="hist", key="feedback")
+
+
 def test_searched_sequence_config_errors(tmp_path):
     from tinrec.config import load_config
 
     base = ["data.path=" + str(tmp_path / "none")]
     for bad, msg in [({"from": "hist", "key": "category"}, "expected {from: SEQUENCE"),
+                     ({"from": "hist", "key": "feedback", "equals": "x"}, "equals: an integer id"),
                      ({"from": "hist", "key": "category", "target": "hist_category"}, "is a sequence column"),
                      ({"from": "hard", "key": "category", "target": "target_category"}, "is a searched sequence")]:
         spec = "{" + ", ".join(f"{k}: {v}" for k, v in bad.items()) + "}"

@@ -14,6 +14,11 @@ first like every sequence. Its columns are its source's under its own name (``ha
 the kept positions, ``hard_timestamp`` likewise), so tables, inputs and derived features read it like any
 sequence (``hard_time_bin`` uses the source's time-bin edges); only ``max_len`` rows per sample reach
 TorchRec. A sample with no match has an empty sequence (the modules return zeros for it).
+
+``equals`` instead of ``target`` selects on a constant: ``{from: hist, key: feedback, equals: 2}`` is the
+behaviours whose ``hist_feedback`` is 2 (the dislikes; DUMN's four feedback sequences from one stored one).
+The search's target (DEI2N's trigger-category sub-sequence) may be any per-sample id column
+(``target: trigger_category``).
 """
 
 from __future__ import annotations
@@ -31,17 +36,24 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class Search:
-    """The sequence ``name`` = the behaviours of ``source`` whose ``<source>_<key>`` equals ``target``."""
+    """The sequence ``name`` = the behaviours of ``source`` whose ``<source>_<key>`` equals the sample's
+    ``target`` column, or the constant ``equals``."""
 
     name: str
     source: str
     key: str
-    target: str
+    target: Optional[str] = None
+    equals: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if (self.target is None) == (self.equals is None):
+            raise ValueError(f"search {self.name!r}: give exactly one of target and equals")
 
     @property
-    def columns(self) -> Tuple[str, str]:
+    def columns(self) -> Tuple[str, ...]:
         """The stored columns the search reads: the source's key ids and the per-sample target ids."""
-        return f"{self.source}_{self.key}", self.target
+        key = f"{self.source}_{self.key}"
+        return (key,) if self.target is None else (key, self.target)
 
     def select(self, chunk: Mapping[str, object], idx_N: np.ndarray, keep_B: np.ndarray,
                max_len: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -58,7 +70,8 @@ class Search:
             row), and their count per row.
         """
         keys_N = np.asarray(chunk[self.columns[0]][1])[idx_N]
-        hit_N = keys_N == np.repeat(np.asarray(chunk[self.target]), keep_B)
+        want_N = self.equals if self.target is None else np.repeat(np.asarray(chunk[self.target]), keep_B)
+        hit_N = keys_N == want_N
         B = keep_B.size
         row_N = np.repeat(np.arange(B), keep_B)
         matches_B = np.bincount(row_N[hit_N], minlength=B)
@@ -76,7 +89,8 @@ class Search:
 
 def of_config(cfg: "Config") -> Dict[str, Search]:
     """The searched sequences of ``cfg.data.sequences`` by name."""
-    return {name: Search(name=name, source=s.search["from"], key=s.search["key"], target=s.search["target"])
+    return {name: Search(name=name, source=s.search["from"], key=s.search["key"], target=s.search.get("target"),
+                         equals=s.search.get("equals"))
             for name, s in cfg.data.sequences.items() if s.search is not None}
 
 
@@ -88,15 +102,20 @@ def stored_column(column: str, searches: Mapping[str, Search]) -> str:
 
 
 def check(cfg: "Config", src: str) -> None:
-    """``data.sequences.<name>.search`` is well formed: keys from / key / target, a stored source sequence
-    (not itself searched, not the searched one), a per-sample target column."""
+    """``data.sequences.<name>.search`` is well formed: keys from / key / target (or equals), a stored source
+    sequence (not itself searched, not the searched one), a per-sample target column or an integer."""
     for name, s in cfg.data.sequences.items():
         if s.search is None:
             continue
         where = f"{src}: data.sequences.{name}.search"
-        if not isinstance(s.search, Mapping) or set(s.search) != {"from", "key", "target"}:
-            raise ValueError(f"{where}: expected {{from: SEQUENCE, key: FIELD, target: COLUMN}}, got {s.search!r}")
-        source, key, target = (s.search[k] for k in ("from", "key", "target"))
+        if not isinstance(s.search, Mapping) or set(s.search) not in ({"from", "key", "target"},
+                                                                       {"from", "key", "equals"}):
+            raise ValueError(f"{where}: expected {{from: SEQUENCE, key: FIELD, target: COLUMN}} or {{from: SEQUENCE, "
+                             f"key: FIELD, equals: INTEGER}}, got {s.search!r}")
+        equals = s.search.get("equals")
+        if "equals" in s.search and (isinstance(equals, bool) or not isinstance(equals, int)):
+            raise ValueError(f"{where}.equals: an integer id, got {equals!r}")
+        source, key, target = s.search["from"], s.search["key"], s.search.get("target", "target_")
         if not all(isinstance(v, str) and v for v in (source, key, target)):
             raise ValueError(f"{where}: from, key and target must be names, got {s.search!r}")
         other = cfg.data.sequences.get(source)
