@@ -1,0 +1,160 @@
+"""DUMN (modules/dumn.py): the orthogonal mapping, memory read and write and the triplet loss against hand
+computations; Eq. 1-5 by hand; padding of the four sequences, empty ones, gradients, the ablations' widths,
+the memory written only in training."""
+# Shape legend: B batch, L behaviours, E width, U user width, I target width, M slots, Z slot width.
+import math
+
+import pytest
+import torch
+
+from tests.modules.checks import assert_every_parameter_gets_gradient
+from tinrec.modules.dumn import DUMN, FEEDBACK, project
+
+E, U, I, M, Z = 8, 4, 6, 5, 3
+
+
+def _batch(lengths=None, L=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = lengths or {"click": (6, 2, 0, 3), "unclick": (1, 4, 0, 2), "like": (3, 0, 0, 1), "dislike": (2, 1, 0, 0)}
+    b = {"user_BU": torch.randn(4, U, generator=g), "item_BI": torch.randn(4, I, generator=g)}
+    for k, n in lengths.items():
+        b[f"{k}_BLE"] = torch.randn(4, L, E, generator=g)
+        b[f"{k}_mask_BL"] = torch.arange(L)[None] < torch.tensor(n)[:, None]
+    return b
+
+
+def _make(seed=0, **kw):
+    torch.manual_seed(seed)
+    return DUMN(**{**dict(dim=E, user_dim=U, item_dim=I, seq_len=6, slots=M, slot_dim=Z, controller_hidden=7), **kw})
+
+
+def test_orthogonal_mapping_removes_the_explicit_direction_and_keeps_an_orthogonal_vector():
+    a, b = torch.tensor([[3.0, 4.0, 0.0]]), torch.tensor([[2.0, 0.0, 0.0]])
+    torch.testing.assert_close(project(a, b), torch.tensor([[3.0, 0.0, 0.0]]))
+    purified = a - project(a, b)
+    assert torch.allclose((purified * b).sum(-1), torch.zeros(1))  # orthogonal to the explicit vector
+    ortho = torch.tensor([[0.0, 1.0, 5.0]])
+    torch.testing.assert_close(ortho - project(ortho, b), ortho)  # already orthogonal: unchanged
+    torch.testing.assert_close(project(a, torch.zeros(1, 3)), torch.zeros(1, 3))  # no explicit feedback: nothing
+
+
+def test_memory_read_and_write_by_hand():
+    """Eq. 9-11: w_j = softmax_j cos(k, M_j), r = sum_j w_j M_j; Eq. 12 for two samples: the mean of their
+    updates (1 - w (x) e) (.) M + w (x) a."""
+    mem = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    key = torch.tensor([[2.0, 0.0]])
+    w, r = DUMN.read(None, key, mem)
+    cos = torch.tensor([1.0, 0.0, 1 / math.sqrt(2)])
+    want_w = torch.exp(cos) / torch.exp(cos).sum()
+    torch.testing.assert_close(w[0], want_w)
+    torch.testing.assert_close(r[0], want_w @ mem)
+    w2 = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
+    erase = torch.tensor([[0.5, 0.0], [1.0, 1.0]])
+    add = torch.tensor([[1.0, 1.0], [0.0, -1.0]])
+    new = DUMN.write(mem, w2, erase, add)
+    one = (1 - torch.outer(w2[0], erase[0])) * mem + torch.outer(w2[0], add[0])
+    two = (1 - torch.outer(w2[1], erase[1])) * mem + torch.outer(w2[1], add[1])
+    torch.testing.assert_close(new, (one + two) / 2)
+    # slot 0: sample 0 erases half of x and adds 1 to both ([1.5, 1]), sample 1 leaves it ([1, 0]): the mean
+    torch.testing.assert_close(new[0], torch.tensor([1.25, 0.5]))
+
+
+def test_triplet_loss_takes_the_hardest_positive_and_negative_by_hand():
+    m = _make(margin=0.2)
+    q = torch.tensor([[1.0, 0.0, 0.0]])
+    pos = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # distances 0 and 1: the hardest is 1
+    neg = torch.tensor([[-1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])  # distances 2 and 1 - 1/sqrt 2: the hardest is the latter
+    want = max(1.0 - (1 - 1 / math.sqrt(2)) + 0.2, 0.0)
+    torch.testing.assert_close(m.triplet_loss(q, pos, neg), torch.tensor(want))
+    easy = m.triplet_loss(q, pos[:1], neg[:1])  # 0 - 2 + 0.2 < 0
+    assert easy.item() == 0.0
+    assert m.triplet_loss(q, pos[:0], neg).item() == 0.0  # an empty pool adds nothing
+
+
+def test_feature_purification_attention_by_hand():
+    """Eq. 1-5 for one row of the click sequence: head-sliced self-attention scaled by 1/sqrt(T), W^F, the
+    ReLU scores over [e_user, e_item, o_j], softmax over the valid behaviours."""
+    m, b = _make(heads=2), _batch()
+    fp = m.fp["click"]
+    n, x = 6, b["click_BLE"][0, :6]
+    heads = []
+    for h in range(2):
+        xh = x[:, h * 4:(h + 1) * 4]
+        att = torch.softmax((xh @ fp.wq[h]) @ (xh @ fp.wk[h]).t() / math.sqrt(6), -1)
+        heads.append(att @ (xh @ fp.wv[h]))
+    o = fp.wf(torch.cat(heads, -1))
+    a = torch.relu(fp.score(torch.cat([b["user_BU"][0].expand(n, U), b["item_BI"][0].expand(n, I), o], -1))).squeeze(-1)
+    want = torch.softmax(a, 0) @ o
+    got = fp(b["click_BLE"], b["click_mask_BL"], b["user_BU"], b["item_BI"])
+    torch.testing.assert_close(got[0], want, rtol=1e-5, atol=1e-6)
+    assert torch.equal(got[2], torch.zeros(E))  # an empty sequence pools to zeros
+
+
+def test_padding_empty_users_and_eval_reads_without_writing():
+    m, b = _make().eval(), _batch()
+    before = m.memory_SMZ.clone()
+    out = m(**b)
+    assert out.shape == (4, 4 * (E + Z)) and m.output_dim == 4 * (E + Z) and torch.isfinite(out).all()
+    assert torch.equal(m.memory_SMZ, before)  # evaluation only reads
+    g = torch.Generator().manual_seed(3)
+    junk = dict(b)
+    for k in FEEDBACK:
+        mask = b[f"{k}_mask_BL"]
+        junk[f"{k}_BLE"] = torch.where(mask[..., None], b[f"{k}_BLE"], torch.randn(4, 6, E, generator=g) * 1e3)
+    torch.testing.assert_close(m(**junk), out, rtol=0, atol=1e-5)
+
+
+def test_training_writes_the_memory_and_every_parameter_learns():
+    # several behaviours in every sequence (Eq. 3's ReLU scores can all be 0 for a row of one or two)
+    m, b = _make().train(), _batch({k: (6, 5, 0, 4) for k in FEEDBACK})
+    before = m.memory_SMZ.clone()
+    for k in FEEDBACK:
+        b[f"{k}_BLE"].requires_grad_()
+    out, losses = m(**b)
+    assert set(losses) == {"triplet"} and losses["triplet"] >= 0
+    assert not torch.equal(m.memory_SMZ, before)  # written in training (after the forward's read)
+    (out.pow(2).sum() + losses["triplet"]).backward()
+    assert_every_parameter_gets_gradient(m)
+    for k in FEEDBACK:
+        mask = b[f"{k}_mask_BL"]
+        assert not b[f"{k}_BLE"].grad[~mask].any(), k
+
+
+@pytest.mark.parametrize("kw,width", [
+    (dict(memories="one"), 4 * (E + Z)), (dict(memories="none", triplet="none"), 4 * E),
+    (dict(fusion="concat"), 4 * (E + Z)), (dict(fusion="cross"), 4 * 3 * E), (dict(fusion="ffn"), 4 * (E + Z)),
+    (dict(fusion="attention"), 4 * E), (dict(purify=False), 4 * (E + Z)), (dict(triplet="random"), 4 * (E + Z)),
+    (dict(feedback=["click", "unclick"]), 2 * (E + Z))])
+def test_ablations(kw, width):
+    m, b = _make(**kw).train(), _batch()
+    if "feedback" in kw:
+        b = {k: v for k, v in b.items() if not k.startswith(("like", "dislike"))}
+    res = m(**b)
+    out = res[0] if isinstance(res, tuple) else res
+    assert out.shape == (4, width) and torch.isfinite(out).all()
+    if kw.get("memories") == "one":
+        assert m.memory_SMZ.shape == (1, M, Z)
+    if kw.get("triplet") == "none":
+        assert not isinstance(res, tuple)
+
+
+def test_purify_makes_the_click_interest_orthogonal_to_the_dislike_interest():
+    """With ``purify`` the short-term click part fed to the fusion is f_c minus its projection on f_d."""
+    m, b = _make(memories="none", triplet="none"), _batch()
+    f = {k: m.fp[k](b[f"{k}_BLE"], b[f"{k}_mask_BL"], b["user_BU"], b["item_BI"]) for k in FEEDBACK}
+    seen = {}
+    m.fuse = lambda k, f_BE, r: seen.setdefault(k, f_BE)
+    m(**b)
+    assert torch.allclose((seen["click"] * f["dislike"]).sum(-1), torch.zeros(4), atol=1e-5)
+    assert torch.allclose((seen["unclick"] * f["like"]).sum(-1), torch.zeros(4), atol=1e-5)
+    torch.testing.assert_close(seen["like"], f["like"])
+
+
+def test_bindings_must_match_the_feedback_read():
+    b = _batch()
+    with pytest.raises(ValueError, match="bind like_BLE and like_mask_BL exactly when"):
+        _make()(**{k: v for k, v in b.items() if not k.startswith("like")})
+    with pytest.raises(ValueError, match="bind like_BLE"):
+        _make(feedback=["click", "unclick"])(**b)
+    with pytest.raises(ValueError, match="heads=3 must divide"):
+        _make(heads=3)
