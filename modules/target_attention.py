@@ -96,6 +96,11 @@ class ActivationUnitAttention(nn.Module):
     positions): ``sum_j softmax_j(a([e_j, s_j, q, e_j - q, e_j (.) q]) / sqrt(D)) e_j`` over the valid
     behaviours, ``a`` an MLP to one score (zeros for a row without behaviours).
 
+    The MLP's first layer is applied without building its [B, L, 4D + S] input (as ``modules/din.py``'s unit):
+    with its weight's column blocks ``[W_e, W_s, W_q, W_d, W_p]``, ``W x + b = (W_q - W_d) q + b + W_s s_j +
+    (W_e + W_d + W_p diag(q)) e_j``: per sample one [D, H] matrix and one batched matrix product, the same
+    function and parameters (tested against the concatenated form).
+
     Args:
         dim: D, width of behaviours and query; side_dim: width of s_j (0: none).
         hidden, activation: the unit's MLP (80-40, PReLU as our DIN).
@@ -109,10 +114,25 @@ class ActivationUnitAttention(nn.Module):
 
     def weights(self, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor, side_BLS: Optional[Tensor]) -> Tensor:
         """[B, L]: the softmax weights (0 at padding; all 0 for a row without behaviours)."""
+        if (side_BLS is None) != (self.side_dim == 0):
+            raise ValueError(f"ActivationUnitAttention(side_dim={self.side_dim}): pass side_BLS exactly when "
+                             f"side_dim > 0")
+        D, S = self.dim, self.side_dim
+        first = self.unit.layers[0]
+        w_e, w_s, w_q, w_d, w_p = first.weight.split([D, S, D, D, D], dim=1)  # each [H, .]
+        base_BH = nn.functional.linear(query_BD, w_q - w_d, first.bias)
+        m_BDH = (w_e + w_d).t().unsqueeze(0) + query_BD.unsqueeze(-1) * w_p.t().unsqueeze(0)
+        hidden_BLH = torch.baddbmm(base_BH.unsqueeze(1), seq_BLD, m_BDH)
+        if S:
+            hidden_BLH = hidden_BLH + side_BLS @ w_s.t()
+        logit_BL = self.unit(hidden_BLH, mask_BL, after_first_linear=True).squeeze(-1) / math.sqrt(D)
+        return masked_softmax(logit_BL, mask_BL)
+
+    def concatenated_logits(self, seq_BLD: Tensor, query_BD: Tensor, side_BLS: Optional[Tensor]) -> Tensor:
+        """The unit's scores [B, L] from its concatenated input (the reference the factorised form equals)."""
         q_BLD = query_BD.unsqueeze(1).expand_as(seq_BLD)
         parts = [seq_BLD] + ([side_BLS] if side_BLS is not None else []) + [q_BLD, seq_BLD - q_BLD, seq_BLD * q_BLD]
-        logit_BL = self.unit(torch.cat(parts, dim=-1), mask_BL).squeeze(-1) / math.sqrt(self.dim)
-        return masked_softmax(logit_BL, mask_BL)
+        return self.unit(torch.cat(parts, dim=-1)).squeeze(-1) / math.sqrt(self.dim)
 
     def forward(self, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor, side_BLS: Optional[Tensor] = None) -> Tensor:
         """[B, D]: the pooled behaviours (``seq_BLD`` [B, L, D] under ``mask_BL``, side ``side_BLS`` [B, L, S])."""

@@ -601,3 +601,50 @@ def effects_oracle(config, split: str = "test") -> Dict[str, Any]:
             rows[f"learnable without {e}'s context"] = learnable - parts[e] + parts[f"{e}_without_context"]
     return {"data": path, "split": split, "rows": int(label.size), "ctr": float(label.mean()),
             "auc": {name: auc(score, label) for name, score in rows.items()}}
+
+
+def abundance(matrix: torch.Tensor) -> float:
+    """Information abundance of an embedding matrix (Guo et al., ICML 2024, arXiv 2310.04400, the measure of
+    embedding collapse): ``||sigma||_1 / ||sigma||_inf`` of its singular values, between 1 (rank one) and its
+    width (all directions equally used). From the D x D Gram matrix, so a table of many rows costs O(rows D^2)."""
+    m = matrix.detach().double()
+    eig = torch.linalg.eigvalsh(m.t() @ m).clamp_min(0.0)
+    s = eig.sqrt()
+    return float(s.sum() / s.max()) if float(s.max()) > 0 else 0.0
+
+
+def information_abundance(config, checkpoint: Optional[str] = None) -> Dict[str, Any]:
+    """The information abundance of every embedding table of a trained model (row 0, the unknown / padding id
+    that data never uses, left out) and, for each feature embedded by several groups (multi-embedding,
+    ``configs/hetero_experts.yaml``), of its tables side by side: the multi-embedding paper's claim is that
+    several sets keep more directions alive than one set of the same total width.
+
+    Returns ``{"checkpoint", "tables": {table: {"group", "width", "abundance"}}, "features": {feature:
+    {"tables": [...], "width", "abundance"}}}`` (``features``: only those read by more than one group).
+    """
+    from tinrec.config import Config, load_config
+    from tinrec.model import build_model
+
+    cfg = config if isinstance(config, Config) else load_config(str(config))
+    data = _analysis_data(cfg)
+    model = build_model(cfg, data.rows, sparse_device=torch.device("cpu"))
+    path = _load_trained(cfg, model, checkpoint)
+    weights: Dict[str, torch.Tensor] = {}
+    group_of: Dict[str, str] = {}
+    sparse = model.sparse_arch
+    for kind, collections in (("embeddings", sparse.ecs), ("embedding_bags", sparse.ebcs)):
+        for group, coll in collections.items():
+            for name, table in getattr(coll, kind).items():
+                weights[name], group_of[name] = table.weight[1:], group
+    tables = {n: {"group": group_of[n], "width": int(w.shape[1]), "abundance": abundance(w)} for n, w in weights.items()}
+    by_feature: Dict[str, List[str]] = {}
+    for group, group_tables in cfg.model.embeddings.items():
+        for name, t in group_tables.items():
+            for f in t.features:
+                by_feature.setdefault(f, []).append(name)
+    features = {}
+    for f, names in by_feature.items():
+        if len(names) > 1:
+            side = torch.cat([weights[n] for n in names], dim=1)
+            features[f] = {"tables": names, "width": int(side.shape[1]), "abundance": abundance(side)}
+    return {"checkpoint": path, "tables": tables, "features": features}

@@ -9,6 +9,7 @@
     tinrec experiment SPEC                                  # configs x seeds -> one comparison table
     tinrec plan CONFIG --nodes N [--gpus-per-node M] [--hbm-gb X] [--out PLAN] [...]  # planner dry run
     tinrec analyze stc CONFIG [checkpoint=PATH] [--split test] [--out DIR] [...]  # semantic-temporal correlation
+    tinrec analyze abundance CONFIG [overrides] [--full]    # embedding collapse: information abundance per table
 """
 
 from __future__ import annotations
@@ -183,6 +184,25 @@ def cmd_analyze_long_range(args) -> int:
     return 0
 
 
+def cmd_analyze_abundance(args) -> int:
+    from tinrec.analysis import information_abundance
+
+    report = information_abundance(_config(args))
+    print(json.dumps(report if args.full else {
+        "checkpoint": report["checkpoint"],
+        "mean_abundance_by_group": _mean_by(report["tables"], "group"),
+        "mean_abundance_of_features_side_by_side": (sum(f["abundance"] for f in report["features"].values())
+                                                    / len(report["features"])) if report["features"] else None}))
+    return 0
+
+
+def _mean_by(tables: dict, key: str) -> dict:
+    out: dict = {}
+    for t in tables.values():
+        out.setdefault(t[key], []).append(t["abundance"])
+    return {k: sum(v) / len(v) for k, v in out.items()}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinrec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -260,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     ef = analysis("effects", "generated data: the AUC of the label's own logit and of its parts (the ceiling, "
                   "each effect's worth)", "YAML experiment file (its data.path)", "key.sub=value overrides")
     ef.set_defaults(func=cmd_analyze_effects)
+    ab = analyses.add_parser("abundance", parents=[common],
+                             help="a trained model's embedding tables: information abundance (embedding collapse; "
+                                  "multi-embedding's sets side by side)")
+    ab.add_argument("config", help="YAML experiment file")
+    ab.add_argument("overrides", nargs="*", help="key.sub=value overrides (checkpoint=PATH: default the latest)")
+    ab.add_argument("--full", action="store_true", help="every table and feature, not the means")
+    ab.set_defaults(func=cmd_analyze_abundance)
     cd = add_parser("check-data", help="scan a dataset for every kind of problem (counts, first examples)")
     cd.add_argument("path", help="dataset folder (docs/data.md)")
     cd.add_argument("--max-examples", type=int, default=3, help="examples shown per kind of problem")

@@ -368,3 +368,40 @@ def test_long_range_recall_of_twin_reports_its_references_consistently(tmp_path)
     assert few["alpha_std"]["inherent"] > 0 and few["alpha_std"]["cross_bias"] > 0
     every = json.loads(run(["analyze", "long-range", *common, "model.interests.twin.k=100"]).stdout.strip().splitlines()[-1])
     assert every["far_back_recall"] == every["recall_without_cross_bias"] == every["cosine_recall"] == 1.0
+
+
+def test_information_abundance_is_one_for_rank_one_and_the_width_for_orthogonal_equal_columns():
+    from tinrec.analysis import abundance
+
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(50, 1, generator=g)
+    assert abundance(u @ torch.randn(1, 6, generator=g)) == pytest.approx(1.0, abs=1e-6)
+    q, _ = torch.linalg.qr(torch.randn(50, 6, generator=g))
+    assert abundance(q) == pytest.approx(6.0, abs=1e-6)
+    assert abundance(q * torch.tensor([1.0, 1, 1, 0.5, 0.5, 0])) == pytest.approx(4.0, abs=1e-6)  # 1+1+1+.5+.5
+
+
+@pytest.mark.integration
+def test_analyze_abundance_reports_every_table_and_multi_embedded_features_side_by_side(tmp_path):
+    """``tinrec analyze abundance`` on a trained heterogeneous backbone: every table of every group, and each
+    feature of the three sets with its tables side by side (24 + 16 + 8 columns)."""
+    from tests.tinrec.test_train_cli import run
+    from tinrec.analysis import abundance, information_abundance
+    from tinrec.config import load_config
+
+    data, run_dir = str(tmp_path / "data"), str(tmp_path / "run")
+    small = [f"run_dir={run_dir}", f"data.path={data}", "data.generate.train_rows=512", "data.generate.valid_rows=64",
+             "data.generate.test_rows=64", "data.generate.num_users=50", "data.generate.num_items=300",
+             "train.batch_size=64", "train.max_steps=3", "data.num_workers=0"]
+    run(["train", "configs/hetero_experts.yaml", *small])
+    out = json.loads(run(["analyze", "abundance", "configs/hetero_experts.yaml", *small, "--full"]).stdout.strip()
+                     .splitlines()[-1])
+    assert {t["group"] for t in out["tables"].values()} == {"e1", "e2", "e3"} and len(out["tables"]) == 3 * 53
+    f = out["features"]["user_f07"]
+    assert f["tables"] == ["e1_user_f07", "e2_user_f07", "e3_user_f07"] and f["width"] == 48
+    assert 1.0 <= f["abundance"] <= 48.0
+    assert all(1.0 <= t["abundance"] <= t["width"] for t in out["tables"].values())
+    cfg = load_config("configs/hetero_experts.yaml", small)
+    again = information_abundance(cfg)
+    assert again["tables"]["e2_item_f03"]["abundance"] == pytest.approx(out["tables"]["e2_item_f03"]["abundance"])
+    assert abundance(torch.zeros(3, 4)) == 0.0
