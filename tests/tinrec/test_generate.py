@@ -74,7 +74,7 @@ def test_meta_schema_and_layout(small):
         assert json.load(f) == meta
     assert meta["format_version"] == fmt.FORMAT_VERSION
     assert meta["tables"] == {"user": 301, "item": 2001, "category": 21, "brand": 41, "author": 51, "age": 9,
-                              "gender": 3}
+                              "gender": 3, "page": 21}
     assert meta["max_seq_len"] == 60
     assert meta["generator"]["effects"]["feedback"] == {"enabled": True, "click_noise": 0.3}
     assert meta["splits"]["train"] == {"rows": 3000, "files": ["train/part-00000.parquet",
