@@ -374,6 +374,30 @@ def test_logit_parts_regenerate_a_split_and_its_terms_add_up_to_the_labels_logit
     assert 0 < flipped.mean() < 1 and "long_range" not in parts
 
 
+def test_field_triples_plant_third_order_interactions_of_extra_fields(tmp_path):
+    """effects.field_triples: the logit gains strength sum_k z_a,k z_b,k z_c,k / sqrt(T) over T triples of extra
+    fields, recomputed from the columns and the ground truth; the columns do not change, only the labels."""
+    extra = {"user": 3, "item": 3, "ctx": 4, "rows": 12}
+    plain = gen.generate_dataset(str(tmp_path / "plain"), **SMALL, extra_features=extra)
+    effects = {"field_triples": {"enabled": True, "strength": 2.0, "triples": 5, "rank": 3},
+               "field_pairs": {"enabled": True}}  # both: one field_names in the ground truth
+    meta = gen.generate_dataset(str(tmp_path / "t"), **SMALL, extra_features=extra, effects=effects)
+    a, b = _read(str(tmp_path / "plain"), plain, "valid"), _read(str(tmp_path / "t"), meta, "valid")
+    for c in b.column_names:
+        assert c == "label" or a.column(c).equals(b.column(c)), c
+    truth = np.load(str(tmp_path / "t" / "ground_truth.npz"))
+    names, triples, z = list(truth["field_names"]), truth["field_triples"], truth["field_triple_latent"]
+    assert triples.shape == (5, 3) and z.shape == (10, 12, 3) and len({tuple(sorted(t)) for t in triples}) == 5
+    col = lambda n: z[names.index(n)][b.column(n).to_numpy()]  # noqa: E731
+    want = sum((col(x) * col(y) * col(w)).sum(1) for x, y, w in triples) * 2.0 / np.sqrt(5)
+    parts = gen.logit_parts(meta["generator"], "valid")
+    np.testing.assert_allclose(parts["field_triples"], want, rtol=1e-5, atol=1e-5)
+    assert 1.2 < parts["field_triples"].std() < 2.8  # each triple's product has unit variance
+    with pytest.raises(ValueError, match=r"effects\.field_triples\.triples: 500 triples need more extra fields"):
+        gen.generate_dataset(str(tmp_path / "bad"), **SMALL, extra_features=extra,
+                             effects={"field_triples": {"enabled": True, "triples": 500}})
+
+
 def test_trigger_ground_truth_is_the_trigger_term_of_each_rows_logit(small):
     """``trigger_weight[c_t, c_tr, page - 1]`` looked up with a row's target category, trigger category and page
     is exactly the trigger term ``logit_parts`` reports; it fades over the pages (DEI2N's data, issue 16)."""

@@ -123,6 +123,7 @@ DEFAULT_EFFECTS: Dict[str, Any] = {
     "long_range": {"enabled": False, "strength": 1.5, "interests": 2, "share": 0.03, "min_position": 200,
                    "target_share": 0.25, "items": 0, "fading": 0.0, "fading_drop": 0.5},
     "field_pairs": {"enabled": False, "strength": 1.0, "pairs": 8, "rank": 4},
+    "field_triples": {"enabled": False, "strength": 1.0, "triples": 8, "rank": 4},
     "bias": -2.8,
 }
 
@@ -144,6 +145,7 @@ _EFFECT_RULES = {
     "fading_drop": ("real", "unit"),
     "by_activity": ("bool", None),
     "pairs": ("int", "positive"),
+    "triples": ("int", "positive"),
     "rank": ("int", "positive"),
     "bias": ("real", None),
 }
@@ -200,6 +202,19 @@ def _field_pairs_truth(world: "_World", params: dict) -> dict:
     pair_idx, latent = world.field_pairs(names, fp["pairs"], fp["rank"], extra["rows"])
     return {"field_names": np.array(names), "field_pairs": np.array(names)[pair_idx],
             "field_latent": latent.astype(np.float32)}
+
+
+def _field_triples_truth(world: "_World", params: dict) -> dict:
+    """The ``field_triples`` effect's ground truth: ``field_names``, ``field_triples`` [T, 3] (names) and
+    ``field_triple_latent`` [F, rows, rank] (a triple adds ``strength sum_k z_a,k z_b,k z_c,k / sqrt(T)``)."""
+    ft = params["effects"]["field_triples"]
+    if not ft["enabled"]:
+        return {}
+    extra = _check_extra(params.get("extra_features"))
+    names = [c for prefix in ("user", "item", "ctx") for c in family(prefix, extra[prefix])]
+    idx, latent = world.field_triples(names, ft["triples"], ft["rank"], extra["rows"])
+    return {"field_names": np.array(names), "field_triples": np.array(names)[idx],
+            "field_triple_latent": latent.astype(np.float32)}
 
 
 def merge_effects(effects: Optional[dict]) -> dict:
@@ -354,6 +369,22 @@ class _World:
             latent = g.normal(0.0, rank ** -0.25, (len(names), rows, rank))
             latent[:, 0] = 0.0  # id 0 (missing) interacts with nothing
             self._extra[key] = (np.stack([i[pick], j[pick]], 1), latent)
+        return self._extra[key]
+
+    def field_triples(self, names: list, triples: int, rank: int, rows: int):
+        """The ``field_triples`` effect's interacting triples of extra fields ([T, 3] indexes into ``names``,
+        distinct triples of distinct fields) and each field's latent vectors ([F, rows, rank], N(0, rank^-1/3)
+        entries: a triple's trilinear product sum_k z_a,k z_b,k z_c,k has variance 1), from their own generator
+        (independent of ``field_pairs``'s)."""
+        key = ("field_triples", tuple(names), triples, rank, rows)
+        if key not in self._extra:
+            g = np.random.default_rng([self.seed, 996])
+            F = len(names)
+            combos = np.array([(a, b, c) for a in range(F) for b in range(a + 1, F) for c in range(b + 1, F)])
+            pick = np.sort(g.choice(len(combos), size=triples, replace=False))
+            latent = g.normal(0.0, rank ** (-1.0 / 6.0), (F, rows, rank))
+            latent[:, 0] = 0.0  # id 0 (missing) interacts with nothing
+            self._extra[key] = (combos[pick], latent)
         return self._extra[key]
 
     def favourite(self, rng: np.random.Generator, users: np.ndarray) -> np.ndarray:
@@ -575,10 +606,19 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
             far_hit = np.where(faded, -ctx_eff["strength"], 1.0) * far_hit
         logit = logit + lr["strength"] * far_hit
         terms["long_range"] = lr["strength"] * far_hit
-    pairs_eff = eff["field_pairs"]
+    pairs_eff, triples_eff = eff["field_pairs"], eff["field_triples"]
     extra_ids = None
-    if pairs_eff["enabled"]:  # planted interactions between pairs of extra fields (FM, PNN, DCN's signal)
+    if pairs_eff["enabled"] or triples_eff["enabled"]:
         extra_ids = _extra_ids(world, n, users, target_item, extra, ctx_rng)
+    if triples_eff["enabled"]:  # planted third-order interactions (what inner products of pairs cannot express)
+        names = list(extra_ids)
+        trip_idx, latent3 = world.field_triples(names, triples_eff["triples"], triples_eff["rank"], extra["rows"])
+        s_trip = sum((latent3[a][extra_ids[names[a]]] * latent3[b][extra_ids[names[b]]]
+                      * latent3[c][extra_ids[names[c]]]).sum(1) for a, b, c in trip_idx)
+        term3 = triples_eff["strength"] * s_trip / math.sqrt(len(trip_idx))
+        logit = logit + term3
+        terms["field_triples"] = term3
+    if pairs_eff["enabled"]:  # planted interactions between pairs of extra fields (FM, PNN, DCN's signal)
         names = list(extra_ids)
         pair_idx, latent = world.field_pairs(names, pairs_eff["pairs"], pairs_eff["rank"], extra["rows"])
         s_pairs = sum((latent[a][extra_ids[names[a]]] * latent[b][extra_ids[names[b]]]).sum(1) for a, b in pair_idx)
@@ -722,6 +762,11 @@ def parameters(
     if fp["enabled"] and fp["pairs"] > n_fields * (n_fields - 1) // 2:
         raise ValueError(f"effects.field_pairs.pairs: {fp['pairs']} pairs need more extra fields than the "
                          f"{n_fields} of extra_features (at most {n_fields * (n_fields - 1) // 2} pairs)")
+    ft = params["effects"]["field_triples"]
+    most = n_fields * (n_fields - 1) * (n_fields - 2) // 6
+    if ft["enabled"] and ft["triples"] > most:
+        raise ValueError(f"effects.field_triples.triples: {ft['triples']} triples need more extra fields than the "
+                         f"{n_fields} of extra_features (at most {most} triples)")
     if not isinstance(profile, bool):
         raise ValueError(f"profile: expected true or false, got {profile!r}")
     if profile:
@@ -857,7 +902,8 @@ def generate_dataset(out_dir: str, *, show_progress: bool = True, **kwargs: Any)
                        npz_bytes(stc_weight=stc, positions=positions.astype(np.int64),
                                  mean_decay=mean_decay.astype(np.float32),
                                  trigger_weight=trigger_weight.astype(np.float32),
-                                 **_long_range_truth(world, eff["long_range"]), **_field_pairs_truth(world, params)))
+                                 **_long_range_truth(world, eff["long_range"]),
+                                 **{**_field_pairs_truth(world, params), **_field_triples_truth(world, params)}))
 
     meta = {
         "format_version": fmt.FORMAT_VERSION,
