@@ -378,7 +378,7 @@ class _World:
         (independent of ``field_pairs``'s)."""
         key = ("field_triples", tuple(names), triples, rank, rows)
         if key not in self._extra:
-            g = np.random.default_rng([self.seed, 996])
+            g = np.random.default_rng([self.seed, 993])
             F = len(names)
             combos = np.array([(a, b, c) for a in range(F) for b in range(a + 1, F) for c in range(b + 1, F)])
             pick = np.sort(g.choice(len(combos), size=triples, replace=False))
