@@ -374,18 +374,24 @@ def test_logit_parts_regenerate_a_split_and_its_terms_add_up_to_the_labels_logit
     assert 0 < flipped.mean() < 1 and "long_range" not in parts
 
 
+def _planted(tmp_path, extra, effects):
+    """The data with ``effects`` planted on the extra fields ``extra``: (meta, its valid split, its ground truth),
+    after checking that only the labels differ from the same data without them."""
+    plain = gen.generate_dataset(str(tmp_path / "plain"), **SMALL, extra_features=extra)
+    meta = gen.generate_dataset(str(tmp_path / "planted"), **SMALL, extra_features=extra, effects=effects)
+    a, b = _read(str(tmp_path / "plain"), plain, "valid"), _read(str(tmp_path / "planted"), meta, "valid")
+    for c in b.column_names:
+        assert c == "label" or a.column(c).equals(b.column(c)), c
+    return meta, b, np.load(str(tmp_path / "planted" / "ground_truth.npz"))
+
+
 def test_field_triples_plant_third_order_interactions_of_extra_fields(tmp_path):
     """effects.field_triples: the logit gains strength sum_k z_a,k z_b,k z_c,k / sqrt(T) over T triples of extra
     fields, recomputed from the columns and the ground truth; the columns do not change, only the labels."""
     extra = {"user": 3, "item": 3, "ctx": 4, "rows": 12}
-    plain = gen.generate_dataset(str(tmp_path / "plain"), **SMALL, extra_features=extra)
     effects = {"field_triples": {"enabled": True, "strength": 2.0, "triples": 5, "rank": 3},
                "field_pairs": {"enabled": True}}  # both: one field_names in the ground truth
-    meta = gen.generate_dataset(str(tmp_path / "t"), **SMALL, extra_features=extra, effects=effects)
-    a, b = _read(str(tmp_path / "plain"), plain, "valid"), _read(str(tmp_path / "t"), meta, "valid")
-    for c in b.column_names:
-        assert c == "label" or a.column(c).equals(b.column(c)), c
-    truth = np.load(str(tmp_path / "t" / "ground_truth.npz"))
+    meta, b, truth = _planted(tmp_path, extra, effects)
     names, triples, z = list(truth["field_names"]), truth["field_triples"], truth["field_triple_latent"]
     assert triples.shape == (5, 3) and z.shape == (10, 12, 3) and len({tuple(sorted(t)) for t in triples}) == 5
     col = lambda n: z[names.index(n)][b.column(n).to_numpy()]  # noqa: E731
@@ -418,13 +424,8 @@ def test_field_pairs_plant_pairwise_interactions_of_extra_fields(tmp_path):
     fields; recomputed from the written columns and the exported ground truth it is the term ``logit_parts``
     reports, and the extra id columns themselves do not change (only the labels do)."""
     extra = {"user": 3, "item": 3, "ctx": 4, "rows": 12}
-    plain = gen.generate_dataset(str(tmp_path / "plain"), **SMALL, extra_features=extra)
     effects = {"field_pairs": {"enabled": True, "strength": 2.0, "pairs": 6, "rank": 3}}
-    meta = gen.generate_dataset(str(tmp_path / "pairs"), **SMALL, extra_features=extra, effects=effects)
-    a, b = _read(str(tmp_path / "plain"), plain, "valid"), _read(str(tmp_path / "pairs"), meta, "valid")
-    for c in b.column_names:
-        assert c == "label" or a.column(c).equals(b.column(c)), c
-    truth = np.load(str(tmp_path / "pairs" / "ground_truth.npz"))
+    meta, b, truth = _planted(tmp_path, extra, effects)
     names, pairs, latent = list(truth["field_names"]), truth["field_pairs"], truth["field_latent"]
     assert names == gen.columns(extra_features=extra)[-10:] and pairs.shape == (6, 2) and latent.shape == (10, 12, 3)
     assert len({tuple(sorted(p)) for p in pairs}) == 6 and all(x != y for x, y in pairs)

@@ -190,31 +190,25 @@ def _long_range_truth(world: "_World", lr: dict) -> dict:
     return out
 
 
-def _field_pairs_truth(world: "_World", params: dict) -> dict:
-    """The ``field_pairs`` effect's ground truth: ``field_names`` [F] (the extra id columns), ``field_pairs``
-    [P, 2] (the names of each interacting pair) and ``field_latent`` [F, rows, rank] (each field's latent vectors;
-    a pair adds ``strength <latent[a][id_a], latent[b][id_b]> / sqrt(P)`` to the logit)."""
-    fp = params["effects"]["field_pairs"]
-    if not fp["enabled"]:
+def _field_interactions_truth(world: "_World", params: dict) -> dict:
+    """The ground truth of the planted field interactions: ``field_names`` [F] (the extra id columns); with
+    ``field_pairs``, ``field_pairs`` [P, 2] (each interacting pair's names) and ``field_latent`` [F, rows, rank]
+    (a pair adds ``strength <latent[a][id_a], latent[b][id_b]> / sqrt(P)`` to the logit); with
+    ``field_triples``, ``field_triples`` [T, 3] and ``field_triple_latent`` [F, rows, rank] (a triple adds
+    ``strength sum_k z_a,k z_b,k z_c,k / sqrt(T)``)."""
+    fp, ft = params["effects"]["field_pairs"], params["effects"]["field_triples"]
+    if not (fp["enabled"] or ft["enabled"]):
         return {}
     extra = _check_extra(params.get("extra_features"))
     names = [c for prefix in ("user", "item", "ctx") for c in family(prefix, extra[prefix])]
-    pair_idx, latent = world.field_pairs(names, fp["pairs"], fp["rank"], extra["rows"])
-    return {"field_names": np.array(names), "field_pairs": np.array(names)[pair_idx],
-            "field_latent": latent.astype(np.float32)}
-
-
-def _field_triples_truth(world: "_World", params: dict) -> dict:
-    """The ``field_triples`` effect's ground truth: ``field_names``, ``field_triples`` [T, 3] (names) and
-    ``field_triple_latent`` [F, rows, rank] (a triple adds ``strength sum_k z_a,k z_b,k z_c,k / sqrt(T)``)."""
-    ft = params["effects"]["field_triples"]
-    if not ft["enabled"]:
-        return {}
-    extra = _check_extra(params.get("extra_features"))
-    names = [c for prefix in ("user", "item", "ctx") for c in family(prefix, extra[prefix])]
-    idx, latent = world.field_triples(names, ft["triples"], ft["rank"], extra["rows"])
-    return {"field_names": np.array(names), "field_triples": np.array(names)[idx],
-            "field_triple_latent": latent.astype(np.float32)}
+    out = {"field_names": np.array(names)}
+    if fp["enabled"]:
+        idx, latent = world.field_pairs(names, fp["pairs"], fp["rank"], extra["rows"])
+        out.update(field_pairs=np.array(names)[idx], field_latent=latent.astype(np.float32))
+    if ft["enabled"]:
+        idx, latent = world.field_triples(names, ft["triples"], ft["rank"], extra["rows"])
+        out.update(field_triples=np.array(names)[idx], field_triple_latent=latent.astype(np.float32))
+    return out
 
 
 def merge_effects(effects: Optional[dict]) -> dict:
@@ -903,7 +897,7 @@ def generate_dataset(out_dir: str, *, show_progress: bool = True, **kwargs: Any)
                                  mean_decay=mean_decay.astype(np.float32),
                                  trigger_weight=trigger_weight.astype(np.float32),
                                  **_long_range_truth(world, eff["long_range"]),
-                                 **{**_field_pairs_truth(world, params), **_field_triples_truth(world, params)}))
+                                 **_field_interactions_truth(world, params)))
 
     meta = {
         "format_version": fmt.FORMAT_VERSION,
