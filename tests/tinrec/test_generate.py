@@ -76,7 +76,8 @@ def test_meta_schema_and_layout(small):
     assert meta["tables"] == {"user": 301, "item": 2001, "category": 21, "brand": 41, "author": 51, "age": 9,
                               "gender": 3, "page": 21}
     assert meta["max_seq_len"] == 60
-    assert meta["generator"]["effects"]["feedback"] == {"enabled": True, "click_noise": 0.3}
+    assert meta["generator"]["effects"]["feedback"] == {"enabled": True, "click_noise": 0.3, "disliked": 0,
+                                                           "clickbait": 0.5}
     assert meta["splits"]["train"] == {"rows": 3000, "files": ["train/part-00000.parquet",
                                                                 "train/part-00001.parquet"]}
     for split in fmt.SPLITS:
@@ -454,3 +455,43 @@ def test_gen_data_command_passes_its_key_values_to_the_generator(tmp_path, capsy
     for bad, msg in (("sede=3", "unknown parameter 'sede'"), ("~seed", "removing a parameter")):
         assert _main(["gen-data", str(tmp_path / "bad"), bad]) == 2
         assert msg in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_disliked_categories_hold_the_dislikes_and_the_clickbait_and_a_second_label(tmp_path):
+    """effects.feedback.disliked (DUMN's data, issue 17): each user's disliked categories (ground truth, none a
+    favourite) hold every dislike and the clickbait share of the accidental clicks; ``hist_accidental`` marks
+    exactly the accidental clicks; ``label_dislike`` follows the target's category being disliked, as the
+    ``dislike_logit`` that ``logit_parts`` reports. Nothing else moves: the feedback types, timestamps and the
+    genuine clicks' categories are those of the same data without disliked categories."""
+    fb = {"enabled": True, "click_noise": 0.4}
+    plain = gen.generate_dataset(str(tmp_path / "plain"), **SMALL, effects={"feedback": fb})
+    meta = gen.generate_dataset(str(tmp_path / "dis"), **SMALL,
+                                effects={"feedback": {**fb, "disliked": 2, "clickbait": 0.75}})
+    a, b = _read(str(tmp_path / "plain"), plain, "train"), _read(str(tmp_path / "dis"), meta, "train")
+    assert "label_dislike" not in a.column_names and "hist_accidental" not in a.column_names
+    assert b.column_names == a.column_names + ["label_dislike", "hist_accidental"]
+    assert gen.columns(**SMALL, effects={"feedback": {**fb, "disliked": 2}}) == b.column_names
+    for c in ("user_id", "hist_timestamp", "hist_feedback", "hist_watch_time", "trigger_item", "page"):
+        assert a.column(c).equals(b.column(c)), c
+    disliked = np.load(str(tmp_path / "dis" / "ground_truth.npz"))["disliked"]
+    assert disliked.shape == (301, 2) and (disliked[1:, 0] != disliked[1:, 1]).all()
+    world = gen._World(np.random.default_rng([0, 999]), 300, 2000, 20, 40, 50)
+    assert not (world.fav[1:, :, None] == disliked[1:, None, :]).any()  # none is a favourite
+    lens, fbk = _lists(b, "hist_feedback")
+    user_T = np.repeat(b.column("user_id").to_numpy(), lens)
+    cat_a, cat_b = _lists(a, "hist_category")[1], _lists(b, "hist_category")[1]
+    acc = _lists(b, "hist_accidental")[1].astype(bool)
+    in_dis = (disliked[user_T] == cat_b[:, None]).any(1)
+    assert in_dis[fbk == fmt.FEEDBACK_DISLIKE].all()
+    assert not acc[fbk != fmt.FEEDBACK_CLICK].any() and abs(acc[fbk == fmt.FEEDBACK_CLICK].mean() - 0.4) < 0.02
+    genuine = (fbk == fmt.FEEDBACK_CLICK) & ~acc
+    assert (cat_a[genuine] == cat_b[genuine]).all() and (cat_a[fbk == fmt.FEEDBACK_LIKE] == cat_b[fbk == fmt.FEEDBACK_LIKE]).all()
+    # clickbait: 0.75 of the accidental clicks in a disliked category, the rest uniform over 20 (2 of them disliked)
+    assert abs(in_dis[acc].mean() - (0.75 + 0.25 * 2 / 20)) < 0.03
+    v = _read(str(tmp_path / "dis"), meta, "valid")
+    target_dis = (disliked[v.column("user_id").to_numpy()] == v.column("target_category").to_numpy()[:, None]).any(1)
+    parts = gen.logit_parts(meta["generator"], "valid")
+    np.testing.assert_allclose(parts["dislike_logit"],
+                               gen.DISLIKE_LABEL_BIAS + gen.DISLIKE_LABEL_GAIN * target_dis)
+    ld = v.column("label_dislike").to_numpy()
+    assert target_dis.mean() > 0.05 and ld[target_dis].mean() > 0.5 > 0.1 > ld[~target_dis].mean()

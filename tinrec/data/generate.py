@@ -31,6 +31,9 @@ Rows (``default_rng([seed, split_index, chunk_index])``, split_index train 0, va
 * Feedback and category of a behaviour. feedback effect enabled: type ~ (click .6, like .15,
   dislike .1, non-click .15); like -> a favourite; dislike -> a uniform non-favourite; click -> a
   favourite w.p. 1 - click_noise ("genuine") else uniform over 1..C ("accidental"); non-click -> uniform.
+  With ``feedback.disliked = D > 0`` each user has D disliked categories (none a favourite; ``default_rng([seed,
+  992])``): a dislike -> a uniform one of them instead, and an accidental click -> one of them w.p.
+  ``clickbait`` (clickbait), else uniform (their own draws: ``default_rng([seed, split, chunk, 88])``).
   Disabled: every behaviour is a genuine click, from a favourite w.p. 0.8 else uniform.
   Item: a popular item of the category; brand and author are the item's.
 * Feedback factor ``g_i``: like +2, genuine click +1, accidental click 0, dislike -2, non-click 0
@@ -73,6 +76,10 @@ Optional columns (off by default; the columns above and their values do not chan
   row (``default_rng([seed, split_index, chunk_index, 77])``). They carry no effect (issue-free filler for
   wide models); ``meta.json`` gives each its table size R.
 
+* ``feedback.disliked > 0`` (feedback enabled): ``label_dislike`` (a second label, DUMN's dislike prediction:
+  ``~ Bernoulli(sigmoid(-3 + 4 [target category disliked by the user]))``) and the ground truth
+  ``hist_accidental`` (list<int8>, 1 = the behaviour is an accidental click; no model input).
+
 Output is streamed: chunks of ``row_group_size`` rows are generated (vectorised, no per-row Python) and
 written as row groups, ``rows_per_file`` rows per file; files are written under a ``.tmp`` name and renamed
 when complete, and ``meta.json`` is written last (a dataset is complete iff it has ``meta.json``).
@@ -111,6 +118,7 @@ FAVOURITE_PROB_NO_FEEDBACK = 0.8
 WATCH_MEDIAN_S, WATCH_SIGMA = 30.0, 0.5
 DROP_PROB, DROP_FACTOR = 0.05, 0.1
 PAGE_P, PAGE_MAX = 0.35, 20
+DISLIKE_LABEL_BIAS, DISLIKE_LABEL_GAIN = -3.0, 4.0  # label_dislike's logit: bias + gain [target disliked]
 TARGET_FROM_HISTORY, TARGET_FROM_TRIGGER = 0.5, 0.2
 SEQ_LEN_SIGMA = 0.6
 
@@ -119,7 +127,7 @@ DEFAULT_EFFECTS: Dict[str, Any] = {
                           "tau_time_hours": 48.0},
     "context": {"enabled": False, "strength": 0.5, "by_activity": False},
     "trigger": {"enabled": False, "strength": 1.0, "tau_page": 3.0},
-    "feedback": {"enabled": False, "click_noise": 0.3},
+    "feedback": {"enabled": False, "click_noise": 0.3, "disliked": 0, "clickbait": 0.5},
     "long_range": {"enabled": False, "strength": 1.5, "interests": 2, "share": 0.03, "min_position": 200,
                    "target_share": 0.25, "items": 0, "fading": 0.0, "fading_drop": 0.5},
     "field_pairs": {"enabled": False, "strength": 1.0, "pairs": 8, "rank": 4},
@@ -136,6 +144,8 @@ _EFFECT_RULES = {
     "tau_time_hours": ("real", "positive"),
     "tau_page": ("real", "positive"),
     "click_noise": ("real", "unit"),
+    "disliked": ("int", "nonnegative"),
+    "clickbait": ("real", "unit"),
     "interests": ("int", "positive"),
     "share": ("real", "unit"),
     "min_position": ("int", "positive"),
@@ -296,17 +306,27 @@ class _World:
         """[U + 1, count] each user's persistent interests (long_range): distinct categories that are none of
         the user's favourites, from their own generator (``default_rng([seed, 996])``)."""
         if ("persistent", count) not in self._extra:
-            g = np.random.default_rng([self.seed, 996])
-            out = np.zeros((self.U + 1, count), np.int64)
-            for j in range(count):  # rank among the categories not taken yet -> id, as non_favourite does
-                taken = np.sort(np.concatenate([self.fav, out[:, :j]], axis=1), axis=1)
-                x = g.integers(1, self.C - taken.shape[1] + 1, self.U + 1)
-                for k in range(taken.shape[1]):
-                    x += x >= taken[:, k]
-                out[:, j] = x
-            out[0] = 0
-            self._extra[("persistent", count)] = out
+            self._extra[("persistent", count)] = self._other_categories(np.random.default_rng([self.seed, 996]), count)
         return self._extra[("persistent", count)]
+
+    def disliked(self, count: int) -> np.ndarray:
+        """[U + 1, count] each user's disliked categories (feedback ``disliked`` > 0): distinct categories that are
+        none of the user's favourites, from their own generator (``default_rng([seed, 992])``)."""
+        if ("disliked", count) not in self._extra:
+            self._extra[("disliked", count)] = self._other_categories(np.random.default_rng([self.seed, 992]), count)
+        return self._extra[("disliked", count)]
+
+    def _other_categories(self, g: np.random.Generator, count: int) -> np.ndarray:
+        """[U + 1, count] distinct categories per user, none a favourite (row 0 zeros)."""
+        out = np.zeros((self.U + 1, count), np.int64)
+        for j in range(count):  # rank among the categories not taken yet -> id, as non_favourite does
+            taken = np.sort(np.concatenate([self.fav, out[:, :j]], axis=1), axis=1)
+            x = g.integers(1, self.C - taken.shape[1] + 1, self.U + 1)
+            for k in range(taken.shape[1]):
+                x += x >= taken[:, k]
+            out[:, j] = x
+        out[0] = 0
+        return out
 
     def persistent_items(self, count: int, per: int) -> np.ndarray:
         """[U + 1, count, per] the items of each user's persistent interests (long_range ``items`` > 0): ``per``
@@ -427,11 +447,21 @@ def extra_schema(short_len: int, extra: Dict[str, int]) -> list:
     return fields
 
 
+def feedback_schema(effects: dict) -> list:
+    """Arrow fields of the feedback effect's optional columns (with ``feedback.disliked`` > 0): the second label
+    ``label_dislike`` and the ground truth ``hist_accidental`` (1 = an accidental click)."""
+    fb = effects["feedback"]
+    if not (fb["enabled"] and fb["disliked"]):
+        return []
+    return [pa.field("label_dislike", pa.int8()), pa.field("hist_accidental", pa.list_(pa.int8()))]
+
+
 def columns(**params) -> list:
     """The column names ``generate_dataset(**params)`` writes (without generating anything)."""
     extra = _check_extra(params.get("extra_features"))
     return (fmt.arrow_schema().names + [f.name for f in extra_schema(int(params.get("short_len", 0) or 0), extra)]
-            + (["user_activity", "user_top_author"] if params.get("profile") else []))
+            + (["user_activity", "user_top_author"] if params.get("profile") else [])
+            + [f.name for f in feedback_schema(merge_effects(params.get("effects")))])
 
 
 def _check_extra(extra: Optional[dict]) -> Dict[str, int]:
@@ -482,7 +512,8 @@ def _extra_ids(world: _World, n: int, users: np.ndarray, target_item: np.ndarray
 def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_mean: float, seq_len_max: int,
            eff: dict, schema: pa.Schema, short_len: int = 0, extra: Optional[Dict[str, int]] = None,
            ctx_rng: Optional[np.random.Generator] = None, lr_rng: Optional[np.random.Generator] = None,
-           profile: bool = False, parts: Optional[Dict[str, np.ndarray]] = None):
+           profile: bool = False, parts: Optional[Dict[str, np.ndarray]] = None,
+           fb_rng: Optional[np.random.Generator] = None):
     """``n`` rows as an Arrow table, plus (p, dt seconds) of every behaviour for the ground-truth stats.
     ``parts``: a dict filled with each row's logit terms (:func:`logit_parts`)."""
     C = world.C
@@ -522,6 +553,11 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
         cat = np.where(is_like, fav_c, np.where(is_dislike, nonfav_c,
                                                 np.where(is_click & genuine, fav_c, unif_c)))
         g = np.where(is_like, 2.0, np.where(is_dislike, -2.0, np.where(is_click & genuine, 1.0, 0.0)))
+        if fb["disliked"]:  # disliked categories: every dislike, and the clickbait share of accidental clicks
+            disliked = world.disliked(fb["disliked"])
+            d_cat = disliked[buser, fb_rng.integers(0, disliked.shape[1], T)]
+            bait = fb_rng.random(T) < fb["clickbait"]
+            cat = np.where(is_dislike | (is_click & ~genuine & bait), d_cat, cat)
     else:
         ftype = np.full(T, fmt.FEEDBACK_CLICK)
         cat = np.where(u_type < FAVOURITE_PROB_NO_FEEDBACK, fav_c, unif_c)
@@ -624,6 +660,14 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
         logit = logit + trig["strength"] * s_trig
         terms["trigger"] = trig["strength"] * s_trig
     label = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int8)
+    feedback_cols = {}
+    if fb["enabled"] and fb["disliked"]:  # a second label, and the accidental clicks' ground truth
+        dislike_logit = DISLIKE_LABEL_BIAS + DISLIKE_LABEL_GAIN * (disliked[users] == target_cat[:, None]).any(1)
+        label_dislike = (fb_rng.random(n) < 1.0 / (1.0 + np.exp(-dislike_logit))).astype(np.int8)
+        terms["dislike_logit"] = dislike_logit
+        feedback_cols = {"label_dislike": pa.array(label_dislike, type=pa.int8()),
+                         "hist_accidental": _list_array(pa.array(offsets.astype(np.int32), type=pa.int32()),
+                                                        (is_click & ~genuine).astype(np.int8), pa.int8())}
     if parts is not None:
         parts.update(terms, logit=logit)
 
@@ -649,6 +693,7 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
         "trigger_item": pa.array(trigger_item, type=i64),
         "trigger_category": pa.array(trigger_cat, type=i64),
         fmt.PAGE: pa.array(page.astype(np.int32), type=pa.int32()),
+        **feedback_cols,
     }
     if short_len or extra:
         _extras(world, n, users, target_item, offsets, cols, short_len, extra or _check_extra(None), ctx_rng,
@@ -781,7 +826,7 @@ def _world_and_schema(params: dict):
     extra = _check_extra(params.get("extra_features"))
     schema = pa.schema(list(fmt.arrow_schema()) + extra_schema(params.get("short_len", 0), extra)
                        + ([pa.field("user_activity", pa.int64()), pa.field("user_top_author", pa.int64())]
-                          if params.get("profile", False) else []))
+                          if params.get("profile", False) else []) + feedback_schema(params["effects"]))
     return world, schema
 
 
@@ -793,7 +838,8 @@ def _chunk_at(world: _World, schema: pa.Schema, params: dict, split_index: int, 
     return _chunk(world, np.random.default_rng([seed, split_index, chunk_index]), n, fmt.SPLITS[split_index],
                   params["seq_len_mean"], params["seq_len_max"], params["effects"], schema, params.get("short_len", 0),
                   _check_extra(extra) if extra else None, np.random.default_rng([seed, split_index, chunk_index, 77]),
-                  np.random.default_rng([seed, split_index, chunk_index, 55]), params.get("profile", False), parts)
+                  np.random.default_rng([seed, split_index, chunk_index, 55]), params.get("profile", False), parts,
+                  np.random.default_rng([seed, split_index, chunk_index, 88]))
 
 
 def logit_parts(generator: dict, split: str = "test", show_progress: bool = False) -> Dict[str, np.ndarray]:
@@ -897,7 +943,9 @@ def generate_dataset(out_dir: str, *, show_progress: bool = True, **kwargs: Any)
                                  mean_decay=mean_decay.astype(np.float32),
                                  trigger_weight=trigger_weight.astype(np.float32),
                                  **_long_range_truth(world, eff["long_range"]),
-                                 **_field_interactions_truth(world, params)))
+                                 **_field_interactions_truth(world, params),
+                                 **({"disliked": world.disliked(eff["feedback"]["disliked"])}
+                                    if eff["feedback"]["enabled"] and eff["feedback"]["disliked"] else {})))
 
     meta = {
         "format_version": fmt.FORMAT_VERSION,
