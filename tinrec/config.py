@@ -38,7 +38,8 @@ class TableConfig:
     dim: int
     features: List[str]
     rows: Union[int, str] = "auto"
-    pooled: bool = False  # True: EmbeddingBagCollection (sum pooling); False: EmbeddingCollection (jagged)
+    pooled: bool = False  # True: EmbeddingBagCollection (one vector per sample); False: EmbeddingCollection (jagged)
+    pooling: str = "sum"  # a pooled table's pooling of a sample's ids (a sequence's behaviours): sum or mean
     sharding_types: Optional[List[str]] = None  # planner constraint, e.g. [row_wise]
     pooling_factor: Optional[float] = None  # mean ids per sample, for the planner (default: from data)
     init_max: Optional[float] = None  # initial weights uniform in [-init_max, init_max] (TorchRec's: sqrt(1 / rows))
@@ -581,6 +582,11 @@ def validate(cfg: Config, src: str) -> None:
         if t.dim < 1 or t.dim % 4:
             raise ValueError(f"{src}: {key}.dim: must be a positive multiple of 4 (fbgemm's fused "
                              f"embedding kernels), got {t.dim}")
+        if t.pooling not in ("sum", "mean"):
+            raise ValueError(f"{src}: {key}.pooling: expected 'sum' or 'mean', got {t.pooling!r}")
+        if t.pooling != "sum" and not t.pooled:
+            raise ValueError(f"{src}: {key}.pooling: {t.pooling} pools a pooled table's ids; this table has "
+                             f"pooled: false (jagged: one vector per behaviour)")
         if t.init_max is not None and (isinstance(t.init_max, bool) or not isinstance(t.init_max, (int, float))
                                        or not 0 < t.init_max < float("inf")):
             raise ValueError(f"{src}: {key}.init_max: must be a finite number > 0, got {t.init_max!r}")

@@ -47,7 +47,7 @@ def known_columns(cfg: "Config") -> Optional[Set[str]]:
 
 def check_tables(cfg: "Config", src: str) -> None:
     """Every feature a table reads exists (a derived id, or a column of the dataset when its columns are
-    known); pooled tables read per-sample features; a group's sequence tables share one width (one
+    known); a group's sequence tables share one width (one
     EmbeddingCollection per group); a feature is read once per group."""
     stored = known_columns(cfg)
     searches = search.of_config(cfg)
@@ -72,8 +72,6 @@ def check_tables(cfg: "Config", src: str) -> None:
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
                     raise ValueError(f"{src}: {key}.features: unknown feature {f!r}: not a column of the dataset "
                                      f"{cfg.data.path} nor a derived feature{hint}")
-                if t.pooled and is_sequence(f):
-                    raise ValueError(f"{src}: {key}: sequence feature {f!r} needs pooled: false")
                 if f in in_group:
                     raise ValueError(f"{src}: {key}.features: {f!r} is already read by table {in_group[f]!r} of "
                                      f"group {group!r} (a feature is read once per group; use another group to "
@@ -151,7 +149,8 @@ def table_configs(cfg: "Config", rows: Mapping[str, int]):
                                                   "weight_init_min": -float(t.init_max)}
             if t.pooled:
                 bags.append(EmbeddingBagConfig(name=name, embedding_dim=t.dim, num_embeddings=rows[name],
-                                               feature_names=list(t.features), pooling=PoolingType.SUM, **init))
+                                               feature_names=list(t.features), pooling=PoolingType[t.pooling.upper()],
+                                               **init))
             else:
                 seq.append(EmbeddingConfig(name=name, embedding_dim=t.dim, num_embeddings=rows[name],
                                            feature_names=list(t.features), **init))

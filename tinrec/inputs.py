@@ -23,8 +23,8 @@ spec                                        of a sequence       of a sample
 
 Rules checked here, each error naming the key: exactly one of ``features`` / ``mask`` / ``dense``; every
 feature read by a table (``group`` says which group to read when a feature is in several); the features of
-one input all of one sequence, or all per sample; ``sum`` and ``stack`` need one width; pooled tables only
-for per-sample features. Binding (:func:`bindings`): every argument of a module's ``forward`` without a
+one input all of one sequence, or all per sample (a sequence feature read by a pooled table is per sample: its
+behaviours summed or averaged, the table's ``pooling``); ``sum`` and ``stack`` need one width. Binding (:func:`bindings`): every argument of a module's ``forward`` without a
 default is bound, every binding is an argument of ``forward``; a binding set to ``null`` leaves an optional
 argument unbound (the module's default, e.g. TIN without temporal encodings). A label input is for a module's
 auxiliary loss (SIM's soft search): it is None outside training, so no prediction can depend on it.
@@ -149,13 +149,12 @@ def resolve(spec: "InputSpec", where: str, cfg: "Config", src: str) -> Input:
     tables = [cfg.model.embeddings[g][own[g][f]] for f, g in zip(features, groups)]
     dims = [t.dim for t in tables]
     pooled = tuple(t.pooled for t in tables)
-    seqs = {sequence_of(f) for f in features}
+    # a pooled table turns a sequence's ids into one vector per sample: a per-sample feature here
+    seqs = {None if p else sequence_of(f) for f, p in zip(features, pooled)}
     if len(seqs) != 1:
         raise ValueError(f"{src}: {where}.features: {features} mix sequences and per-sample features (or two "
                          f"sequences); an input spans one")
     seq = seqs.pop()
-    if seq is not None and any(pooled):
-        raise ValueError(f"{src}: {where}.features: sequence features need tables with pooled: false")
     if spec.combine in ("sum", "stack") and len(set(dims)) != 1:
         raise ValueError(f"{src}: {where}.combine: {spec.combine} needs features of one width, got "
                          + ", ".join(f"{f} {d}" for f, d in zip(features, dims)))

@@ -144,8 +144,9 @@ def test_unknown_feature_and_missing_file(tmp_path):
      r"c\.yaml: model\.embeddings\.temporal\.item: table name 'item' is already used in group 'main'"),
     ("model.embeddings.main.item2={dim: 32, features: [hist_item]}",
      r"c\.yaml: model\.embeddings\.main\.item2\.features: 'hist_item' is already read by table 'item' of group 'main'"),
-    ("model.embeddings.main.user.features=[hist_item]",
-     r"c\.yaml: model\.embeddings\.main\.user: sequence feature 'hist_item' needs pooled: false"),
+    ("model.embeddings.main.item.pooling=mean",
+     r"c\.yaml: model\.embeddings\.main\.item\.pooling: mean pools a pooled table's ids; this table has pooled: false"),
+    ("model.embeddings.main.user.pooling=max", r"c\.yaml: model\.embeddings\.main\.user\.pooling: expected 'sum' or 'mean'"),
 ])
 def test_bad_binding_names_the_key(tmp_path, override, message):
     path = _write(tmp_path, yaml.safe_dump(_default_dict()))

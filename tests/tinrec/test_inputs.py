@@ -195,3 +195,29 @@ def test_a_label_input_reaches_a_module_in_training_only(tmp_path):
         load_config(DEFAULT, [f"data.path={tmp_path / 'data'}", "model.interests.probe={_component_: "
                               "tests.tinrec.multi.LabelProbe, inputs: {seq_BLD: behaviours, mask_BL: mask, "
                               "label_B: {label: label_like}}}"])
+
+
+def test_a_pooled_table_over_a_sequence_is_one_field_per_sample_its_mean_or_sum(tmp_path):
+    """A sequence feature read by a pooled table (``pooling: mean`` or ``sum``) is a per-sample input: the mean
+    (sum) of the table's rows of the sample's kept behaviours, 0 for an empty history; it stacks with the
+    profile's fields into a [B, F, D] field stack (the non-sequence baselines' input, MODELS.md C)."""
+    over = ["data.sequences={hist: {max_len: 8}}",
+            "model.embeddings.bags={cat_mean: {dim: 16, features: [hist_category], pooled: true, pooling: mean}, "
+            "item_sum: {dim: 16, features: [hist_item], pooled: true}, uid: {dim: 16, features: [user_id], pooled: true}}",
+            "model.inputs.fields={features: [user_id, hist_category, hist_item], combine: stack, group: bags}",
+            "model.inputs.behaviours.group=main", "model.inputs.user.group=main",
+            "model.interests.pnn={_component_: tinrec.modules.pnn.PNN, hidden: [8], inputs: {fields_BFD: fields}}"]
+    cfg, data, batch, model = _setup(tmp_path, *over)
+    from tinrec.inputs import named
+
+    values = model.dense_arch.input_arch(*model.sparse_arch(batch.sparse), batch.lengths, batch.dense, batch.labels)
+    stack = values[named(cfg)["fields"].key]
+    assert stack.shape == (batch.labels.shape[0], 3, 16)
+    bags = model.sparse_arch.ebcs["bags"].embedding_bags
+    ids_c, ids_i = batch.sparse["hist_category"], batch.sparse["hist_item"]
+    want_c = torch.stack([bags["cat_mean"].weight[v].mean(0) if len(v) else torch.zeros(16)
+                          for v in ids_c.to_dense()])
+    want_i = torch.stack([bags["item_sum"].weight[v].sum(0) for v in ids_i.to_dense()])
+    torch.testing.assert_close(stack[:, 1], want_c)
+    torch.testing.assert_close(stack[:, 2], want_i)
+    assert (ids_c.lengths() <= 8).all() and ids_c.lengths().max() == 8  # the kept behaviours only
