@@ -68,10 +68,11 @@ def project(a_BE: Tensor, b_BE: Tensor, eps: float = 1e-12) -> Tensor:
                        torch.zeros_like(a_BE))
 
 
-def cosine(a_BZ: Tensor, m_BMZ: Tensor, eps: float = 1e-8) -> Tensor:
-    """[B, M]: cos(a_b, m_b,j) for a key per row and slots per row (or shared: [1, M, Z])."""
-    num = torch.einsum("bz,bmz->bm", a_BZ, m_BMZ.expand(a_BZ.shape[0], -1, -1))
-    return num / (a_BZ.norm(dim=-1, keepdim=True) * m_BMZ.norm(dim=-1).clamp_min(eps)).clamp_min(eps)
+def cosine(a_BZ: Tensor, m_MZ: Tensor, eps: float = 1e-8) -> Tensor:
+    """[B, M]: cos(a_b, m_j) of each row's key and every shared slot (one matrix product: never an expanded
+    [B, M, Z] copy, whose backward would sum B copies of a pool of thousands of behaviours)."""
+    num_BM = a_BZ @ m_MZ.t()
+    return num_BM / (a_BZ.norm(dim=-1, keepdim=True) * m_MZ.norm(dim=-1).clamp_min(eps)).clamp_min(eps)
 
 
 class InteractionAttention(nn.Module):
@@ -180,7 +181,7 @@ class DUMN(nn.Module):
 
     def read(self, key_BZ: Tensor, memory_MZ: Tensor) -> Tuple[Tensor, Tensor]:
         """Eq. 9-11: (weights [B, M], r [B, Z])."""
-        w_BM = torch.softmax(cosine(key_BZ, memory_MZ.unsqueeze(0)), dim=-1)
+        w_BM = torch.softmax(cosine(key_BZ, memory_MZ), dim=-1)
         return w_BM, w_BM @ memory_MZ
 
     @staticmethod
@@ -195,8 +196,8 @@ class DUMN(nn.Module):
         """Eq. 17 averaged over the anchors, with the hardest (or random) positive and negative of the pools."""
         if pos_NZ.shape[0] == 0 or neg_NZ.shape[0] == 0:
             return q_BZ.sum() * 0.0
-        d_pos_BN = 1 - cosine(q_BZ, pos_NZ.unsqueeze(0))
-        d_neg_BN = 1 - cosine(q_BZ, neg_NZ.unsqueeze(0))
+        d_pos_BN = 1 - cosine(q_BZ, pos_NZ)
+        d_neg_BN = 1 - cosine(q_BZ, neg_NZ)
         if self.triplet == "hardest":
             d_pos_B, d_neg_B = d_pos_BN.max(-1).values, d_neg_BN.min(-1).values
         else:

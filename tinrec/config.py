@@ -103,8 +103,8 @@ class SequenceConfig:
     max_len: Optional[int] = None  # keep its most recent max_len behaviours (default: data.max_len)
     # leave out the skip_recent most recent behaviours first (a lifelong sequence beside a short-term one)
     skip_recent: int = 0
-    # {from: SEQUENCE, key: FIELD, target: COLUMN}: selected on ids by the loader (tinrec/data/search.py)
-    search: Optional[Dict[str, str]] = None
+    # {from: SEQUENCE, key: FIELD, target: COLUMN} or {from, key, equals: ID}: selected by the loader (data/search.py)
+    search: Optional[Dict[str, Any]] = None
 
 
 @dataclass

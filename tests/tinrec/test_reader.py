@@ -342,6 +342,17 @@ def test_searched_sequence_config_errors(tmp_path):
                 raise
 
 
+def test_a_config_splits_the_history_by_feedback_with_integer_constants(tmp_path):
+    """DUMN's config: four searched sequences on integer ``equals`` (a YAML integer, kept an integer)."""
+    from tinrec.config import load_config
+    from tinrec.data.search import of_config
+
+    cfg = load_config("configs/feedback/dumn.yaml", ["data.path=" + str(tmp_path / "none")])
+    got = {n: (s.source, s.key, s.equals, s.target) for n, s in of_config(cfg).items()}
+    assert got == {"click": ("hist", "feedback", 0, None), "unclick": ("hist", "feedback", 3, None),
+                   "like": ("hist", "feedback", 1, None), "dislike": ("hist", "feedback", 2, None)}
+
+
 def test_a_search_on_a_column_the_data_lacks_is_a_config_error(tmp_path):
     from tinrec.config import load_config
 
