@@ -116,8 +116,6 @@ class DUMN(nn.Module):
         output_dim: R's width.
     """
 
-    cross_batch_state = {"memory_SMZ": "mean"}
-
     def __init__(self, *, dim: int, user_dim: int, item_dim: int, seq_len: int = 100, heads: int = 2,
                  slots: int = 256, slot_dim: int = 64, controller_hidden: int = 512,
                  feedback: Sequence[str] = FEEDBACK, purify: bool = True,
@@ -141,6 +139,8 @@ class DUMN(nn.Module):
         self.fp = nn.ModuleDict({k: InteractionAttention(dim=dim, heads=heads, seq_len=seq_len, user_dim=user_dim,
                                                          item_dim=item_dim) for k in feedback})
         Z = slot_dim
+        # the memories are cross-batch state (tinrec/state.py): averaged over the ranks, saved in checkpoints
+        self.cross_batch_state = {} if memories == "none" else {"memory_SMZ": "mean"}
         if memories != "none":
             S = len(feedback) if memories == "four" else 1
             self.register_buffer("memory_SMZ", torch.empty(S, slots, Z).uniform_(-0.1, 0.1), persistent=True)
