@@ -1,7 +1,8 @@
 """Cross-batch state: buffers an interest module updates in training (memories, running statistics), kept
 identical on every rank and checkpointed with the weights.
 
-A module in ``modules/`` declares them as a class attribute, plain torch and no import of tinrec::
+A module in ``modules/`` declares them as an attribute (of the class, or of the instance when the constructor
+decides whether they exist: DUMN without memories has none), plain torch and no import of tinrec::
 
     cross_batch_state = {"memory_KD": "mean"}   # persistent buffer name -> how ranks combine their copies
 

@@ -313,6 +313,37 @@ def test_cross_batch_state_is_identical_on_two_ranks_and_resumes_exactly(data_di
     torch.testing.assert_close(_memory(crashed), memory, rtol=0, atol=0)
 
 
+DUMN_TINY = [f"data.generate.{k}" for k in ("num_users=150", "num_items=400", "num_categories=8", "train_rows=2400",
+                                             "valid_rows=400", "test_rows=400", "seq_len_mean=12.0", "seq_len_max=24",
+                                             "row_group_size=200", "show_progress=false")] + [
+    "data.max_len=24", "data.sequences.click.max_len=8", "data.sequences.unclick.max_len=8",
+    "data.sequences.like.max_len=8", "data.sequences.dislike.max_len=8", "model.interests.dumn.seq_len=8",
+    "model.interests.dumn.slots=16", "model.interests.dumn.slot_dim=8", "model.interests.dumn.controller_hidden=16",
+    "model.tower.hidden=[16]", "train.batch_size=64", "train.epochs=1", "train.checkpoint_every=10",
+    "train.log_every=5", "data.num_workers=1"]
+
+
+def test_dumn_memories_are_identical_on_two_ranks_checkpointed_and_resumed_exactly(tmp_path):
+    """DUMN's four memories (cross-batch state written in training forwards, modules/dumn.py) on two ranks:
+    written (they leave their initial values); the same on both ranks (every checkpoint, every 10 steps here,
+    compares the ranks' copies and fails the run if they differ: tinrec/state.py check_identical); saved and
+    restored (a crash at step 12 and --resume end with exactly the memories of the uninterrupted run); the
+    triplet loss logged by name."""
+    data = str(tmp_path / "feedback")
+    args = lambda run_dir, *extra: ["train", os.path.join(REPO, "configs", "feedback", "dumn.yaml"),  # noqa: E731
+                                    f"run_dir={run_dir}", f"data.path={data}", *DUMN_TINY, *extra]
+    straight, crashed = str(tmp_path / "straight"), str(tmp_path / "crashed")
+    p = run(args(straight), torchrun=2)
+    assert "dumn.triplet=" in p.stderr
+    key = "dense_arch.interest_arch.interests.dumn.memory_SMZ"
+    memory = final_weights(straight)[1][key]
+    assert memory.shape == (4, 16, 8) and memory.abs().max() > 0.1 + 1e-3  # started in +-0.1, then written
+    p = run(args(crashed), torchrun=2, env={"TINREC_FAIL_AT_STEP": "12"}, check=False)
+    assert p.returncode != 0
+    run(args(crashed, "--resume"), torchrun=2)
+    torch.testing.assert_close(final_weights(crashed)[1][key], memory, rtol=0, atol=0)
+
+
 def test_two_labels_train_two_heads_and_report_metrics_per_label(tmp_path):
     """A dataset with a second label column (label_like) and data.labels=[label, label_like]: one tower output
     and one named BCE term per label, and AUC / GAUC / logloss per label in metrics.json and the table."""
