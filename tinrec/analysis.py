@@ -593,7 +593,8 @@ def effects_oracle(config, split: str = "test") -> Dict[str, Any]:
                          f"(not this generator's data, or changed since)")
     label, logit = parts.pop("label"), parts.pop("logit")
     learnable = logit - parts["user"]
-    effects = [k for k in parts if k not in ("base", "user") and not k.endswith("_without_context")]
+    effects = [k for k in parts if k not in ("base", "user") and not k.endswith("_without_context")
+               and not k.startswith("label_")]  # label_<task>_logit: another label's logit, not a term of this one
     rows = {"label logit": logit, "learnable": learnable, "target alone": parts["base"]}
     for e in effects:
         rows[f"learnable without {e}"] = learnable - parts[e]

@@ -461,8 +461,9 @@ def test_disliked_categories_hold_the_dislikes_and_the_clickbait_and_a_second_la
     """effects.feedback.disliked (DUMN's data, issue 17): each user's disliked categories (ground truth, none a
     favourite) hold every dislike and the clickbait share of the accidental clicks; ``hist_accidental`` marks
     exactly the accidental clicks; ``label_dislike`` follows the target's category being disliked, as the
-    ``dislike_logit`` that ``logit_parts`` reports. Nothing else moves: the feedback types, timestamps and the
-    genuine clicks' categories are those of the same data without disliked categories."""
+    ``label_dislike_logit`` that ``logit_parts`` reports (not a term of the click label's logit). Nothing else
+    moves: the feedback types, timestamps and the genuine clicks' categories are those of the same data without
+    disliked categories."""
     fb = {"enabled": True, "click_noise": 0.4}
     plain = gen.generate_dataset(str(tmp_path / "plain"), **SMALL, effects={"feedback": fb})
     meta = gen.generate_dataset(str(tmp_path / "dis"), **SMALL,
@@ -491,7 +492,8 @@ def test_disliked_categories_hold_the_dislikes_and_the_clickbait_and_a_second_la
     v = _read(str(tmp_path / "dis"), meta, "valid")
     target_dis = (disliked[v.column("user_id").to_numpy()] == v.column("target_category").to_numpy()[:, None]).any(1)
     parts = gen.logit_parts(meta["generator"], "valid")
-    np.testing.assert_allclose(parts["dislike_logit"],
+    np.testing.assert_allclose(parts["label_dislike_logit"],
                                gen.DISLIKE_LABEL_BIAS + gen.DISLIKE_LABEL_GAIN * target_dis)
+    np.testing.assert_allclose(sum(parts[k] for k in ("base", "user", "semantic_temporal")), parts["logit"])
     ld = v.column("label_dislike").to_numpy()
     assert target_dis.mean() > 0.05 and ld[target_dis].mean() > 0.5 > 0.1 > ld[~target_dis].mean()

@@ -664,7 +664,7 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
     if fb["enabled"] and fb["disliked"]:  # a second label, and the accidental clicks' ground truth
         dislike_logit = DISLIKE_LABEL_BIAS + DISLIKE_LABEL_GAIN * (disliked[users] == target_cat[:, None]).any(1)
         label_dislike = (fb_rng.random(n) < 1.0 / (1.0 + np.exp(-dislike_logit))).astype(np.int8)
-        terms["dislike_logit"] = dislike_logit
+        terms["label_dislike_logit"] = dislike_logit  # the second label's; not a term of the click logit
         feedback_cols = {"label_dislike": pa.array(label_dislike, type=pa.int8()),
                          "hist_accidental": _list_array(pa.array(offsets.astype(np.int32), type=pa.int32()),
                                                         (is_click & ~genuine).astype(np.int8), pa.int8())}
@@ -847,7 +847,8 @@ def logit_parts(generator: dict, split: str = "test", show_progress: bool = Fals
     ``generator``: the parameters of :func:`parameters`) describes, regenerated in memory: ``logit`` (the
     label's), ``base`` (global bias + the target item's), ``user`` (the user's bias), and each enabled effect's
     term (``semantic_temporal``, ``long_range``, ``trigger``; with the context effect's sign flips undone:
-    ``*_without_context``), plus ``label``. What a model could learn at best (``tinrec analyze effects``)."""
+    ``*_without_context``), plus ``label``; a further label's own logit as ``<label>_logit``
+    (``label_dislike_logit``), not a term of ``logit``. What a model could learn at best (``tinrec analyze effects``)."""
     params = parameters(**generator)
     world, schema = _world_and_schema(params)
     split_index = fmt.SPLITS.index(split)
