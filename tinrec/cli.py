@@ -295,11 +295,30 @@ def build_parser() -> argparse.ArgumentParser:
     mm = add_parser("make-meta", help="infer meta.json (table sizes, splits) from a folder of Parquet files")
     mm.add_argument("path", help="dataset folder with train/, valid/, test/ Parquet files")
     mm.set_defaults(func=cmd_make_meta)
+    cv = add_parser("convert", help="a public dataset, from its files as published, to the documented format")
+    conv = cv.add_subparsers(dest="dataset", required=True, metavar="NAME")
+    from tinrec.convert import CONVERTERS, module
+
+    for name in CONVERTERS:
+        sp = conv.add_parser(name, parents=[common], help=(module(name).__doc__ or "").strip().splitlines()[0])
+        sp.add_argument("--input", required=True, help="the folder of the published files")
+        sp.add_argument("--output", required=True, help="an absent or empty folder (or an earlier conversion's)")
+        module(name).add_arguments(sp)
+        sp.set_defaults(func=cmd_convert)
     g = add_parser("gen-data", help="generate the built-in synthetic dataset")
     g.add_argument("out_dir")
     g.add_argument("overrides", nargs="*", help="generate_dataset arguments as key=value (effects.trigger.enabled=true)")
     g.set_defaults(func=cmd_gen_data)
     return p
+
+
+def cmd_convert(args) -> int:
+    from tinrec.convert import module
+
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("command", "dataset", "input", "output", "func", "verbose")}
+    module(args.dataset).convert(args.input, args.output, **options)
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
