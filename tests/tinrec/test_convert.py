@@ -133,3 +133,89 @@ def test_the_command_refuses_a_users_folder_and_a_folder_that_is_not_the_dataset
     assert p.returncode == 0, p.stderr
     assert "train 3 samples" in p.stdout and "dropped (rating of a movie not in the movies file): 1" in p.stdout
     assert _rows(str(tmp_path / "out"), "test")[0]["hist_item"] == [3]  # the latest positive only
+
+
+# Amazon (2014 files): metadata as published (Python literals, single quotes; one JSON line too), 5-core reviews.
+AMAZON = {
+    "meta_Books.json": "{'asin': 'X1', 'categories': [['Books', 'Fiction'], ['Books', 'Fantasy']], 'brand': 'P'}\n"
+                       "{'asin': 'X2', 'title': \"Tom's\", 'categories': [['Books', 'History']]}\n"
+                       '{"asin": "X3", "categories": [["Books", "Fiction"]], "brand": "Q"}\n'
+                       "{'asin': 'X4', 'categories': [['Books', 'History']], 'brand': 'P'}\n"
+                       "{'asin': 'X5', 'categories': []}\n",
+    "reviews_Books_5.json": "".join(json.dumps({"reviewerID": u, "asin": a, "unixReviewTime": t, "overall": 5.0}) + "\n"
+                                    for u, a, t in (("A", "X1", 100), ("B", "X2", 110), ("A", "X3", 300),
+                                                    ("A", "X2", 200), ("B", "X3", 120), ("A", "X5", 250),
+                                                    ("B", "X4", 130), ("C", "X1", 50), ("C", "X2", 60),
+                                                    ("D", "X4", 10), ("D", "X1", 20), ("D", "X2", 30),
+                                                    ("D", "X4", 40))),
+}
+
+
+def _amazon_expected():
+    """By hand: users A 1, B 2, C 3 (2 reviews: dropped), D 4; items X1..X4 -> 1..4 (X5 has no category: its
+    review dropped); categories Fantasy 1, Fiction 2, History 3 (the last leaf of the last path); brands P 1, Q 2.
+    Each user's history leaves one item unreviewed, so each negative is that item: A X4, B X1, D X3."""
+    cat, brand = {1: 1, 2: 3, 3: 2, 4: 3}, {1: 1, 2: 0, 3: 2, 4: 1}
+
+    def pair(user, pos, neg, ts, hist):
+        def row(label, item):
+            return {"label": label, "user_id": user, "user_age": 0, "user_gender": 0, "target_item": item,
+                    "target_category": cat[item], "target_brand": brand[item], "target_author": 0,
+                    "target_timestamp": ts, "hist_item": [i for i, _ in hist], "hist_category": [cat[i] for i, _ in hist],
+                    "hist_brand": [brand[i] for i, _ in hist], "hist_author": [0] * len(hist),
+                    "hist_timestamp": [t for _, t in hist]}
+        return [row(1, pos), row(0, neg)]
+    return {"train": pair(4, 1, 3, 20, [(4, 10)]),
+            "valid": pair(1, 2, 4, 200, [(1, 100)]) + pair(2, 3, 1, 120, [(2, 110)])
+            + pair(4, 2, 3, 30, [(4, 10), (1, 20)]),
+            "test": pair(1, 3, 4, 300, [(1, 100), (2, 200)]) + pair(2, 4, 1, 130, [(2, 110), (3, 120)])
+            + pair(4, 4, 3, 40, [(4, 10), (1, 20), (2, 30)])}
+
+
+def test_amazon_rows_are_the_hand_computed_ones(tmp_path):
+    from tinrec.convert import amazon
+
+    src = _write(tmp_path / "in", AMAZON)
+    out = str(tmp_path / "out")
+    meta = amazon.convert(src, out, show_progress=False)
+    for split, rows in _amazon_expected().items():
+        assert _rows(out, split) == rows, split
+    assert meta["converter"]["counts"] == {
+        "users": 3, "items": 4, "categories": 3, "brands": 2, "samples": 14, "positives": 7, "input_reviews": 13,
+        "dropped": {"review of a user with fewer than 3 reviews": 2,
+                    "review of an item without metadata or category": 1}}
+    assert scan(out, meta, show_progress=False)["ok"]
+    again = str(tmp_path / "again")
+    amazon.convert(src, again, show_progress=False)
+    assert _tree(out) == _tree(again)
+    with pytest.raises(ValueError, match=r"reviews_Books_5\.json:2: field unixReviewTime: expected an integer"):
+        bad = dict(AMAZON, **{"reviews_Books_5.json": AMAZON["reviews_Books_5.json"].replace('"unixReviewTime": 110',
+                                                                                            '"unixReviewTime": "x"')})
+        amazon.convert(_write(tmp_path / "bad", bad), str(tmp_path / "out2"), show_progress=False)
+
+
+def test_amazon_negatives_lie_outside_the_history_and_depend_on_the_seed(tmp_path):
+    """On a larger set of random reviews: every negative is an item the user never reviewed, every item can be
+    one, and another seed draws other negatives (the positives do not move)."""
+    import random
+
+    from tinrec.convert import amazon
+
+    r = random.Random(5)
+    meta = "".join(f"{{'asin': 'I{i}', 'categories': [['Books', 'C{i % 4}']]}}\n" for i in range(30))
+    reviews = "".join(json.dumps({"reviewerID": f"U{u}", "asin": f"I{r.randrange(30)}", "unixReviewTime": t}) + "\n"
+                      for u in range(40) for t in range(8))
+    src = _write(tmp_path / "in", {"meta_Books.json": meta, "reviews_Books_5.json": reviews})
+    got = {}
+    for seed in (0, 1):
+        out = str(tmp_path / f"s{seed}")
+        amazon.convert(src, out, seed=seed, show_progress=False)
+        rows = [x for s in ("train", "valid", "test") for x in _rows(out, s)]
+        reviewed = {}
+        for x in rows:
+            if x["label"] == 1:
+                reviewed.setdefault(x["user_id"], set()).update(x["hist_item"] + [x["target_item"]])
+        negs = [(x["user_id"], x["target_item"]) for x in rows if x["label"] == 0]
+        assert all(item not in reviewed[u] for u, item in negs)
+        got[seed] = negs
+    assert len({i for _, i in got[0]}) > 15 and got[0] != got[1]

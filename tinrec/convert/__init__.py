@@ -8,6 +8,7 @@ import importlib
 
 # name -> module (each has ``add_arguments(parser)`` and ``convert(input_dir, output_dir, **options)``)
 CONVERTERS = {
+    "amazon": "tinrec.convert.amazon",
     "movielens": "tinrec.convert.movielens",
 }
 
