@@ -219,3 +219,81 @@ def test_amazon_negatives_lie_outside_the_history_and_depend_on_the_seed(tmp_pat
         assert all(item not in reviewed[u] for u, item in negs)
         got[seed] = negs
     assert len({i for _, i in got[0]}) > 15 and got[0] != got[1]
+
+
+def _taobao_csv():
+    from tinrec.convert.taobao import DAY, START
+    rows = [(7, 100, 5, "pv", START + 10), (7, 101, 5, "buy", START + 20), (8, 103, 6, "pv", START + 50),
+            (7, 102, 6, "pv", START + DAY + 5), (7, 100, 5, "cart", START + 7 * DAY + 1),
+            (7, 103, 6, "fav", START + 8 * DAY + 3), (8, 102, 6, "buy", START + 8 * DAY + 100),
+            (7, 101, 5, "pv", START + 8 * DAY + 9), (9, 104, 7, "pv", START + 2 * DAY),
+            (7, 105, 7, "pv", START - 5), (8, 106, 7, "pv", START + 9 * DAY)]
+    return "".join(f"{u},{i},{c},{b},{t}\n" for u, i, c, b, t in rows), START, DAY
+
+
+def test_taobao_rows_are_the_hand_computed_ones_and_do_not_depend_on_the_partitions(tmp_path):
+    """By hand: the last behaviour of each (user, day) with an earlier behaviour is a positive; its history the
+    user's earlier behaviours (types pv 1, buy 2, cart 3, fav 4); day 8 (0-based 7) -> valid, day 9 -> test; the
+    two behaviours outside the 9 days are dropped; user 9 has one behaviour and no sample. Each positive is
+    followed by a negative with the same history, an item of the data outside the user's past."""
+    from tinrec.convert import taobao
+
+    text, S, D = _taobao_csv()
+    src = _write(tmp_path / "in", {"UserBehavior.csv": text})
+    out = str(tmp_path / "out")
+    meta = taobao.convert(src, out, partitions=3, show_progress=False)
+    cat = {100: 5, 101: 5, 102: 6, 103: 6, 104: 7}
+    kinds = {"pv": 1, "buy": 2, "cart": 3, "fav": 4}
+    u7 = [(100, S + 10, "pv"), (101, S + 20, "buy"), (102, S + D + 5, "pv"), (100, S + 7 * D + 1, "cart"),
+          (103, S + 8 * D + 3, "fav"), (101, S + 8 * D + 9, "pv")]
+    u8 = [(103, S + 50, "pv"), (102, S + 8 * D + 100, "buy")]
+
+    def positive(user, log, j):
+        hist = log[:j]
+        return {"label": 1, "user_id": user, "target_item": log[j][0], "target_category": cat[log[j][0]],
+                "target_timestamp": log[j][1], "hist_item": [i for i, _, _ in hist],
+                "hist_category": [cat[i] for i, _, _ in hist], "hist_timestamp": [t for _, t, _ in hist],
+                "hist_behavior": [kinds[b] for _, _, b in hist]}
+    want = {"train": [positive(7, u7, 1), positive(7, u7, 2)], "valid": [positive(7, u7, 3)],
+            "test": [positive(7, u7, 5), positive(8, u8, 1)]}  # partitions 7 % 3 = 1 before 8 % 3 = 2
+    for split, positives in want.items():
+        rows = _rows(out, split)
+        assert [r["label"] for r in rows] == [1, 0] * len(positives)
+        for pos, neg, w in zip(rows[::2], rows[1::2], positives):
+            assert {k: pos[k] for k in w} == w
+            assert {k: neg[k] for k in w if k.startswith("hist_") or k in ("user_id", "target_timestamp")} == \
+                {k: w[k] for k in w if k.startswith("hist_") or k in ("user_id", "target_timestamp")}
+            past = set(w["hist_item"]) | {w["target_item"]}
+            assert neg["target_item"] in cat and neg["target_item"] not in past
+            assert neg["target_category"] == cat[neg["target_item"]]
+    counts = meta["converter"]["counts"]
+    assert counts["dropped"] == {"behaviour outside the 9 days": 2}
+    assert (counts["users"], counts["items"], counts["categories"], counts["samples"]) == (3, 5, 3, 10)
+    assert meta["tables"]["behavior"] == 5 and meta["tables"]["item"] == 105 and meta["tables"]["user"] == 10
+    assert scan(out, meta, show_progress=False)["ok"]
+    assert not os.path.exists(os.path.join(out, ".tinrec", "tmp"))
+    one = str(tmp_path / "one")
+    taobao.convert(src, one, partitions=1, show_progress=False)
+    key = lambda r: (r["user_id"], r["target_timestamp"], r["label"])  # noqa: E731
+    for split in want:  # the same samples, negatives included, whatever the partitions (only the order differs)
+        assert sorted(_rows(one, split), key=key) == sorted(_rows(out, split), key=key)
+    again = str(tmp_path / "again")
+    taobao.convert(src, again, partitions=3, show_progress=False)
+    assert _tree(again) == _tree(out)
+    with pytest.raises(ValueError, match=r"UserBehavior\.csv:2: field behavior_type: expected pv, buy, cart or fav"):
+        bad = _write(tmp_path / "bad", {"UserBehavior.csv": text.replace(",buy,", ",like,", 1)})
+        taobao.convert(bad, str(tmp_path / "out3"), show_progress=False)
+
+
+def test_taobao_negative_draws_are_uniform_and_follow_the_seed():
+    """The hash behind Taobao's negatives: uniform over the items, a function of (seed, user, day, attempt)."""
+    import numpy as np
+
+    from tinrec.convert.taobao import draw
+
+    users, days = np.arange(20000), np.arange(20000) % 9
+    counts = np.bincount(draw(0, users, days, 0, 10), minlength=10)
+    assert counts.min() > 1800 and counts.max() < 2200
+    assert (draw(0, users, days, 0, 1000) != draw(1, users, days, 0, 1000)).mean() > 0.99
+    assert (draw(0, users, days, 0, 1000) != draw(0, users, days, 1, 1000)).mean() > 0.99
+    assert np.array_equal(draw(0, users[5:9], days[5:9], 0, 1000), draw(0, users, days, 0, 1000)[5:9])

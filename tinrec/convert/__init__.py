@@ -10,6 +10,7 @@ import importlib
 CONVERTERS = {
     "amazon": "tinrec.convert.amazon",
     "movielens": "tinrec.convert.movielens",
+    "taobao": "tinrec.convert.taobao",
 }
 
 
