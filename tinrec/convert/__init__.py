@@ -8,6 +8,7 @@ import importlib
 
 # name -> module (each has ``add_arguments(parser)`` and ``convert(input_dir, output_dir, **options)``)
 CONVERTERS = {
+    "alimama": "tinrec.convert.alimama",
     "amazon": "tinrec.convert.amazon",
     "movielens": "tinrec.convert.movielens",
     "taobao": "tinrec.convert.taobao",
