@@ -34,12 +34,10 @@ import os
 import posixpath
 import shutil
 import time
-from array import array
 from typing import Any, Dict
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tinrec.convert import common
 from tinrec.data import format as fmt
@@ -88,38 +86,6 @@ def _rows(path: str, show_progress: bool):
         yield n, parts
 
 
-class _Partitions:
-    """Rows streamed into ``k`` Parquet files by user."""
-
-    def __init__(self, folder: str, name: str, schema: pa.Schema, k: int) -> None:
-        self.paths = [os.path.join(folder, f"{name}-{i:04d}.parquet") for i in range(k)]
-        self.schema, self.k = schema, k
-        self.writers = [pq.ParquetWriter(p, schema) for p in self.paths]
-        self.bufs = [[array("q") for _ in schema] for _ in range(k)]
-
-    def add(self, values) -> None:
-        i = values[0] % self.k
-        for a, v in zip(self.bufs[i], values):
-            a.append(v)
-        if len(self.bufs[i][0]) >= 65536:
-            self._flush(i)
-
-    def _flush(self, i: int) -> None:
-        if len(self.bufs[i][0]):
-            self.writers[i].write_table(pa.Table.from_arrays([pa.array(np.frombuffer(a, np.int64)) for a in self.bufs[i]],
-                                                             schema=self.schema))
-            self.bufs[i] = [array("q") for _ in self.schema]
-
-    def close(self) -> None:
-        for i in range(self.k):
-            self._flush(i)
-            self.writers[i].close()
-
-    def read(self, i: int) -> Dict[str, np.ndarray]:
-        t = pq.read_table(self.paths[i])
-        return {name: t.column(name).to_numpy() for name in self.schema.names}
-
-
 def _grow(a: np.ndarray, i: int) -> np.ndarray:
     return a if i < a.size else np.concatenate([a, np.zeros(max(i + 1 - a.size, a.size), a.dtype)])
 
@@ -156,7 +122,7 @@ def convert(input_dir: str, output_dir: str, *, protocol: str = "tin", max_histo
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     end = start + 8 * DAY
-    samples = _Partitions(tmp, "sample", _SAMPLES, partitions)
+    samples = common.Partitions(tmp, "sample", _SAMPLES, partitions)
     n_samples = 0
     for n, f in _rows(sample_path, show_progress):
         u, ts, ad = (common.integer(sample_path, n, k, v) for k, v in (("user", f[0]), ("time_stamp", f[1]),
@@ -173,7 +139,7 @@ def convert(input_dir: str, output_dir: str, *, protocol: str = "tin", max_histo
             continue
         samples.add((u, ts, ad, clk, n))
     samples.close()
-    log = _Partitions(tmp, "log", _LOG, partitions)
+    log = common.Partitions(tmp, "log", _LOG, partitions)
     n_log = max_cate = max_brand = 0
     for n, f in _rows(log_path, show_progress):
         u, ts = common.integer(log_path, n, "user", f[0]), common.integer(log_path, n, "time_stamp", f[1])

@@ -14,11 +14,13 @@ import json
 import os
 import posixpath
 import resource
+from array import array
 from collections import Counter
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from iopath.common.file_io import g_pathmgr
 from tqdm import tqdm
 
@@ -81,6 +83,39 @@ class IdMap:
     def rows(self) -> int:
         """The table size: every id plus 0."""
         return len(self._ids) + 1
+
+
+class Partitions:
+    """Rows streamed into ``k`` Parquet files by their first value (the user) mod ``k``, so that a converter can
+    then hold one partition, all of its users' rows, at a time."""
+
+    def __init__(self, folder: str, name: str, schema: pa.Schema, k: int) -> None:
+        self.paths = [os.path.join(folder, f"{name}-{i:04d}.parquet") for i in range(k)]
+        self.schema, self.k = schema, k
+        self.writers = [pq.ParquetWriter(p, schema) for p in self.paths]
+        self.bufs = [[array("q") for _ in schema] for _ in range(k)]
+
+    def add(self, values) -> None:
+        i = values[0] % self.k
+        for a, v in zip(self.bufs[i], values):
+            a.append(v)
+        if len(self.bufs[i][0]) >= 65536:
+            self._flush(i)
+
+    def _flush(self, i: int) -> None:
+        if len(self.bufs[i][0]):
+            self.writers[i].write_table(pa.Table.from_arrays([pa.array(np.frombuffer(a, np.int64)) for a in self.bufs[i]],
+                                                             schema=self.schema))
+            self.bufs[i] = [array("q") for _ in self.schema]
+
+    def close(self) -> None:
+        for i in range(self.k):
+            self._flush(i)
+            self.writers[i].close()
+
+    def read(self, i: int) -> Dict[str, np.ndarray]:
+        t = pq.read_table(self.paths[i])
+        return {name: t.column(name).to_numpy() for name in self.schema.names}
 
 
 def peak_rss_mib() -> float:
