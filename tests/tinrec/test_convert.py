@@ -289,7 +289,7 @@ def test_taobao_negative_draws_are_uniform_and_follow_the_seed():
     """The hash behind Taobao's negatives: uniform over the items, a function of (seed, user, day, attempt)."""
     import numpy as np
 
-    from tinrec.convert.taobao import draw
+    from tinrec.convert.common import draw
 
     users, days = np.arange(20000), np.arange(20000) % 9
     counts = np.bincount(draw(0, users, days, 0, 10), minlength=10)
@@ -385,3 +385,58 @@ def test_alimama_names_a_bad_header_and_a_bad_line(tmp_path):
     bad = dict(files, **{"behavior_log.csv": files["behavior_log.csv"].replace(",cart,", ",like,")})
     with pytest.raises(ValueError, match=r"behavior_log\.csv:3: field btag: expected pv, buy, cart or fav, got 'like'"):
         alimama.convert(_write(tmp_path / "b", bad), str(tmp_path / "o2"), show_progress=False)
+
+
+def _contentwise_folder(root, rows, **types):
+    """The published layout: CW10M/interactions/part.0.parquet with every published column."""
+    folder = os.path.join(root, "CW10M", "interactions")
+    os.makedirs(folder)
+    cols = {"utc_ts_milliseconds": [r[0] for r in rows], "user_id": [r[1] for r in rows], "item_id": [r[2] for r in rows],
+            "item_type": [3] * len(rows), "series_id": [r[3] for r in rows], "episode_number": [1] * len(rows),
+            "series_length": [10] * len(rows), "recommendation_id": [-1] * len(rows),
+            "interaction_type": [r[4] for r in rows], "explicit_rating": [-1.0] * len(rows),
+            "vision_factor": [0.5] * len(rows)}
+    table = pa.table({k: pa.array(v, type=types.get(k, pa.float32() if isinstance(v[0], float) else
+                                                    (pa.int64() if k == "utc_ts_milliseconds" else pa.int32())))
+                      for k, v in cols.items()})
+    pq.write_table(table, os.path.join(folder, "part.0.parquet"))
+    return str(root)
+
+
+def test_contentwise_rows_are_the_hand_computed_ones(tmp_path):
+    """By hand: user 0 interacts at t = 1000 s (a), +1 h (b), +10 h (c), +1 min (d), +1 min (e); user 1 at 500 s
+    (f) and 600 s (g). The trigger is the latest interaction within 8 h before: a, c and f have none (dropped);
+    b's is a, d's c, e's d, g's f. Kept positives per user: b train, d valid, e test; g test. Ids: + 1 (items 5..9
+    -> 6..10, series -> category + 1, item type 3 -> brand 4, interaction type -> behaviour + 1)."""
+    from tinrec.convert import contentwise
+
+    H = 3600
+    a, b, c = (1000, 0, 5, 2, 0), (1000 + H, 0, 6, 2, 1), (1000 + 10 * H, 0, 7, 3, 0)
+    d, e = (1000 + 10 * H + 60, 0, 5, 2, 3), (1000 + 10 * H + 120, 0, 8, 4, 2)
+    f, g = (500, 1, 6, 2, 0), (600, 1, 9, 5, 0)
+    rows = [(t * 1000, u, i, s, k) for t, u, i, s, k in (e, a, f, c, b, g, d)]  # any input order
+    src = _contentwise_folder(tmp_path / "in", rows)
+    out = str(tmp_path / "out")
+    meta = contentwise.convert(src, out, partitions=2, show_progress=False)
+
+    def positive(x, hist, trig):
+        return {"label": 1, "user_id": x[1] + 1, "target_item": x[2] + 1, "target_category": x[3] + 1,
+                "target_brand": 4, "target_timestamp": x[0], "hist_item": [h[2] + 1 for h in hist],
+                "hist_category": [h[3] + 1 for h in hist], "hist_timestamp": [h[0] for h in hist],
+                "hist_behavior": [h[4] + 1 for h in hist], "trigger_item": trig[2] + 1,
+                "trigger_category": trig[3] + 1, "page": 1}
+    want = {"train": [positive(b, [a], a)], "valid": [positive(d, [a, b, c], c)],
+            "test": [positive(e, [a, b, c, d], d), positive(g, [f], f)]}
+    for split, positives in want.items():
+        got = sorted(_rows(out, split), key=lambda r: (r["user_id"], r["target_timestamp"], -r["label"]))
+        assert [r["label"] for r in got] == [1, 0] * len(positives)
+        for pos, neg, w in zip(got[::2], got[1::2], positives):
+            assert {k: pos[k] for k in w} == w
+            same = [k for k in w if k.startswith(("hist_", "trigger_")) or k in ("user_id", "target_timestamp")]
+            assert {k: neg[k] for k in same} == {k: w[k] for k in same}
+            assert 6 <= neg["target_item"] <= 10 and neg["target_item"] not in w["hist_item"] + [w["target_item"]]
+    assert meta["converter"]["counts"]["dropped"] == {"interaction without an interaction in the 8 hours before it": 3}
+    assert scan(out, meta, show_progress=False)["ok"]
+    bad = _contentwise_folder(tmp_path / "bad", [(1, 0, 5, 2, 7)])
+    with pytest.raises(ValueError, match=r"part\.0\.parquet:1: field interaction_type: expected 0-3, got 7"):
+        contentwise.convert(bad, str(tmp_path / "out2"), show_progress=False)

@@ -10,6 +10,7 @@ import importlib
 CONVERTERS = {
     "alimama": "tinrec.convert.alimama",
     "amazon": "tinrec.convert.amazon",
+    "contentwise": "tinrec.convert.contentwise",
     "movielens": "tinrec.convert.movielens",
     "taobao": "tinrec.convert.taobao",
 }

@@ -102,6 +102,16 @@ class Partitions:
         if len(self.bufs[i][0]) >= 65536:
             self._flush(i)
 
+    def add_arrays(self, columns) -> None:
+        """Many rows at once: one int64 array per value, the first the users."""
+        part = columns[0] % self.k
+        for i in np.unique(part):
+            m = part == i
+            for a, v in zip(self.bufs[i], columns):
+                a.frombytes(np.ascontiguousarray(v[m], np.int64).tobytes())
+            if len(self.bufs[i][0]) >= 65536:
+                self._flush(i)
+
     def _flush(self, i: int) -> None:
         if len(self.bufs[i][0]):
             self.writers[i].write_table(pa.Table.from_arrays([pa.array(np.frombuffer(a, np.int64)) for a in self.bufs[i]],
@@ -284,3 +294,47 @@ def require_files(name: str, input_dir: str, options: Sequence[Sequence[str]]) -
             return [os.path.join(input_dir, f) for f in layout]
     wanted = " or ".join("(" + ", ".join(layout) + ")" for layout in options)
     raise ValueError(f"--input {input_dir}: not a {name} folder: expected the published files {wanted}")
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic)."""
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def draw(seed: int, user: np.ndarray, salt: np.ndarray, attempt: int, n: int) -> np.ndarray:
+    """Indices in [0, n): a hash of (seed, user, salt (a day, a time), attempt), so that a sample's negative does
+    not depend on how the users are partitioned or batched."""
+    with np.errstate(over="ignore"):
+        z = _mix(np.full(user.shape, seed, np.uint64))
+        for v in (user, salt, np.full(user.shape, attempt)):
+            z = _mix(z ^ v.astype(np.uint64))
+    return (z % np.uint64(n)).astype(np.int64)
+
+
+def negatives(user: np.ndarray, item: np.ndarray, salt: np.ndarray, target: np.ndarray, items: np.ndarray,
+              seed: int) -> np.ndarray:
+    """Per target row (of rows sorted by user, then time), an item uniform over ``items`` that is neither the
+    target nor in its past (the user's rows up to it): the first of the draws ``draw(seed, user, salt, attempt)``,
+    attempt 0, 1, ... that is not. Vectorised: a (user, item) pair is in a target's past when its first
+    occurrence is at or before it."""
+    span = int(max(item.max(), items.max())) + 1
+    keys = user * span + item  # rows are sorted by user, then time
+    uniq, first = np.unique(keys, return_index=True)
+    out = np.zeros(target.size, np.int64)
+    todo = np.arange(target.size)
+    attempt = 0
+    while todo.size:
+        t = target[todo]
+        cand = items[draw(seed, user[t], salt[t], attempt, items.size)]
+        k = user[t] * span + cand
+        pos = np.minimum(np.searchsorted(uniq, k), uniq.size - 1)
+        seen = (uniq[pos] == k) & (first[pos] <= t)
+        out[todo[~seen]] = cand[~seen]
+        todo = todo[seen]
+        attempt += 1
+        if attempt > 10_000:
+            raise ValueError(f"user {int(user[target[todo[0]]])}: no item outside its history found in 10,000 draws")
+    return out

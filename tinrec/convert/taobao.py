@@ -139,7 +139,7 @@ def convert(input_dir: str, output_dir: str, *, max_history: int = 1000, seed: i
             target = np.flatnonzero(last_of_day & ~first)
             own_start = np.repeat(ustart, ucount)[target]
             off, idx = common.latest(target, own_start, max_history)
-            negatives = _negatives(c["user"], c["item"], day, target, own_start, items, seed)
+            negatives = common.negatives(c["user"], c["item"], day, target, items, seed)
             split = np.where(day[target] == days - 1, 2, np.where(day[target] == days - 2, 1, 0))
             for s_i, s in enumerate(fmt.SPLITS):
                 m = split == s_i
@@ -177,46 +177,3 @@ def convert(input_dir: str, output_dir: str, *, max_history: int = 1000, seed: i
     if show_progress:
         common.print_report("taobao", report, splits, time.monotonic() - t0)
     return meta
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic)."""
-    z = z + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def draw(seed: int, user: np.ndarray, day: np.ndarray, attempt: int, n: int) -> np.ndarray:
-    """Indices in [0, n): a hash of (seed, user, day, attempt), so that a sample's negative does not depend on
-    how the users are partitioned or batched."""
-    with np.errstate(over="ignore"):
-        z = _mix(np.full(user.shape, seed, np.uint64))
-        for v in (user, day, np.full(user.shape, attempt)):
-            z = _mix(z ^ v.astype(np.uint64))
-    return (z % np.uint64(n)).astype(np.int64)
-
-
-def _negatives(user: np.ndarray, item: np.ndarray, day: np.ndarray, target: np.ndarray, own_start: np.ndarray,
-               items: np.ndarray, seed: int) -> np.ndarray:
-    """Per target, an item uniform over ``items`` that is neither the target nor in its history (the user's
-    behaviours up to it): the first of the draws ``draw(seed, user, day, attempt)``, attempt 0, 1, ... that is
-    not. Vectorised: a (user, item) pair is in a target's past when its first occurrence is at or before it."""
-    span = int(max(item.max(), items.max())) + 1
-    keys = user * span + item  # rows are sorted by user, then time
-    uniq, first = np.unique(keys, return_index=True)
-    out = np.zeros(target.size, np.int64)
-    todo = np.arange(target.size)
-    attempt = 0
-    while todo.size:
-        t = target[todo]
-        cand = items[draw(seed, user[t], day[t], attempt, items.size)]
-        k = user[t] * span + cand
-        pos = np.minimum(np.searchsorted(uniq, k), uniq.size - 1)
-        seen = (uniq[pos] == k) & (first[pos] <= t)
-        out[todo[~seen]] = cand[~seen]
-        todo = todo[seen]
-        attempt += 1
-        if attempt > 10_000:
-            raise ValueError(f"user {int(user[target[todo[0]]])}: no item outside its history found in 10,000 draws")
-    return out
