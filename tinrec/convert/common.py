@@ -158,7 +158,8 @@ class Report:
         self.dropped: Counter = Counter()
 
     def drop(self, reason: str, n: int = 1) -> None:
-        self.dropped[reason] += n
+        if n:
+            self.dropped[reason] += n
 
     def as_dict(self) -> Dict[str, Any]:
         return {**self.counts, "dropped": dict(sorted(self.dropped.items()))}
