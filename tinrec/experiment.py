@@ -122,6 +122,9 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
                for k in ("gauc", "auc", "logloss") for stat, fn in (("mean", np.mean), ("std", np.std))},
             "seeds": [m["seed"] for m in per_seed],
         }
+        if all(m.get("gauc_pairs", None) is not None for m in per_seed):  # runs by tinrec >= session 13
+            results[row["name"]].update({f"gauc_pairs_{stat}": float(fn([m["gauc_pairs"] for m in per_seed]))
+                                         for stat, fn in (("mean", np.mean), ("std", np.std))})
         if all("peak_memory_mib" in r and "train" in r for r in resources):  # runs by tinrec >= session 3
             results[row["name"]].update(
                 train_samples_per_s_mean=float(np.mean([r["train"]["samples_per_s"] for r in resources])),

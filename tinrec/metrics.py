@@ -5,7 +5,10 @@ Each rank keeps its ``(score, label, user, weight)`` arrays; :func:`gather` coll
 weight 0 (the padding batches that keep ranks in step) are dropped before computing.
 
 GAUC follows the DIN paper: ``sum_u n_u AUC_u / sum_u n_u`` over users with both a positive and a negative
-impression, ``n_u`` the user's impressions in the split. AUC counts ties as one half.
+impression, ``n_u`` the user's impressions in the split. AUC counts ties as one half. ``gauc_pairs`` is the
+other definition in use, the DIN / TIN repositories' Amazon "GAUC": per user, the fraction of its (positive,
+negative) pairs whose positive scores strictly higher (a tie counts 0), averaged over users unweighted; on
+leave-one-out data (one pair per user) it is the share of users ranked correctly. Both are reported.
 
 A metric that cannot be computed (AUC of a split with one class; GAUC when no user has both a positive
 and a negative impression, e.g. a leave-one-out split) is reported as ``None`` with a reason under
@@ -69,6 +72,32 @@ def gauc(scores: np.ndarray, labels: np.ndarray, users: np.ndarray) -> float:
     return float((n_u[ok] * auc_u).sum() / n_u[ok].sum())
 
 
+def gauc_pairs(scores: np.ndarray, labels: np.ndarray, users: np.ndarray) -> float:
+    """Unweighted mean over users with both labels of the share of their (positive, negative) pairs ordered
+    strictly correctly (ties count 0): the DIN / TIN repositories' per-user pair accuracy."""
+    if scores.size == 0:
+        return float("nan")
+    order = np.lexsort((scores, users))
+    s, y, u = scores[order], labels[order] > 0.5, users[order]
+    n = s.size
+    new_user = np.ones(n, bool)
+    new_user[1:] = u[1:] != u[:-1]
+    new_run = new_user.copy()
+    new_run[1:] |= s[1:] != s[:-1]
+    run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
+    user_start = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
+    neg_cum = np.concatenate([[0], np.cumsum(~y)])  # negatives before index i (over all users)
+    below = neg_cum[run_start] - neg_cum[user_start]  # the user's negatives scoring strictly lower
+    _, uid = np.unique(u, return_inverse=True)
+    p_u = np.bincount(uid, weights=y.astype(np.float64))
+    neg_u = np.bincount(uid) - p_u
+    good_u = np.bincount(uid, weights=np.where(y, below, 0).astype(np.float64))
+    ok = (p_u > 0) & (neg_u > 0)
+    if not ok.any():
+        return float("nan")
+    return float((good_u[ok] / (p_u[ok] * neg_u[ok])).mean())
+
+
 def logloss(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
     p = np.clip(probs, eps, 1 - eps)
     return float(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean())
@@ -116,6 +145,7 @@ class EvalAccumulator:
 
 def _metrics(prob: np.ndarray, label: np.ndarray, user: np.ndarray) -> Dict[str, Any]:
     out: Dict[str, Any] = {"auc": auc(prob, label), "gauc": gauc(prob, label, user),
+                           "gauc_pairs": gauc_pairs(prob, label, user),
                            "logloss": logloss(prob, label) if label.size else None, "samples": int(label.size),
                            "ctr": float(label.mean()) if label.size else None}
     for key, why in unavailable(prob, label, user).items():
@@ -127,15 +157,15 @@ def unavailable(probs: np.ndarray, labels: np.ndarray, users: np.ndarray) -> Dic
     """Metric -> why it cannot be computed on these samples (empty when every metric can)."""
     out = {}
     if labels.size == 0:
-        return {"auc": "no samples", "gauc": "no samples", "logloss": "no samples"}
+        return {"auc": "no samples", "gauc": "no samples", "gauc_pairs": "no samples", "logloss": "no samples"}
     if not np.isfinite(probs).all():
         why = f"{int((~np.isfinite(probs)).sum())} prediction(s) are not finite (NaN weights?)"
-        return {"auc": why, "gauc": why, "logloss": why}
+        return {"auc": why, "gauc": why, "gauc_pairs": why, "logloss": why}
     y = labels > 0.5
     if y.all() or (~y).all():
         out["auc"] = f"every sample has label {int(y[0])}"
     _, uid = np.unique(users, return_inverse=True)
     pos = np.bincount(uid, weights=y.astype(np.float64))
     if not ((pos > 0) & (pos < np.bincount(uid))).any():
-        out["gauc"] = "no user has both a positive and a negative impression"
+        out["gauc"] = out["gauc_pairs"] = "no user has both a positive and a negative impression"
     return out

@@ -77,3 +77,20 @@ def test_unavailable_metrics_are_null_with_a_reason_and_results_are_strict_json(
 
     back = json.loads(path.read_text(), parse_constant=refuse)
     assert back["x"] is None and back["y"] == [None, 1.5] and back["z"] == 3
+
+
+def test_gauc_pairs_is_the_repositories_per_user_pair_accuracy():
+    """By hand: user 1 has positives 0.9, 0.4 and negatives 0.5, 0.4: pairs (0.9 > 0.5) (0.9 > 0.4) (0.4 < 0.5)
+    (0.4 = 0.4, a tie: 0) -> 2 / 4; user 2 has positive 0.7 and negatives 0.2, 0.8 -> 1 / 2; user 3 only a
+    positive (left out): unweighted mean 0.5. The DIN paper's GAUC counts the tie one half (user 1: 2.5 / 4) and
+    weights by impressions: (4 * 0.625 + 3 * 0.5) / 7."""
+    from tinrec.metrics import gauc, gauc_pairs
+
+    s = np.array([0.9, 0.4, 0.5, 0.4, 0.7, 0.2, 0.8, 0.3])
+    y = np.array([1, 1, 0, 0, 1, 0, 0, 1])
+    u = np.array([1, 1, 1, 1, 2, 2, 2, 3])
+    assert gauc_pairs(s, y, u) == pytest.approx((2 / 4 + 1 / 2) / 2)
+    assert gauc(s, y, u) == pytest.approx((4 * 2.5 / 4 + 3 * 0.5) / 7)
+    # one pair per user (leave-one-out): the share of users whose positive scores strictly higher
+    s2, y2, u2 = np.array([0.6, 0.1, 0.2, 0.3, 0.5, 0.5]), np.array([1, 0, 1, 0, 1, 0]), np.array([1, 1, 2, 2, 3, 3])
+    assert gauc_pairs(s2, y2, u2) == pytest.approx(1 / 3) and gauc(s2, y2, u2) == pytest.approx(1.5 / 3)
