@@ -194,6 +194,20 @@ def test_amazon_rows_are_the_hand_computed_ones(tmp_path):
         amazon.convert(_write(tmp_path / "bad", bad), str(tmp_path / "out2"), show_progress=False)
 
 
+def test_amazon_reads_the_gzip_files_as_published(tmp_path):
+    import gzip
+
+    from tinrec.convert import amazon
+
+    os.makedirs(tmp_path / "in")
+    for name, text in AMAZON.items():
+        with gzip.open(tmp_path / "in" / (name + ".gz"), "wt", encoding="latin-1") as f:
+            f.write(text)
+    amazon.convert(str(tmp_path / "in"), str(tmp_path / "out"), show_progress=False)
+    for split, rows in _amazon_expected().items():
+        assert _rows(str(tmp_path / "out"), split) == rows, split
+
+
 def test_amazon_negatives_lie_outside_the_history_and_depend_on_the_seed(tmp_path):
     """On a larger set of random reviews: every negative is an item the user never reviewed, every item can be
     one, and another seed draws other negatives (the positives do not move)."""

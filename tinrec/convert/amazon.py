@@ -1,7 +1,7 @@
 """Amazon product reviews (McAuley et al.; the 2014 per-category files, https://jmcauley.ucsd.edu/data/amazon/)
 as DIN and TIN prepare them (DIN's scripts on Electronics and Books), to the documented format:
 
-- files: the 5-core reviews ``reviews_<Category>_5.json`` (one JSON object per line: ``reviewerID``, ``asin``,
+- files: the 5-core reviews ``reviews_<Category>_5.json`` (or ``.json.gz`` as published; one JSON object per line: ``reviewerID``, ``asin``,
   ``unixReviewTime``, ...) and the metadata ``meta_<Category>.json`` (one object per line, as published: a
   Python literal with single quotes, or JSON; ``asin``, ``categories`` (a list of category paths), ``brand``);
   ``--category`` picks the pair when the folder holds several (default: the only one);
@@ -40,19 +40,21 @@ def add_arguments(p) -> None:
 
 
 def _files(input_dir: str, category: Optional[str]):
-    found = sorted(os.path.basename(p)[len("reviews_"):-len("_5.json")]
-                   for p in glob.glob(os.path.join(input_dir, "reviews_*_5.json")))
+    found = sorted({os.path.basename(p)[len("reviews_"):].split("_5.json")[0]
+                    for p in glob.glob(os.path.join(input_dir, "reviews_*_5.json*"))})
     if category is None:
         if len(found) != 1:
             raise ValueError(f"--input {input_dir}: expected one reviews_<Category>_5.json, found "
                              f"{', '.join(found) or 'none'}" + ("; choose one with --category" if found else ""))
         category = found[0]
-    reviews = os.path.join(input_dir, f"reviews_{category}_5.json")
-    meta = os.path.join(input_dir, f"meta_{category}.json")
-    for p in (reviews, meta):
-        if not os.path.exists(p):
-            raise ValueError(f"--input {input_dir}: not an Amazon folder for {category}: {os.path.basename(p)} is missing")
-    return category, reviews, meta
+    out = []
+    for name in (f"reviews_{category}_5.json", f"meta_{category}.json"):
+        here = [p for p in (os.path.join(input_dir, name), os.path.join(input_dir, name + ".gz")) if os.path.exists(p)]
+        if not here:
+            raise ValueError(f"--input {input_dir}: not an Amazon folder for {category}: {name} (or {name}.gz) is "
+                             f"missing")
+        out.append(here[0])
+    return category, out[0], out[1]
 
 
 def _record(path: str, n: int, text: str) -> dict:

@@ -10,6 +10,7 @@ options and counts) into a folder it owns: absent, empty, or one an earlier ``ti
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import posixpath
@@ -134,12 +135,17 @@ def peak_rss_mib() -> float:
 
 def lines(path: str, *, encoding: str = "utf-8", desc: Optional[str] = None, show_progress: bool = True
           ) -> Iterator[Tuple[int, str]]:
-    """(line number from 1, line without its newline) of a text file, with a progress bar over its bytes."""
+    """(line number from 1, line without its newline) of a text file (gzip-compressed when its name ends in
+    ``.gz``, as some are published), with a progress bar over its (compressed) bytes."""
     size = os.path.getsize(path) if os.path.exists(path) else None
-    with g_pathmgr.open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=desc or os.path.basename(path),
-                                               disable=not show_progress, mininterval=1.0) as bar:
+    with g_pathmgr.open(path, "rb") as raw_f, tqdm(total=size, unit="B", unit_scale=True, disable=not show_progress,
+                                                   desc=desc or os.path.basename(path), mininterval=1.0) as bar:
+        f = gzip.GzipFile(fileobj=raw_f) if path.endswith(".gz") else raw_f
+        done = 0
         for n, raw in enumerate(f, 1):
-            bar.update(len(raw))
+            pos = raw_f.tell() if path.endswith(".gz") else done + len(raw)
+            bar.update(pos - done)
+            done = pos
             yield n, raw.decode(encoding).rstrip("\r\n")
 
 
