@@ -261,14 +261,4 @@ def _samples(protocol, s, h, ad_cate, ad_brand, gender, age, max_history, trigge
 
 
 def _take(cols: Dict[str, Any], m: np.ndarray) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for k, v in cols.items():
-        if isinstance(v, tuple):
-            off, vals = v
-            lengths = np.diff(off)
-            out[k] = (np.concatenate([[0], np.cumsum(lengths[m])]), vals[np.repeat(m, lengths)])
-        else:
-            out[k] = v[m]
-    return out
-
-
+    return {k: common.take(*v, m) if isinstance(v, tuple) else v[m] for k, v in cols.items()}

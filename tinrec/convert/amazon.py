@@ -161,14 +161,7 @@ def convert(input_dir: str, output_dir: str, *, category: Optional[str] = None, 
             for s_i, s in enumerate(fmt.SPLITS):
                 m = split == s_i
                 r, neg = rows[m], negatives[m]
-                lengths = np.diff(off)[m]
-                h_idx = idx[np.repeat(m, np.diff(off))]
-                # interleave: positive i, negative i, with the same history
-                two_len = np.repeat(lengths, 2)
-                two_off = np.concatenate([[0], np.cumsum(two_len)])
-                h_off = np.concatenate([[0], np.cumsum(lengths)])
-                within = np.arange(two_off[-1]) - np.repeat(two_off[:-1], two_len)
-                h2 = h_idx[np.repeat(np.repeat(h_off[:-1], 2), two_len) + within]
+                two_off, h2 = common.paired(off, idx, m)
                 target = np.stack([item[r], neg], 1).reshape(-1)
                 hist_item = item[h2]
                 writer.add(s, {

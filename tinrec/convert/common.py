@@ -255,6 +255,22 @@ def latest(prior_end: np.ndarray, start: np.ndarray, max_len: int) -> Tuple[np.n
     return offsets, idx
 
 
+def take(offsets: np.ndarray, values: np.ndarray, keep: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The rows ``keep`` (bool) of a jagged ``(offsets, values)``: their offsets and values."""
+    lengths = np.diff(offsets)
+    return np.concatenate([[0], np.cumsum(lengths[keep])]), values[np.repeat(keep, lengths)]
+
+
+def paired(offsets: np.ndarray, idx: np.ndarray, keep: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The histories of the rows ``keep``, each twice in a row (a positive and its negative share one):
+    ``(offsets, flat indices)`` of the 2n histories."""
+    sub_off, sub_idx = take(offsets, idx, keep)
+    lengths = np.repeat(np.diff(sub_off), 2)
+    two_off = np.concatenate([[0], np.cumsum(lengths)])
+    within = np.arange(two_off[-1]) - np.repeat(two_off[:-1], lengths)
+    return two_off, sub_idx[np.repeat(np.repeat(sub_off[:-1], 2), lengths) + within]
+
+
 def sequence_columns(prefix: str, offsets: np.ndarray, fields: Mapping[str, np.ndarray], idx: np.ndarray
                      ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """``{<prefix>_<field>: (offsets, values[idx])}`` for every field array."""

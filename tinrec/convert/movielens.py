@@ -141,7 +141,7 @@ def convert(input_dir: str, output_dir: str, *, max_history: int = 100, min_rati
             hist_rows = pos_idx[idx]
             for s_i, s in enumerate(fmt.SPLITS):
                 m = split == s_i
-                sub_off, sub_idx = _subset(off, hist_rows, m)
+                sub_off, sub_idx = common.take(off, hist_rows, m)
                 r = rows[m]
                 zeros = np.zeros(sub_idx.size, np.int64)
                 writer.add(s, {
@@ -168,10 +168,3 @@ def convert(input_dir: str, output_dir: str, *, max_history: int = 100, min_rati
     if show_progress:
         common.print_report(meta["converter"]["name"], report, splits, time.monotonic() - t0)
     return meta
-
-
-def _subset(offsets: np.ndarray, values: np.ndarray, keep: np.ndarray):
-    """The rows ``keep`` of a jagged (offsets, values): their offsets and values."""
-    lengths = np.diff(offsets)
-    return np.concatenate([[0], np.cumsum(lengths[keep])]), values[np.repeat(keep, lengths)]
-

@@ -144,11 +144,7 @@ def convert(input_dir: str, output_dir: str, *, max_history: int = 1000, seed: i
             for s_i, s in enumerate(fmt.SPLITS):
                 m = split == s_i
                 r, neg = target[m], negatives[m]
-                lengths = np.repeat(np.diff(off)[m], 2)
-                h_off = np.concatenate([[0], np.cumsum(np.diff(off)[m])])
-                two_off = np.concatenate([[0], np.cumsum(lengths)])
-                within = np.arange(two_off[-1]) - np.repeat(two_off[:-1], lengths)
-                h = idx[np.repeat(m, np.diff(off))][np.repeat(np.repeat(h_off[:-1], 2), lengths) + within]
+                two_off, h = common.paired(off, idx, m)
                 tgt = np.stack([c["item"][r], neg], 1).reshape(-1)
                 zeros = np.zeros(2 * r.size, np.int64)
                 writer.add(s, {
