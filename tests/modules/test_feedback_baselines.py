@@ -104,8 +104,8 @@ def test_dfn_ignores_padding_handles_empty_sequences_and_composes_wide_fm_deep()
     t = m.inp(torch.cat([batch["target_BE"], torch.zeros(B, P)], -1))
     x = m.inp(torch.cat([batch["click_BLE"], batch["click_position_BLP"]], -1)) * batch["click_mask_BL"][..., None]
     both_mask = torch.cat([torch.ones(B, 1, dtype=torch.bool), batch["click_mask_BL"]], 1)
-    out = m.internal["click"](x_BLD=torch.cat([t[:, None], x], 1), mask_BL=both_mask)
-    torch.testing.assert_close(v[:, F], out.sum(1) / both_mask.sum(1, keepdim=True))
+    inner = m.internal["click"](x_BLD=torch.cat([t[:, None], x], 1), mask_BL=both_mask)
+    torch.testing.assert_close(v[:, F], inner.sum(1) / both_mask.sum(1, keepdim=True))
     fm = sum(v[:, i] * v[:, j] for i, j in itertools.combinations(range(F + 5), 2))
     torch.testing.assert_close(out, m.out(torch.cat([m.wide(v.flatten(1)), fm, m.deep(v.flatten(1))], -1)))
     # rows 2 and 3 have no unclick: the external attention over unclicks gives f_uc = f_ud = 0
