@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .masking import masked_softmax, zero_padding
+from .target_attention import ActivationUnitAttention
 
 FEEDBACK = ("click", "unclick", "like", "dislike")
 PARTNER = {"click": "dislike", "unclick": "like"}  # Eq. 6-7: purified against
@@ -78,15 +79,20 @@ def cosine(a_BZ: Tensor, m_MZ: Tensor, eps: float = 1e-8) -> Tensor:
 class InteractionAttention(nn.Module):
     """Eq. 1-5 for one feedback sequence: head-sliced self-attention, then a user- and target-aware pooling."""
 
-    def __init__(self, *, dim: int, heads: int, seq_len: int, user_dim: int, item_dim: int) -> None:
+    def __init__(self, *, dim: int, heads: int, seq_len: int, user_dim: int, item_dim: int,
+                 scoring: str = "linear") -> None:
         super().__init__()
         self.heads, self.width, self.scale = heads, dim // heads, 1.0 / math.sqrt(seq_len)
+        self.scoring = scoring
         w = self.width
         self.wq, self.wk, self.wv = (nn.Parameter(torch.empty(heads, w, w)) for _ in range(3))
         for p in (self.wq, self.wk, self.wv):
             nn.init.uniform_(p, -1 / math.sqrt(w), 1 / math.sqrt(w))
         self.wf = nn.Linear(dim, dim, bias=False)  # W^F
-        self.score = nn.Linear(user_dim + item_dim + dim, 1, bias=False)  # W_k of Eq. 3
+        if scoring == "linear":
+            self.score = nn.Linear(user_dim + item_dim + dim, 1, bias=False)  # W_k of Eq. 3
+        else:  # DIN's activation unit with the target as query (needs item_dim == dim)
+            self.unit = ActivationUnitAttention(dim=dim)
 
     def forward(self, seq_BLE: Tensor, mask_BL: Tensor, user_BU: Tensor, item_BI: Tensor) -> Tensor:
         B, L, E = seq_BLE.shape
@@ -96,9 +102,13 @@ class InteractionAttention(nn.Module):
         att = masked_softmax(logits_BHLL.reshape(-1, L), mask_BL.repeat_interleave(self.heads * L, 0))
         heads_BHLw = torch.einsum("bhlm,bhmv->bhlv", att.view(B, self.heads, L, L), v)
         o_BLE = self.wf(heads_BHLw.transpose(1, 2).reshape(B, L, E))
-        ctx_BLX = torch.cat([user_BU, item_BI], -1).unsqueeze(1).expand(B, L, -1)
-        a_BL = F.relu(self.score(torch.cat([ctx_BLX, o_BLE], -1))).squeeze(-1)
-        return torch.bmm(masked_softmax(a_BL, mask_BL).unsqueeze(1), zero_padding(o_BLE, mask_BL)).squeeze(1)
+        if self.scoring == "linear":
+            ctx_BLX = torch.cat([user_BU, item_BI], -1).unsqueeze(1).expand(B, L, -1)
+            a_BL = F.relu(self.score(torch.cat([ctx_BLX, o_BLE], -1))).squeeze(-1)
+            w_BL = masked_softmax(a_BL, mask_BL)
+        else:
+            w_BL = self.unit.weights(zero_padding(o_BLE, mask_BL), mask_BL, item_BI, None)
+        return torch.bmm(w_BL.unsqueeze(1), zero_padding(o_BLE, mask_BL)).squeeze(1)
 
 
 class DUMN(nn.Module):
@@ -120,7 +130,8 @@ class DUMN(nn.Module):
                  slots: int = 256, slot_dim: int = 64, controller_hidden: int = 512,
                  feedback: Sequence[str] = FEEDBACK, purify: bool = True,
                  memories: Literal["four", "one", "none"] = "four", fusion: Fusion = "gate",
-                 triplet: Literal["hardest", "random", "none"] = "hardest", margin: float = 0.2) -> None:
+                 triplet: Literal["hardest", "random", "none"] = "hardest", margin: float = 0.2,
+                 scoring: Literal["linear", "activation_unit"] = "linear") -> None:
         super().__init__()
         feedback = list(feedback)
         if not feedback or set(feedback) - set(FEEDBACK) or len(set(feedback)) != len(feedback):
@@ -131,13 +142,16 @@ class DUMN(nn.Module):
                 or triplet not in ("hardest", "random", "none"):
             raise ValueError(f"DUMN: memories four/one/none, fusion gate/concat/cross/ffn/attention, triplet "
                              f"hardest/random/none; got {memories}, {fusion}, {triplet}")
+        if scoring not in ("linear", "activation_unit") or (scoring == "activation_unit" and item_dim != dim):
+            raise ValueError(f"DUMN: scoring linear (Eq. 3) or activation_unit (needs item_dim == dim), got "
+                             f"{scoring!r} with item_dim {item_dim}, dim {dim}")
         if memories == "none" and (fusion != "gate" or triplet != "none"):
             raise ValueError("DUMN(memories='none') has no long-term half: fusion must be gate (U_k = f_k^o gated) "
                              "and triplet none")
         self.feedback, self.purify, self.memories, self.fusion = feedback, purify, memories, fusion
         self.triplet, self.margin, self.dim, self.slot_dim = triplet, float(margin), dim, slot_dim
         self.fp = nn.ModuleDict({k: InteractionAttention(dim=dim, heads=heads, seq_len=seq_len, user_dim=user_dim,
-                                                         item_dim=item_dim) for k in feedback})
+                                                         item_dim=item_dim, scoring=scoring) for k in feedback})
         Z = slot_dim
         # the memories are cross-batch state (tinrec/state.py): averaged over the ranks, saved in checkpoints
         self.cross_batch_state = {} if memories == "none" else {"memory_SMZ": "mean"}
