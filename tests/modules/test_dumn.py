@@ -158,3 +158,27 @@ def test_bindings_must_match_the_feedback_read():
         _make(feedback=["click", "unclick"])(**b)
     with pytest.raises(ValueError, match="heads=3 must divide"):
         _make(heads=3)
+
+
+def test_activation_unit_scoring_pools_by_the_din_unit_with_the_target_as_query():
+    """scoring=activation_unit: Eq. 4-5's weights are DIN's unit over the self-attention outputs with the target
+    as query (so the pooling reads the target-behaviour product Eq. 3's linear score lacks); padding and empty
+    sequences are handled as with Eq. 3; it needs the target as wide as the behaviours."""
+    torch.manual_seed(0)
+    m = DUMN(dim=E, user_dim=U, item_dim=E, seq_len=6, slots=M, slot_dim=Z, controller_hidden=7,
+             scoring="activation_unit").eval()
+    b = _batch()
+    b["item_BI"] = torch.randn(4, E)
+    fp = m.fp["click"]
+    seen = {}
+    fp.wf.register_forward_hook(lambda mod, inp, o: seen.update(o=o))
+    f = fp(b["click_BLE"], b["click_mask_BL"], b["user_BU"], b["item_BI"])
+    o = seen["o"] * b["click_mask_BL"][..., None]
+    w = fp.unit.weights(o, b["click_mask_BL"], b["item_BI"], None)
+    torch.testing.assert_close(f, torch.bmm(w.unsqueeze(1), o).squeeze(1))
+    assert torch.equal(f[2], torch.zeros(E))  # row 2 has no click
+    out = m(**b)
+    junk = dict(b, click_BLE=torch.where(b["click_mask_BL"][..., None], b["click_BLE"], torch.full_like(b["click_BLE"], 1e3)))
+    torch.testing.assert_close(m(**junk), out, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="activation_unit \\(needs item_dim == dim\\)"):
+        _make(scoring="activation_unit")
