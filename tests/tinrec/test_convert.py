@@ -294,6 +294,12 @@ def test_taobao_rows_are_the_hand_computed_ones_and_do_not_depend_on_the_partiti
     again = str(tmp_path / "again")
     taobao.convert(src, again, partitions=3, show_progress=False)
     assert _tree(again) == _tree(out)
+    short = str(tmp_path / "short")  # the short-term sequence: the history's latest --short-len behaviours
+    taobao.convert(src, short, short_len=1, show_progress=False)
+    for split in want:
+        for folder, k in ((short, 1), (out, 50)):
+            for r in _rows(folder, split):
+                assert r["short_item"] == r["hist_item"][-k:] and r["short_timestamp"] == r["hist_timestamp"][-k:]
     with pytest.raises(ValueError, match=r"UserBehavior\.csv:2: field behavior_type: expected pv, buy, cart or fav"):
         bad = _write(tmp_path / "bad", {"UserBehavior.csv": text.replace(",buy,", ",like,", 1)})
         taobao.convert(bad, str(tmp_path / "out3"), show_progress=False)

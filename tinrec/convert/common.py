@@ -271,6 +271,15 @@ def paired(offsets: np.ndarray, idx: np.ndarray, keep: np.ndarray) -> Tuple[np.n
     return two_off, sub_idx[np.repeat(np.repeat(sub_off[:-1], 2), lengths) + within]
 
 
+def tail(offsets: np.ndarray, idx: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The last ``k`` of each jagged row (a short-term sequence beside the history): ``(offsets, idx)``."""
+    lengths = np.diff(offsets)
+    keep = np.minimum(lengths, k)
+    new_off = np.concatenate([[0], np.cumsum(keep)])
+    pos = np.arange(new_off[-1]) - np.repeat(new_off[:-1], keep) + np.repeat(offsets[1:] - keep, keep)
+    return new_off, idx[pos]
+
+
 def sequence_columns(prefix: str, offsets: np.ndarray, fields: Mapping[str, np.ndarray], idx: np.ndarray
                      ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """``{<prefix>_<field>: (offsets, values[idx])}`` for every field array."""

@@ -12,6 +12,8 @@ sampled negatives, mean history about 100), with our choices where the paper is 
   partitions), with that item's category; both have the user's earlier behaviours as history (the latest ``max_history``,
   1000; every behaviour type), oldest first, with ``hist_behavior`` (1 pv, 2 buy, 3 cart, 4 fav; table
   ``behavior``);
+- a short-term sequence beside the history (``short_item``, ``short_category``, ``short_timestamp``): its latest
+  ``--short-len`` (50) behaviours, for the lifelong models that read both (CAIN's setting);
 - split by the target's day: days 1-7 -> train, day 8 -> valid, day 9 -> test (CAIN trains on days 1-8; ours
   holds day 8 out for validation);
 - bounded memory: a first pass streams the file into ``--partitions`` Parquet files by user (under the output's
@@ -46,6 +48,7 @@ def add_arguments(p) -> None:
     p.add_argument("--start", type=int, default=START, help="the first day's start, Unix seconds (2017-11-25 UTC+8)")
     p.add_argument("--days", type=int, default=9, help="days kept (9): the last is test, the one before valid")
     p.add_argument("--partitions", type=int, default=64, help="temporary partitions by user (64: memory / 64)")
+    p.add_argument("--short-len", type=int, default=50, help="the short-term sequence short_*: the latest 50 (0: none)")
 
 
 _PART_SCHEMA = pa.schema([("user", pa.int64()), ("item", pa.int64()), ("category", pa.int64()),
@@ -53,7 +56,7 @@ _PART_SCHEMA = pa.schema([("user", pa.int64()), ("item", pa.int64()), ("category
 
 
 def convert(input_dir: str, output_dir: str, *, max_history: int = 1000, seed: int = 0, start: int = START,
-            days: int = 9, partitions: int = 64, show_progress: bool = True) -> Dict[str, Any]:
+            days: int = 9, partitions: int = 64, short_len: int = 50, show_progress: bool = True) -> Dict[str, Any]:
     if max_history < 1 or days < 3 or partitions < 1:
         raise ValueError(f"--max-history >= 1, --days >= 3 and --partitions >= 1, got {max_history}, {days}, "
                          f"{partitions}")
@@ -117,7 +120,9 @@ def convert(input_dir: str, output_dir: str, *, max_history: int = 1000, seed: i
 
     # Pass 2: one partition at a time.
     schema = pa.schema(list(fmt.arrow_schema(with_feedback=False, with_watch_time=False, with_trigger=False))
-                       + [pa.field("hist_behavior", pa.list_(pa.int64()))])
+                       + [pa.field("hist_behavior", pa.list_(pa.int64()))]
+                       + [pa.field(f"short_{f}", pa.list_(pa.int64())) for f in ("item", "category", "timestamp")
+                          if short_len])
     writer = common.SampleWriter(output_dir, schema)
     users = 0
     try:
@@ -155,7 +160,8 @@ def convert(input_dir: str, output_dir: str, *, max_history: int = 1000, seed: i
                     "hist_brand": (two_off, np.zeros(h.size, np.int64)),
                     "hist_author": (two_off, np.zeros(h.size, np.int64)),
                     fmt.HIST_TIMESTAMP: (two_off, c["ts"][h]),
-                    "hist_behavior": (two_off, c["behavior"][h].astype(np.int64))})
+                    "hist_behavior": (two_off, c["behavior"][h].astype(np.int64)),
+                    **_short(two_off, h, c, short_len)})
         splits = writer.finish()
     except BaseException:
         writer.abort()
@@ -168,8 +174,18 @@ def convert(input_dir: str, output_dir: str, *, max_history: int = 1000, seed: i
     tables = {"user": max_user + 1, "item": int(item_cat.size), "category": max_cat + 1, "brand": 1, "author": 1,
               "age": 1, "gender": 1, "behavior": len(BEHAVIORS) + 1}
     meta = common.write_meta(output_dir, converter="taobao", tables=tables, writer=writer, splits=splits,
-                             options={"max_history": max_history, "seed": seed, "start": start, "days": days},
+                             options={"max_history": max_history, "seed": seed, "start": start, "days": days,
+                                      "short_len": short_len},
                              max_seq_len=max_history, report=report)
     if show_progress:
         common.print_report("taobao", report, splits, time.monotonic() - t0)
     return meta
+
+
+def _short(offsets: np.ndarray, h: np.ndarray, c: Dict[str, np.ndarray], k: int) -> Dict[str, Any]:
+    """The short-term sequence: the latest ``k`` behaviours of each history (CAIN's models read both)."""
+    if not k:
+        return {}
+    off, idx = common.tail(offsets, h, k)
+    return {"short_item": (off, c["item"][idx]), "short_category": (off, c["category"][idx]),
+            "short_timestamp": (off, c["ts"][idx])}
