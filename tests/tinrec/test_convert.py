@@ -462,14 +462,15 @@ def test_contentwise_rows_are_the_hand_computed_ones(tmp_path):
         contentwise.convert(bad, str(tmp_path / "out2"), show_progress=False)
 
 
-@pytest.mark.parametrize("name, protocol, config, spec", [
-    ("amazon", None, "configs/default.yaml", "experiments/public/tin_table1_amazon.yaml"),
-    ("alimama", "dei2n", "configs/trigger/dei2n.yaml", "experiments/public/dei2n_table2_alimama.yaml"),
-    ("alimama", "dumn", "configs/feedback/dumn.yaml", "experiments/public/dumn_table1_alibaba.yaml"),
+@pytest.mark.parametrize("name, protocol, spec, row", [
+    ("amazon", None, "experiments/public/tin_table1_amazon.yaml", "TIN"),
+    ("alimama", "dei2n", "experiments/public/dei2n_table2_alimama.yaml", "DEI2N"),
+    ("alimama", "dumn", "experiments/public/dumn_table1_alibaba.yaml", "DUMN"),
+    ("taobao", None, "experiments/public/cain_table2_taobao.yaml", "LAP + TCN"),
 ])
-def test_a_converted_dataset_trains_the_papers_models_through_their_spec(tmp_path, name, protocol, config, spec):
-    """A converted dataset (synthetic files in the published format, benchmarks/convert.py) trains the model of
-    its paper with the spec's overrides, for a few steps, and reports both GAUC definitions."""
+def test_a_converted_dataset_trains_the_papers_models_through_their_spec(tmp_path, name, protocol, spec, row):
+    """A converted dataset (synthetic files in the published format, benchmarks/convert.py) trains the paper's
+    model (the spec's row) with the spec's overrides, for a few steps, and reports both GAUC definitions."""
     import numpy as np
     import yaml
 
@@ -481,9 +482,11 @@ def test_a_converted_dataset_trains_the_papers_models_through_their_spec(tmp_pat
     WRITERS[name](src, 6000, np.random.default_rng(0))
     out = str(tmp_path / "data")
     module(name).convert(src, out, show_progress=False, **({"protocol": protocol} if protocol else {}))
-    overrides = [o for o in yaml.safe_load(open(os.path.join(REPO, spec)))["overrides"] if not o.startswith("data.path")]
+    d = yaml.safe_load(open(os.path.join(REPO, spec)))
+    (r,) = [r for r in d["rows"] if r["name"] == row]
+    overrides = [o for o in d["overrides"] + r.get("overrides", []) if not o.startswith("data.path")]
     run_dir = str(tmp_path / "run")
-    p = subprocess.run([sys.executable, "-m", "tinrec.cli", "train", config, f"data.path={out}", f"run_dir={run_dir}",
+    p = subprocess.run([sys.executable, "-m", "tinrec.cli", "train", r["config"], f"data.path={out}", f"run_dir={run_dir}",
                         *overrides, "train.batch_size=32", "train.eval_batch_size=64", "train.max_steps=4",
                         "data.num_workers=0"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
