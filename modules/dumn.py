@@ -20,6 +20,15 @@ head has its own W^Q, W^K, W^V of E/H x E/H. Choices the paper leaves open (ours
 
 - Eq. 1's scale is 1 / sqrt(T) as printed, T = ``seq_len`` (the configured ``max_len``, not the batch's
   padded length, so that padding cannot change a result).
+- ``residual`` (default off, the paper's Eq. 2): ``o_j = e_j + MHSA(e)_j``. As printed, Eq. 1-2 have no
+  residual, and with T = 100 the scale 1 / sqrt(T) keeps the attention near uniform, so every o_j is the
+  sequence's mean: measured on the feedback data after a full epoch, cos(o_j, mean_j o_j) = 0.99998, and the
+  pooling of Eq. 3-5, whatever its scores, can only return that mean (DUMN then trails DIN by 0.11 AUC). The
+  residual keeps each behaviour in its own position (configs/feedback/dumn.yaml turns it on; docs/results/
+  dumn.md).
+- ``scoring``: ``linear`` is Eq. 3 as printed, a linear score of [e_user, e_item, o_j] then ReLU, in which the
+  target only adds the same amount to every position's score (it reaches the weights through the ReLU alone);
+  ``activation_unit`` scores o_j with DIN's unit against the target (``target_attention.py``).
 - The memories are persistent buffers [S, m, Z] (cross-batch state, ``tinrec/state.py``: the ranks' copies
   averaged after every step, saved in checkpoints), started uniform in +-0.1 (a zero slot has no cosine). One
   controller per sequence: an FFN (``controller_hidden``, ReLU) then linear heads for the read key, the write
@@ -80,8 +89,9 @@ class InteractionAttention(nn.Module):
     """Eq. 1-5 for one feedback sequence: head-sliced self-attention, then a user- and target-aware pooling."""
 
     def __init__(self, *, dim: int, heads: int, seq_len: int, user_dim: int, item_dim: int,
-                 scoring: str = "linear") -> None:
+                 scoring: str = "linear", residual: bool = False) -> None:
         super().__init__()
+        self.residual = residual
         self.heads, self.width, self.scale = heads, dim // heads, 1.0 / math.sqrt(seq_len)
         self.scoring = scoring
         w = self.width
@@ -94,7 +104,8 @@ class InteractionAttention(nn.Module):
         else:  # DIN's activation unit with the target as query (needs item_dim == dim)
             self.unit = ActivationUnitAttention(dim=dim)
 
-    def forward(self, seq_BLE: Tensor, mask_BL: Tensor, user_BU: Tensor, item_BI: Tensor) -> Tensor:
+    def outputs(self, seq_BLE: Tensor, mask_BL: Tensor) -> Tensor:
+        """O [B, L, E] of Eq. 1-2 (plus the input with ``residual``)."""
         B, L, E = seq_BLE.shape
         x_BHLw = zero_padding(seq_BLE, mask_BL).view(B, L, self.heads, self.width).transpose(1, 2)
         q, k, v = (torch.einsum("bhlw,hwv->bhlv", x_BHLw, w) for w in (self.wq, self.wk, self.wv))
@@ -102,6 +113,14 @@ class InteractionAttention(nn.Module):
         att = masked_softmax(logits_BHLL.reshape(-1, L), mask_BL.repeat_interleave(self.heads * L, 0))
         heads_BHLw = torch.einsum("bhlm,bhmv->bhlv", att.view(B, self.heads, L, L), v)
         o_BLE = self.wf(heads_BHLw.transpose(1, 2).reshape(B, L, E))
+        if self.residual:  # o_j = e_j + MHSA(e)_j: each position keeps its own behaviour
+            o_BLE = o_BLE + seq_BLE
+        return o_BLE
+
+    def forward(self, seq_BLE: Tensor, mask_BL: Tensor, user_BU: Tensor, item_BI: Tensor) -> Tensor:
+        """f [B, E] of Eq. 3-5."""
+        B, L, _ = seq_BLE.shape
+        o_BLE = self.outputs(seq_BLE, mask_BL)
         if self.scoring == "linear":
             ctx_BLX = torch.cat([user_BU, item_BI], -1).unsqueeze(1).expand(B, L, -1)
             a_BL = F.relu(self.score(torch.cat([ctx_BLX, o_BLE], -1))).squeeze(-1)
@@ -131,7 +150,7 @@ class DUMN(nn.Module):
                  feedback: Sequence[str] = FEEDBACK, purify: bool = True,
                  memories: Literal["four", "one", "none"] = "four", fusion: Fusion = "gate",
                  triplet: Literal["hardest", "random", "none"] = "hardest", margin: float = 0.2,
-                 scoring: Literal["linear", "activation_unit"] = "linear") -> None:
+                 scoring: Literal["linear", "activation_unit"] = "linear", residual: bool = False) -> None:
         super().__init__()
         feedback = list(feedback)
         if not feedback or set(feedback) - set(FEEDBACK) or len(set(feedback)) != len(feedback):
@@ -151,7 +170,8 @@ class DUMN(nn.Module):
         self.feedback, self.purify, self.memories, self.fusion = feedback, purify, memories, fusion
         self.triplet, self.margin, self.dim, self.slot_dim = triplet, float(margin), dim, slot_dim
         self.fp = nn.ModuleDict({k: InteractionAttention(dim=dim, heads=heads, seq_len=seq_len, user_dim=user_dim,
-                                                         item_dim=item_dim, scoring=scoring) for k in feedback})
+                                                         item_dim=item_dim, scoring=scoring, residual=residual)
+                                 for k in feedback})
         Z = slot_dim
         # the memories are cross-batch state (tinrec/state.py): averaged over the ranks, saved in checkpoints
         self.cross_batch_state = {} if memories == "none" else {"memory_SMZ": "mean"}

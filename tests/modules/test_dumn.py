@@ -182,3 +182,19 @@ def test_activation_unit_scoring_pools_by_the_din_unit_with_the_target_as_query(
     torch.testing.assert_close(m(**junk), out, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="activation_unit \\(needs item_dim == dim\\)"):
         _make(scoring="activation_unit")
+
+
+def test_residual_keeps_each_behaviour_in_its_position():
+    """residual=True: o_j = e_j + MHSA(e)_j (Eq. 2 plus the input), so positions of different behaviours stay
+    apart even when the attention is uniform; without it every o_j is the same vector."""
+    b = _batch()
+    for residual in (False, True):
+        fp = _make(residual=residual).eval().fp["click"]
+        with torch.no_grad():
+            fp.wq.zero_()  # uniform attention: every position's MHSA output is the same mean
+            o = fp.outputs(b["click_BLE"], b["click_mask_BL"])[0, :6]  # row 0: six valid clicks
+        spread = (o - o.mean(0)).abs().max()
+        assert (spread < 1e-6) if not residual else (spread > 0.1)
+        if residual:
+            fp.residual = False
+            torch.testing.assert_close(o, fp.outputs(b["click_BLE"], b["click_mask_BL"])[0, :6] + b["click_BLE"][0, :6])
