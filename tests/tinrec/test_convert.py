@@ -492,3 +492,26 @@ def test_a_converted_dataset_trains_the_papers_models_through_their_spec(tmp_pat
     assert p.returncode == 0, p.stderr[-3000:]
     m = json.load(open(os.path.join(run_dir, "metrics.json")))
     assert m["global_step"] == 4 and {"auc", "gauc", "gauc_pairs", "logloss"} <= set(m["test"])
+
+
+def test_taobao_and_contentwise_negatives_by_hand_when_one_item_is_left(tmp_path):
+    """Users who interact only with items 1 and 2, and a third item 3 that only a user without samples touched:
+    every positive's past holds 1 and 2, so every negative is, by hand, item 3 (with its category)."""
+    from tinrec.convert import contentwise, taobao
+    from tinrec.convert.taobao import DAY, START
+
+    rows = [(7, 1, 5, "pv", START + 10), (7, 2, 6, "buy", START + DAY + 10), (7, 1, 5, "pv", START + 7 * DAY),
+            (7, 2, 6, "pv", START + 8 * DAY), (8, 2, 6, "pv", START + 5), (8, 1, 5, "cart", START + 8 * DAY + 1),
+            (9, 3, 7, "pv", START + 3 * DAY)]
+    src = _write(tmp_path / "tb", {"UserBehavior.csv": "".join(f"{u},{i},{c},{b},{t}\n" for u, i, c, b, t in rows)})
+    taobao.convert(src, str(tmp_path / "tb_out"), show_progress=False)
+    negs = [r for s in ("train", "valid", "test") for r in _rows(str(tmp_path / "tb_out"), s) if r["label"] == 0]
+    # the positives: user 7 on days 2, 8 and 9, user 8 on day 9; each one's history and itself hold items 1 and 2
+    assert len(negs) == 4 and all((r["target_item"], r["target_category"]) == (3, 7) for r in negs)
+    H = 3600
+    cw = [(1000, 0, 0, 4, 0), (1000 + H, 0, 1, 4, 0), (1000 + 2 * H, 0, 0, 4, 1), (1000 + 3 * H, 0, 1, 4, 0),
+          (5000, 1, 2, 9, 0)]  # user 1 alone touches item 2 (our id 3) and has no sample
+    src = _contentwise_folder(tmp_path / "cw", [(t * 1000, u, i, s, k) for t, u, i, s, k in cw])
+    contentwise.convert(src, str(tmp_path / "cw_out"), show_progress=False)
+    negs = [r for s in ("train", "valid", "test") for r in _rows(str(tmp_path / "cw_out"), s) if r["label"] == 0]
+    assert len(negs) == 3 and all((r["target_item"], r["target_category"]) == (3, 10) for r in negs)
