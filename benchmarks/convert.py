@@ -148,7 +148,7 @@ def main() -> None:
         c = r["counts"]
         dropped = "; ".join(f"{k}: {v:,}" for k, v in c.get("dropped", {}).items()) or "none"
         lines.append(f"| {r['dataset']} | {r['seconds']} | {r['peak_rss_mib']} | {c['samples']:,} | {c['users']:,} | "
-                     f"{c.get('items', c.get('ad_groups', 0)):,} | {dropped} | `{r['command']}` |")
+                     f"{c['items']:,} | {dropped} | `{r['command']}` |")
     with open(a.out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -391,6 +391,8 @@ def test_alimama_rows_are_the_hand_computed_ones(tmp_path, protocol):
         dropped["impression without a click in the 4 hours before it"] = 4
     assert meta["converter"]["counts"]["dropped"] == dropped
     assert meta["tables"]["category"] == 13 and meta["tables"]["brand"] == 53 and meta["tables"]["behavior"] == 6
+    counts = meta["converter"]["counts"]
+    assert (counts["items"], counts["categories"], counts["users"]) == (3, 2, 2)  # ad groups 1-3; categories 10, 11
     assert scan(out, meta, show_progress=False)["ok"]
 
 

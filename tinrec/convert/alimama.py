@@ -183,10 +183,10 @@ def convert(input_dir: str, output_dir: str, *, protocol: str = "tin", max_histo
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    report.counts.update(input_impressions=n_samples, input_behaviours=n_log, users=len(users),
-                         ad_groups=int((ad_cate > 0).sum()), samples=sum(writer.rows.values()),
-                         positives=sum(writer.positives.values()))
     max_cate = max(max_cate, int(ad_cate.max()))
+    report.counts.update(input_impressions=n_samples, input_behaviours=n_log, users=len(users),
+                         items=int((ad_cate > 0).sum()), categories=int(np.unique(ad_cate[ad_cate > 0]).size),
+                         samples=sum(writer.rows.values()), positives=sum(writer.positives.values()))
     max_brand = max(max_brand, int(ad_brand.max()))
     tables = {"user": max(max_user, gender.size - 1) + 1, "item": int(ad_cate.size), "category": max_cate + 1,
               "brand": max_brand + 1, "author": 1, "age": 8, "gender": 3, "behavior": UNCLICK + 1,
