@@ -160,6 +160,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between checkpoints; 0: at the end of each epoch only
     keep_checkpoints: int = 2
     log_every: int = 50
+    log_grad_norms: bool = False  # every log_every steps: each dense module's gradient norm -> grad_norms.jsonl, TensorBoard
     max_steps: Optional[int] = None  # stop after this many steps in total (smoke tests)
     host_memory: str = "cached"  # cached: glibc keeps freed host memory for reuse (tinrec/hostmem.py) | system
     index_dedup: bool = True  # sequence lookups: each distinct row once per batch (tinrec/dedup.py)

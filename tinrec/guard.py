@@ -24,8 +24,9 @@ What happens next is ``train.on_nonfinite``:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -74,6 +75,8 @@ class NonFiniteGuard:
         self.incident: Optional[Incident] = None  # this step's, if any
         self.skipped = 0
         self.skipped_steps: List[int] = []  # the first few, for the report
+        self._groups: Dict[str, List[int]] = {}  # watch_groups: module -> indices into dense_params
+        self.group_norms: Dict[str, torch.Tensor] = {}  # the last step's, when groups are watched
 
     def start(self, batch: Any, training: bool = False) -> None:
         self.batch, self.incident = batch, None
@@ -104,12 +107,30 @@ class NonFiniteGuard:
         self.incident = Incident("loss", f"{here} (rank(s) {', '.join(map(str, ranks))})")
         return False
 
+    def watch_groups(self, named: Mapping[str, torch.Tensor]) -> None:
+        """Keep each module's dense gradient norm of every step (``group_norms``, before clipping): ``named``
+        maps parameter names (``...interests.dmin.units.0.mlp.0.weight``) to parameters; a group is the module
+        that holds the parameter, the wrappers' prefixes left out (``interests.dmin.units.0.mlp.0``)."""
+        index = {id(p): i for i, p in enumerate(self.dense_params)}
+        groups: Dict[str, List[int]] = {}
+        for name, p in named.items():
+            if id(p) in index:
+                module = re.sub(r"^((_dmp_wrapped_module|module|dense_arch|interest_arch|interests)\.)+", "", name).rpartition(".")[0]
+                groups.setdefault(module or name, []).append(index[id(p)])
+        self._groups = groups
+
     def grads_ok(self) -> bool:
         """Are the dense gradients finite? (Identical on every rank after DDP's all-reduce.)"""
-        grads = [p.grad for p in self.dense_params if p.grad is not None]
-        if not grads:
+        present = [i for i, p in enumerate(self.dense_params) if p.grad is not None]
+        if not present:
             return True
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
+        each = torch.stack([torch.linalg.vector_norm(self.dense_params[i].grad.detach().float()) for i in present])
+        norm = torch.linalg.vector_norm(each)
+        if self._groups:
+            where = {i: n for n, i in enumerate(present)}
+            self.group_norms = {g: torch.linalg.vector_norm(each[[where[i] for i in ids if i in where]])
+                                for g, ids in self._groups.items() if any(i in where for i in ids)}
+            self.group_norms["(all)"] = norm
         if bool(torch.isfinite(norm)):
             return True
         self.incident = Incident("gradient", f"dense gradient norm {float(norm)} for {self._source()}")

@@ -261,6 +261,8 @@ def build_training(cfg: Config, data: Data, env: DistEnv):
     optimizer = combined_optimizer(cfg, dmp.fused_optimizer, dense_params)
     guard = NonFiniteGuard(mode=cfg.train.on_nonfinite, dense_params=dense_params.values(),
                            state=dmp.module.cross_batch_buffers())  # after DMP: the buffers' final tensors
+    if cfg.train.log_grad_norms:
+        guard.watch_groups(dense_params)
     pipeline = GuardedPipeline(dmp, optimizer, env.device, guard)
     return dmp, optimizer, plan, pipeline
 
@@ -473,6 +475,13 @@ def _train(cfg: Config, env: DistEnv, resume: bool) -> Dict[str, Dict[str, Any]]
                 post["sps"] = f"{rate:.0f}"
                 if guard.skipped:
                     writer.add_scalar("train/nonfinite_skipped", guard.skipped, g)
+                if guard.group_norms:
+                    norms = {k: float(v) if bool(torch.isfinite(v)) else None for k, v in guard.group_norms.items()}
+                    for name, value in norms.items():
+                        if value is not None:
+                            writer.add_scalar(f"grad_norm/{name}", value, g)
+                    with open(os.path.join(run_dir, "grad_norms.jsonl"), "a") as f:
+                        f.write(json.dumps({"step": g, "loss": window, "grad_norm": norms}) + "\n")
                     post["skipped"] = str(guard.skipped)
                 bar.set_postfix(post)
             stopping = max_steps is not None and g >= max_steps

@@ -280,7 +280,7 @@ def test_named_losses_are_logged_by_name(data_dir, tmp_path):
 
     run_dir = str(tmp_path / "dien")
     p = run(["train", os.path.join(REPO, "configs", "dien.yaml"), f"run_dir={run_dir}", f"data.path={data_dir}",
-             *TINY, "train.max_steps=10"])
+             *TINY, "train.max_steps=10", "train.log_every=5", "train.log_grad_norms=true"])
     assert "dien.aux=" in p.stderr and "bce=" in p.stderr
     m = _strict_json(os.path.join(run_dir, "metrics.json"))
     (epoch,) = m["train"]["losses"]
@@ -289,6 +289,17 @@ def test_named_losses_are_logged_by_name(data_dir, tmp_path):
     tb = EventAccumulator(os.path.join(run_dir, "tb"))
     tb.Reload()
     assert {"train/loss", "train/loss/bce", "train/loss/dien.aux"} <= set(tb.Tags()["scalars"])
+    # train.log_grad_norms: each dense module's gradient norm at the logged steps, beside the window's losses
+    with open(os.path.join(run_dir, "grad_norms.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
+    assert [r["step"] for r in lines] == [5, 10]
+    for r in lines:
+        norms = r["grad_norm"]
+        assert set(r["loss"]) == {"loss", "bce", "dien.aux"}
+        assert any(k.startswith("dien.") for k in norms) and any(k.startswith("over_arch.tower") for k in norms)
+        assert norms["(all)"] == pytest.approx(math.sqrt(sum(v ** 2 for k, v in norms.items() if k != "(all)")),
+                                               rel=1e-5)
+    assert "grad_norm/(all)" in tb.Tags()["scalars"]
 
 
 STATEFUL = ["model.interests={m: {_component_: tests.tinrec.stateful.EmaMemory, "
