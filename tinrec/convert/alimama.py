@@ -161,7 +161,7 @@ def convert(input_dir: str, output_dir: str, *, protocol: str = "tin", max_histo
     writer = common.SampleWriter(output_dir, schema)
     users: set = set()
     max_user = 0
-    try:
+    with common.writing(writer, tmp):
         for i in range(partitions):
             s, b = samples.read(i), log.read(i)
             if s["user"].size == 0:
@@ -177,12 +177,7 @@ def convert(input_dir: str, output_dir: str, *, protocol: str = "tin", max_histo
             split = np.where(day == 7, 2, np.where(day == 6, 1, 0))
             for s_i, name in enumerate(fmt.SPLITS):
                 writer.add(name, _take(cols, split == s_i))
-        splits = writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    splits = writer.splits
     max_cate = max(max_cate, int(ad_cate.max()))
     report.counts.update(input_impressions=n_samples, input_behaviours=n_log, users=len(users),
                          items=int((ad_cate > 0).sum()), categories=int(np.unique(ad_cate[ad_cate > 0]).size),

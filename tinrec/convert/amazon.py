@@ -148,7 +148,7 @@ def convert(input_dir: str, output_dir: str, *, category: Optional[str] = None, 
     schema = fmt.arrow_schema(with_feedback=False, with_watch_time=False, with_trigger=False)
     writer = common.SampleWriter(output_dir, schema)
     common.claim(output_dir)
-    try:
+    with common.writing(writer):
         keep_start, keep_n = start[~few], count[~few]
         for a, b in common.chunks_of_users(keep_start, keep_n, 50_000):
             # targets: every review but each user's first; two samples each (positive, then negative)
@@ -172,10 +172,7 @@ def convert(input_dir: str, output_dir: str, *, category: Optional[str] = None, 
                     "hist_item": (two_off, hist_item), "hist_category": (two_off, item_cat[hist_item]),
                     "hist_brand": (two_off, item_brand[hist_item]),
                     "hist_author": (two_off, np.zeros(h2.size, np.int64)), fmt.HIST_TIMESTAMP: (two_off, ts_a[h2])})
-        splits = writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
+    splits = writer.splits
     report.counts.update(users=int((~few).sum()), items=N, categories=len(cat_ids), brands=len(brand_ids),
                          samples=sum(writer.rows.values()), positives=sum(writer.positives.values()),
                          input_reviews=int(len(ts)) + report.dropped["review of an item without metadata or category"])

@@ -15,6 +15,8 @@ import json
 import os
 import posixpath
 import resource
+import shutil
+from contextlib import contextmanager
 from array import array
 from collections import Counter
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -190,6 +192,7 @@ class SampleWriter:
         self.positives = {s: 0 for s in fmt.SPLITS}
         self.history = {s: 0 for s in fmt.SPLITS}
         self.files: Dict[str, List[str]] = {}
+        self.splits: Dict[str, Dict[str, Any]] = {}  # set by finish
 
     def add(self, split: str, columns: Mapping[str, Any]) -> None:
         arrays = []
@@ -213,11 +216,28 @@ class SampleWriter:
     def finish(self) -> Dict[str, Dict[str, Any]]:
         for s, w in self.writers.items():
             self.files[s] = w.finish()
-        return {s: {"rows": self.rows[s], "files": self.files[s]} for s in fmt.SPLITS}
+        self.splits = {s: {"rows": self.rows[s], "files": self.files[s]} for s in fmt.SPLITS}
+        return self.splits
 
     def abort(self) -> None:
         for w in self.writers.values():
             w.abort()
+
+
+@contextmanager
+def writing(writer: SampleWriter, tmp: Optional[str] = None) -> Iterator[SampleWriter]:
+    """The writing phase of a conversion: ``writer.finish()`` when the block ends (then ``writer.splits``); on any
+    error the partial part files are removed (``abort``) and the error goes on; the temporary partitions folder
+    ``tmp`` is removed either way."""
+    try:
+        yield writer
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_meta(out_dir: str, *, converter: str, options: Mapping[str, Any], tables: Mapping[str, int],

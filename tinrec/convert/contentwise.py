@@ -125,7 +125,7 @@ def convert(input_dir: str, output_dir: str, *, max_history: int = 100, trigger_
                        + [pa.field("hist_behavior", pa.list_(pa.int64()))])
     writer = common.SampleWriter(output_dir, schema)
     users = 0
-    try:
+    with common.writing(writer, tmp):
         for k in range(partitions):
             c = parts.read(k)
             if c["user"].size == 0:
@@ -165,12 +165,7 @@ def convert(input_dir: str, output_dir: str, *, max_history: int = 100, trigger_
                     "hist_brand": (two_off, c["item_type"][h]), "hist_author": (two_off, np.zeros(h.size, np.int64)),
                     fmt.HIST_TIMESTAMP: (two_off, c["ts"][h]), "hist_behavior": (two_off, c["kind"][h]),
                     "trigger_item": tr, "trigger_category": item_series[tr], "page": np.ones(2 * r.size, np.int64)})
-        splits = writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    splits = writer.splits
     report.counts.update(input_interactions=n_rows, users=users, items=int(items.size),
                          categories=int(np.unique(item_series[items]).size), samples=sum(writer.rows.values()),
                          positives=sum(writer.positives.values()))

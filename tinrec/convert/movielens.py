@@ -131,7 +131,7 @@ def convert(input_dir: str, output_dir: str, *, max_history: int = 100, min_rati
     schema = fmt.arrow_schema(with_feedback=False, with_watch_time=False, with_trigger=False)
     writer = common.SampleWriter(output_dir, schema)
     common.claim(output_dir)
-    try:
+    with common.writing(writer):
         keep_start, keep_n = start[~few], count[~few]
         first_pos = user_pos_start[~few]
         for a, b in common.chunks_of_users(keep_start, keep_n, 50_000):
@@ -152,10 +152,7 @@ def convert(input_dir: str, output_dir: str, *, max_history: int = 100, min_rati
                     "hist_item": (sub_off, item_a[sub_idx]), "hist_category": (sub_off, cat_a[item_a[sub_idx]]),
                     "hist_brand": (sub_off, zeros), "hist_author": (sub_off, zeros),
                     fmt.HIST_TIMESTAMP: (sub_off, ts_a[sub_idx])})
-        splits = writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
+    splits = writer.splits
     report.counts.update(users=int((~few).sum()), items=items.rows - 1, categories=genres.rows - 1,
                          samples=sum(writer.rows.values()), positives=sum(writer.positives.values()),
                          users_without_profile=no_profile,

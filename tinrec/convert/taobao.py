@@ -125,7 +125,7 @@ def convert(input_dir: str, output_dir: str, *, max_history: int = 1000, seed: i
                           if short_len])
     writer = common.SampleWriter(output_dir, schema)
     users = 0
-    try:
+    with common.writing(writer, tmp):
         for k in range(partitions):
             t = pq.read_table(os.path.join(tmp, f"p{k:04d}.parquet"))
             if t.num_rows == 0:
@@ -162,12 +162,7 @@ def convert(input_dir: str, output_dir: str, *, max_history: int = 1000, seed: i
                     fmt.HIST_TIMESTAMP: (two_off, c["ts"][h]),
                     "hist_behavior": (two_off, c["behavior"][h].astype(np.int64)),
                     **_short(two_off, h, c, short_len)})
-        splits = writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    splits = writer.splits
     report.counts.update(input_lines=n_lines, users=users, items=int(items.size),
                          categories=int(np.unique(item_cat[items]).size), samples=sum(writer.rows.values()),
                          positives=sum(writer.positives.values()))
