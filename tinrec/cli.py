@@ -155,7 +155,7 @@ def cmd_experiment(args) -> int:
     from tinrec.experiment import run_experiment
 
     run_experiment(args.spec, out_root=args.out_root, report_only=args.report_only, train_seeds=args.seeds,
-                   train_rows=args.rows)
+                   train_rows=args.rows, records=args.records)
     return 0
 
 
@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--rows", nargs="+", default=None, metavar="NAME",
                    help="train only these rows now (their names as in the spec); the table reports every "
                         "finished run")
+    x.add_argument("--records", default=None, metavar="DIR",
+                   help="keep each finished run's metrics as DIR/<run>.json, and count a run whose folder is gone "
+                        "but whose record is in DIR as finished (tables that outlive the run folders)")
     x.set_defaults(func=cmd_experiment)
     an = add_parser("analyze", help="analyses of a dataset and a trained model (docs/analysis.md)")
     analyses = an.add_subparsers(dest="analysis", required=True)

@@ -14,7 +14,10 @@ A spec (YAML)::
       - {name: TIN w/o TTE, config: configs/default.yaml, overrides: [model.interests.tin.inputs.seq_time_BLD=null, model.interests.tin.inputs.query_time_BD=null]}
 
 Each run is ``tinrec train CONFIG seed=S run_dir=... OVERRIDES --resume`` in a subprocess, so a killed
-experiment continues where it stopped and finished runs are not repeated. The table (Markdown) and the
+experiment continues where it stopped and finished runs are not repeated. With ``records=DIR``
+(``--records DIR``), each finished run's ``metrics.json`` is also kept as ``DIR/<row-slug>-s<seed>.json``, and a
+run whose folder is gone but whose record is there counts as finished: the table outlives the run folders
+(a cleaned scratch disk, a new machine), and a record can be committed beside the results. The table (Markdown) and the
 numbers (JSON) go to ``runs/<name>/results.{md,json}``: mean and standard deviation over seeds of test GAUC,
 AUC and logloss, and the relative change against the baseline as in the TIN paper's Table 1, plus training
 samples/s and peak memory (``tinrec train``'s metrics.json) when every run records them. Row names that would
@@ -74,6 +77,16 @@ def relaimpr(auc: float, base_auc: float) -> float:
     return 100.0 * ((auc - 0.5) / (base_auc - 0.5) - 1.0)
 
 
+def _keep_record(metrics: dict, record: str) -> None:
+    """Write ``record`` (a run's metrics) unless it already holds exactly these metrics."""
+    if os.path.exists(record):
+        with open(record) as f:
+            if json.load(f) == metrics:
+                return
+    os.makedirs(os.path.dirname(record) or ".", exist_ok=True)
+    write_json(record, metrics)
+
+
 def command(row: dict, seed: int, run_dir: str, common: List[str]) -> List[str]:
     return ["tinrec", "train", row["config"], f"seed={seed}", f"run_dir={run_dir}", *common,
             *row.get("overrides", []), "--resume"]
@@ -81,7 +94,7 @@ def command(row: dict, seed: int, run_dir: str, common: List[str]) -> List[str]:
 
 def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
                    train_seeds: Optional[List[int]] = None,
-                   train_rows: Optional[List[str]] = None) -> Dict[str, dict]:
+                   train_rows: Optional[List[str]] = None, records: Optional[str] = None) -> Dict[str, dict]:
     """Train what is missing (unless ``report_only``; only the seeds in ``train_seeds`` and the rows named in
     ``train_rows`` when given) and write the table. Rows are built from the finished runs; a row lists the seeds it has (``seeds``) and one without
     any is left out (``missing``)."""
@@ -100,7 +113,10 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
         for seed in seeds:
             run_dir = os.path.join(out_root, spec["name"], f"{_slug(row['name'])}-s{seed}")
             metrics_file = os.path.join(run_dir, "metrics.json")
+            record = None if records is None else os.path.join(records, os.path.basename(run_dir) + ".json")
             cmd = command(row, seed, run_dir, common)
+            if not os.path.exists(metrics_file) and record is not None and os.path.exists(record):
+                metrics_file = record  # finished in an earlier session; its folder is gone
             if not os.path.exists(metrics_file):
                 if (report_only or (train_seeds is not None and seed not in train_seeds)
                         or (train_rows is not None and row["name"] not in train_rows)):
@@ -110,6 +126,8 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
                 subprocess.run(exe, check=True)
             with open(metrics_file) as f:
                 m = json.load(f)
+            if record is not None and metrics_file != record:
+                _keep_record(m, record)
             per_seed.append(dict(m["test"], seed=seed))
             resources.append({k: m[k] for k in ("train", "peak_memory_mib") if k in m})
         if not per_seed:

@@ -51,6 +51,17 @@ def test_experiment_table_relative_change_cost_and_skip(tmp_path):
     assert "[experiment]" not in again.stdout
     assert stamps == {k: os.path.getmtime(f) for k, f in files.items()}
 
+    # --records: each finished run's metrics kept as DIR/<run>.json; a run whose folder is gone counts as finished
+    rec = tmp_path / "records"
+    run(["experiment", str(path), "--out-root", str(out), "--records", str(rec)])
+    assert sorted(p.name for p in rec.iterdir()) == sorted(f"{SLUG[row]}-s{s}.json" for row, s in files)
+    for (row, s), f in files.items():
+        assert json.loads((rec / f"{SLUG[row]}-s{s}.json").read_text()) == per_run[row, s]
+    elsewhere = tmp_path / "fresh_runs"  # a new machine: no run folders, only the records
+    moved = run(["experiment", str(path), "--out-root", str(elsewhere), "--records", str(rec)])
+    assert "[experiment]" not in moved.stdout
+    assert json.loads((elsewhere / "exp" / "results.json").read_text())["results"] == results
+
     # --report-only trains nothing: partial rows say which seeds they have, rows without runs are listed
     os.remove(files["TIN w/o TTE", 1])
     spec_more = dict(spec, rows=spec["rows"] + [{"name": "Never", "config": "configs/din.yaml"}])
