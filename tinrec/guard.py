@@ -35,6 +35,8 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from tinrec.errors import NonFiniteError
 
 MODES = ("stop", "skip")
+# the prefixes DMP, DDP and the model's own containers put before a module's name (left out of group names)
+_WRAPPERS = re.compile(r"^((_dmp_wrapped_module|module|dense_arch|interest_arch|interests)\.)+")
 __all__ = ["GuardedPipeline", "NonFiniteError", "NonFiniteGuard", "finite_or_zero"]
 
 
@@ -109,13 +111,13 @@ class NonFiniteGuard:
 
     def watch_groups(self, named: Mapping[str, torch.Tensor]) -> None:
         """Keep each module's dense gradient norm of every step (``group_norms``, before clipping): ``named``
-        maps parameter names (``...interests.dmin.units.0.mlp.0.weight``) to parameters; a group is the module
-        that holds the parameter, the wrappers' prefixes left out (``interests.dmin.units.0.mlp.0``)."""
+        maps parameter names (``...interests.dmin.units.0.unit.layers.0.weight``) to parameters; a group is the
+        module that holds the parameter, the wrappers' prefixes left out (``dmin.units.0.unit.layers.0``)."""
         index = {id(p): i for i, p in enumerate(self.dense_params)}
         groups: Dict[str, List[int]] = {}
         for name, p in named.items():
             if id(p) in index:
-                module = re.sub(r"^((_dmp_wrapped_module|module|dense_arch|interest_arch|interests)\.)+", "", name).rpartition(".")[0]
+                module = _WRAPPERS.sub("", name).rpartition(".")[0]
                 groups.setdefault(module or name, []).append(index[id(p)])
         self._groups = groups
 
