@@ -330,6 +330,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     return record(_main)(argv)  # under torchrun: the failing rank's traceback goes to the error file
 
 
+def _report(message: str) -> None:
+    """``error: <message>`` on stderr in one write: under torchrun every rank shares the pipe, and print's two
+    writes (text, then newline) let two ranks' lines run together into one."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+
+
 def _main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "verbose", False))
@@ -338,16 +345,16 @@ def _main(argv: Optional[List[str]] = None) -> int:
     try:
         return args.func(args)
     except NonFiniteError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _report(str(e))
         return 3
     except CollectiveTimeout as e:
-        print(f"error: {e}", file=sys.stderr)
+        _report(str(e))
         return 4
     except ValueError as e:
         msg = str(e).strip()
         if "Original Traceback" in msg:  # raised in a DataLoader worker: keep the original message only
             msg = msg.splitlines()[-1].removeprefix("ValueError: ")
-        print(f"error: {msg}", file=sys.stderr, flush=True)
+        _report(msg)
         if isinstance(e, SharedSetupError):
             e.settle()  # every rank has said why before the first one exits
         return 2

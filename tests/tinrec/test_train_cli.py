@@ -406,6 +406,28 @@ def test_a_setup_error_on_rank_0_stops_every_rank(tmp_path):
     assert len(both) == 2, p.stderr[-3000:]  # rank 0's own error, and rank 1's copy of it
 
 
+def test_an_error_line_reaches_stderr_in_one_write(monkeypatch):
+    """Every rank of a torchrun job writes to the same pipe: the line must go out in one write (print's text
+    and newline as two writes let rank 1's line join rank 0's, and the test above lost a line that way)."""
+    from tinrec import cli
+
+    class Recorder:
+        def __init__(self):
+            self.writes = []
+
+        def write(self, text):
+            self.writes.append(text)
+
+        def flush(self):
+            pass
+
+    rec = Recorder()
+    monkeypatch.setattr(cli.sys, "stderr", rec)
+    assert cli._main(["train", "/no/such/config.yaml"]) == 2
+    assert len(rec.writes) == 1 and rec.writes[0].startswith("error: ") and rec.writes[0].endswith("\n")
+    assert rec.writes[0].count("\n") == 1
+
+
 def test_dien_with_in_batch_negatives_is_deterministic(data_dir, tmp_path):
     """The in-batch negatives are gathered with index_select, whose CPU backward sums duplicate picks in a
     fixed order (advanced indexing's did not: two DIEN runs differed in the 9th digit, and diverged)."""
