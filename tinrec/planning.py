@@ -28,8 +28,7 @@ from time import perf_counter
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
-from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
-from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
+from torchrec.distributed.planner import Topology
 from torchrec.distributed.planner.proposers import GreedyProposer, UniformProposer
 from torchrec.distributed.planner.storage_reservations import HeuristicalStorageReservation
 from torchrec.distributed.planner.types import PlannerError
@@ -39,7 +38,7 @@ from tinrec.config import Config
 from tinrec.features import is_sequence, resolve_rows
 from tinrec.model import build_model
 from tinrec.optim import attach_sparse_optimizer
-from tinrec.sharding import constraints, sharders as make_sharders
+from tinrec.sharding import OrderedEnumerator, constraints, planner as make_planner, sharders as make_sharders
 
 log = logging.getLogger(__name__)
 GB = 1024**3
@@ -162,9 +161,8 @@ def plan(cfg: Config, cluster: Cluster, *, batch_size: Optional[int] = None) -> 
     # Greedy + uniform proposals: TorchRec's default adds a grid search whose proposals multiply with the
     # number of tables and sharding types (thousands of partitions for 8 tables at 256 ranks); the greedy one
     # stops after GREEDY_PATIENCE feasible plans without improvement (hundreds of tables: seconds, not minutes).
-    planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch, constraints=cons,
-                                       storage_reservation=reservation,
-                                       proposer=[GreedyProposer(threshold=GREEDY_PATIENCE), UniformProposer()])
+    planner = make_planner(topology=topology, batch_size=batch, constraints=cons, storage_reservation=reservation,
+                           proposer=[GreedyProposer(threshold=GREEDY_PATIENCE), UniformProposer()])
     sharders = make_sharders(cfg)
     try:
         sharding_plan = planner.plan(model, sharders)
@@ -211,13 +209,10 @@ def explain_failure(cfg: Config, rows: Mapping[str, int], cluster: Cluster, mode
             f"({RESERVED_PERCENTAGE:.0%} margin" + (f", dense part {_mem(dense, dev) / GB:.2f} GB" if dense else "")
             + (f", input batches {_mem(kjt, dev) / GB:.2f} GB" if kjt else "") + f"), leaving {free / GB:.2f} GB.")
     lines = [head]
-    options = EmbeddingEnumerator(topology=topology, batch_size=batch, constraints=cons).enumerate(model, sharders)
-    # The enumerator intersects the allowed sharding types as sets, so its order follows PYTHONHASHSEED; sort
-    # by the constraints' order of preference so that ties (row_wise and table_row_wise on one node) are
-    # broken the same way in every run.
-    pref = {n: {t: i for i, t in enumerate(c.sharding_types or [])} for n, c in cons.items()}
-    options = sorted(options, key=lambda so: (so.name, pref.get(so.name, {}).get(so.sharding_type, len(pref)),
-                                              so.sharding_type, so.compute_kernel))
+    # each table's options in the constraints' order of preference (OrderedEnumerator), so that ties (row_wise
+    # and table_row_wise on one node) are broken the same way in every run
+    options = OrderedEnumerator(topology=topology, batch_size=batch, constraints=cons).enumerate(model, sharders)
+    options = sorted(options, key=lambda so: so.name)
     per_gpu: Dict[str, Tuple[int, str, int]] = {}  # table -> (smallest per-GPU need, its sharding, shards)
     need: Dict[str, int] = {}  # table -> smallest total need
     for so in options:

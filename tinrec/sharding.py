@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.sharding_plan import get_default_sharders
 from torchrec.distributed.types import ModuleSharder, ShardingPlan
@@ -44,6 +45,41 @@ def constraints(cfg: Config, compute_device: str, pooling_factors: Optional[Dict
     return out
 
 
+class OrderedEnumerator(EmbeddingEnumerator):
+    """TorchRec's enumerator, with each table's sharding types and compute kernels in the order the
+    constraints list them. TorchRec intersects them as sets, so their order, which decides between plans of
+    equal estimated cost, followed Python's per-process string hashing: two runs of one job, or a run and its
+    ``--resume``, could shard a table differently (``column_wise`` instead of ``table_wise``) and so train the
+    same model only up to the order of float sums, not bitwise."""
+
+    def _filter_sharding_types(self, name: str, allowed_sharding_types: List[str], sharder_key: str = ""
+                               ) -> List[str]:
+        out = super()._filter_sharding_types(name, allowed_sharding_types, sharder_key)
+        return _in_order(out, self._constrained(name, "sharding_types") or list(allowed_sharding_types))
+
+    def _filter_compute_kernels(self, name: str, allowed_compute_kernels: List[str], sharding_type: str
+                                ) -> List[str]:
+        out = super()._filter_compute_kernels(name, allowed_compute_kernels, sharding_type)
+        return _in_order(out, self._constrained(name, "compute_kernels") or list(allowed_compute_kernels))
+
+    def _constrained(self, name: str, field: str) -> List[str]:
+        c = (self._constraints or {}).get(name)
+        return list(getattr(c, field, None) or []) if c is not None else []
+
+
+def _in_order(items: List[str], preferred: List[str]) -> List[str]:
+    """``items`` sorted by their place in ``preferred`` (others after, by name)."""
+    return sorted(items, key=lambda x: (preferred.index(x) if x in preferred else len(preferred), x))
+
+
+def planner(*, topology: Topology, batch_size: int, constraints: Dict[str, ParameterConstraints],
+            **kwargs) -> EmbeddingShardingPlanner:
+    """TorchRec's planner with :class:`OrderedEnumerator`: the same plan for the same job in every process."""
+    return EmbeddingShardingPlanner(topology=topology, batch_size=batch_size, constraints=constraints,
+                                    enumerator=OrderedEnumerator(topology=topology, batch_size=batch_size,
+                                                                 constraints=constraints), **kwargs)
+
+
 def sharders(cfg: Config) -> List[ModuleSharder[nn.Module]]:
     """TorchRec's default sharders, the sequence one with ``train.index_dedup`` (tinrec/dedup.py)."""
     out: List[ModuleSharder[nn.Module]] = []
@@ -61,9 +97,8 @@ def make_plan(model: nn.Module, cfg: Config, *, world_size: int, local_world_siz
               batch_size: int, pooling_factors: Optional[Dict[str, float]] = None) -> ShardingPlan:
     """Plan with TorchRec's planner (collectively when distributed, so every rank gets the same plan)."""
     topology = Topology(world_size=world_size, local_world_size=local_world_size, compute_device=device.type)
-    planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size,
-                                       constraints=constraints(cfg, device.type, pooling_factors))
-    return planner.collective_plan(model, sharders(cfg), pg=dist.GroupMember.WORLD)
+    plan = planner(topology=topology, batch_size=batch_size, constraints=constraints(cfg, device.type, pooling_factors))
+    return plan.collective_plan(model, sharders(cfg), pg=dist.GroupMember.WORLD)
 
 
 PLAN_FORMAT = "tinrec-plan-1"
