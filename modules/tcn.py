@@ -59,7 +59,8 @@ class TCN(nn.Module):
             behind it starts as it would without the TCN, and side information (CAIN's watch time, whose
             log is ~20 times an embedding entry) does not drown the behaviours at the start.
         centre_only: the first ``centre_only`` input channels reach the output through the centre tap only
-            (their neighbour taps are held at zero by a fixed mask, in the global and the generated filters):
+            (their neighbour taps are zero in the global and the generated filters, and never computed: those
+            channels go through a pointwise map, 2 cl + 1 times cheaper than the convolution):
             a behaviour's context then comes only from the remaining channels, its neighbours' side
             information (our variant, a probe of what the context taps learn: docs/results/lifelong.md).
 
@@ -117,6 +118,11 @@ class TCN(nn.Module):
             taps[:, :centre_only] = 0.0
             taps[:, :centre_only, context_length] = 1.0
             self.register_buffer("taps", taps, persistent=False)
+            # the generator's outputs (filters() layout [O, D, K], flattened) that may be non-zero: the centre
+            # tap of the first channels, [O, centre_only]; every tap of the others, [O, D - centre_only, K]
+            flat = torch.arange(out_dim * dim * self.kernel).view(out_dim, dim, self.kernel)
+            self.register_buffer("kept_centre", flat[:, :centre_only, context_length].reshape(-1), persistent=False)
+            self.register_buffer("kept_rest", flat[:, centre_only:, :].reshape(-1), persistent=False)
         else:
             self.taps = None
         if identity_init:
@@ -149,6 +155,42 @@ class TCN(nn.Module):
         """[B, M] with M = ceil(L / s): True where the output's centre is a real behaviour."""
         return mask_BL[:, :: self.stride]
 
+    def _global(self, x_BLD: Tensor) -> Tensor:
+        """Eq. 5 with the shared filter and the bias, [B, M, O]."""
+        if not self.centre_only:
+            return F.conv1d(x_BLD.transpose(1, 2), self.weight, self.bias, stride=self.stride,
+                            padding=self.cl).transpose(1, 2)
+        # the centre-only channels as the pointwise map they are (their other taps are zero: 2 cl fewer
+        # products per behaviour), the others over their windows
+        C = self.centre_only
+        out_BMO = F.linear(x_BLD[:, :: self.stride, :C], self.weight[:, :C, self.cl], self.bias)
+        if C < self.dim:
+            out_BMO = out_BMO + torch.einsum("brmk,ork->bmo", self._windows(x_BLD[:, :, C:]), self.weight[:, C:])
+        return out_BMO
+
+    def _personal(self, x_BLD: Tensor, profile_BP: Tensor) -> Tensor:
+        """Eq. 12 with each user's generated filter, no bias, [B, M, O]: all users at once (no loop over the
+        batch); with ``centre_only``, only the filter entries that may be non-zero are generated."""
+        B, L, _ = x_BLD.shape
+        if not self.centre_only:  # one grouped convolution, [1, B * D, L] with B groups of [O, D, K]
+            w = self.filters(profile_BP).reshape(B * self.out_dim, self.dim, self.kernel)
+            return F.conv1d(x_BLD.transpose(1, 2).reshape(1, B * self.dim, L), w, stride=self.stride,
+                            padding=self.cl, groups=B).view(B, self.out_dim, -1).transpose(1, 2)
+        C, R = self.centre_only, self.dim - self.centre_only
+        hidden_BH = self.peg[1](self.peg[0](profile_BP))
+        last = self.peg[2]
+        centre_BOC = F.linear(hidden_BH, last.weight[self.kept_centre], last.bias[self.kept_centre])
+        out_BMO = torch.bmm(x_BLD[:, :: self.stride, :C], centre_BOC.view(B, self.out_dim, C).transpose(1, 2))
+        if R:
+            rest_BORK = F.linear(hidden_BH, last.weight[self.kept_rest], last.bias[self.kept_rest])
+            out_BMO = out_BMO + torch.einsum("brmk,bork->bmo", self._windows(x_BLD[:, :, C:]),
+                                             rest_BORK.view(B, self.out_dim, R, self.kernel))
+        return out_BMO
+
+    def _windows(self, x_BLR: Tensor) -> Tensor:
+        """[B, R, M, K]: each output's 2 cl + 1 inputs of the (few) channels R, zero beyond both ends."""
+        return F.pad(x_BLR.transpose(1, 2), (self.cl, self.cl)).unfold(2, self.kernel, self.stride)
+
     def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, profile_BP: Optional[Tensor] = None
                 ) -> Tuple[Tensor, Tensor]:
         """Context-aware representations cr_t of the behaviours.
@@ -165,26 +207,19 @@ class TCN(nn.Module):
         if seq_BLD.dim() != 3 or seq_BLD.shape[-1] != self.dim or tuple(mask_BL.shape) != tuple(seq_BLD.shape[:2]):
             raise ValueError(f"TCN: seq_BLD must be [B, L, {self.dim}] with mask_BL [B, L], got "
                              f"{tuple(seq_BLD.shape)} and {tuple(mask_BL.shape)}")
-        B, L, _ = seq_BLD.shape
-        x_BDL = zero_padding(seq_BLD, mask_BL).transpose(1, 2)
+        B = seq_BLD.shape[0]
+        x_BLD = zero_padding(seq_BLD, mask_BL)
         out_mask_BM = self.output_mask(mask_BL)
+        if self.aggregation != "global" and (profile_BP is None or profile_BP.shape[0] != B):
+            raise ValueError(f"TCN(aggregation={self.aggregation!r}) needs profile_BP of shape [{B}, P]")
         parts = []
         if self.aggregation in ("global", "sum", "concat"):
-            weight = self.weight if self.taps is None else self.weight * self.taps
-            parts.append(F.conv1d(x_BDL, weight, self.bias, stride=self.stride, padding=self.cl))
+            parts.append(self._global(x_BLD))
         if self.aggregation != "global":
-            if profile_BP is None or profile_BP.shape[0] != B:
-                raise ValueError(f"TCN(aggregation={self.aggregation!r}) needs profile_BP of shape [{B}, P]")
-            # all users' filters as one grouped convolution: [1, B * D, L] with B groups of [O, D, K]
-            w = self.filters(profile_BP).reshape(B * self.out_dim, self.dim, self.kernel)
-            personal = F.conv1d(x_BDL.reshape(1, B * self.dim, L), w, stride=self.stride, padding=self.cl,
-                                groups=B).view(B, self.out_dim, -1)
-            if self.aggregation == "replace":
-                parts.append(personal + self.bias[None, :, None])
-            elif self.aggregation == "sum":
+            personal = self._personal(x_BLD, profile_BP)
+            if self.aggregation == "sum":
                 parts[0] = parts[0] + personal
             else:
-                parts.append(personal + self.bias[None, :, None])
-        out_BOM = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        out_BMO = out_BOM.transpose(1, 2)
+                parts.append(personal + self.bias)
+        out_BMO = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
         return zero_padding(out_BMO, out_mask_BM), out_mask_BM

@@ -139,25 +139,45 @@ def test_identity_init_passes_each_centre_behaviour_through_and_still_learns_its
         assert tcn.peg[2].weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("aggregation", ["global", "sum"])
-def test_centre_only_channels_reach_the_output_through_the_centre_tap_alone(aggregation):
-    """``centre_only=2``: the first two input channels' neighbour taps are zero in every filter applied (the
-    sliding window with those taps zeroed by hand), and they get no gradient; the others keep all taps."""
+@pytest.mark.parametrize("aggregation,centre,stride", [("global", 2, 1), ("sum", 2, 1), ("replace", 2, 2),
+                                                       ("concat", 2, 3), ("global", D, 2), ("replace", D, 1)])
+def test_centre_only_channels_reach_the_output_through_the_centre_tap_alone(aggregation, centre, stride):
+    """``centre_only``: the first channels' neighbour taps are zero in every filter applied (the sliding window
+    with those taps zeroed by hand, strides included; the layer applies them as a pointwise map and generates
+    only the PEG entries that may be non-zero), and they get no gradient; the others keep all taps."""
     torch.manual_seed(0)
-    tcn = TCN(dim=D, out_dim=O, context_length=2, centre_only=2, aggregation=aggregation, profile_dim=P)
+    tcn = TCN(dim=D, out_dim=O, context_length=2, stride=stride, centre_only=centre, aggregation=aggregation,
+              profile_dim=P)
+    with torch.no_grad():  # generated filters of the scale of the global one, so that both parts count
+        if tcn.peg is not None:
+            tcn.peg[2].weight.mul_(10.0)
     lengths = [9, 4, 0]
     seq, mask, profile = _batch(lengths)
     out, _ = tcn(seq_BLD=seq, mask_BL=mask, profile_BP=profile)
-    w = tcn.weight.detach().clone()
-    w[:, :2, [0, 1, 3, 4]] = 0.0
-    weight = w.unsqueeze(0) + tcn.filters(profile).detach() if aggregation == "sum" else w
-    torch.testing.assert_close(out.double(), sliding_window(seq, lengths, weight, tcn.bias.detach(), 2, 1),
-                               rtol=1e-5, atol=1e-6)
-    if aggregation == "sum":
-        assert torch.equal(tcn.filters(profile)[:, :, :2, [0, 1, 3, 4]], torch.zeros(3, O, 2, 4))
+    side = [0, 1, 3, 4]
+    bias = tcn.bias.detach()
+    expected = []
+    if tcn.weight is not None:
+        w = tcn.weight.detach().clone()
+        w[:, :centre, side] = 0.0
+        expected.append(sliding_window(seq, lengths, w, bias, 2, stride))
+    if tcn.peg is not None:
+        personal = tcn.filters(profile).detach()
+        assert torch.equal(personal[:, :, :centre, side], torch.zeros(3, O, centre, 4))
+        if aggregation == "sum":
+            expected[0] = expected[0] + sliding_window(seq, lengths, personal, torch.zeros(O), 2, stride)
+        else:
+            expected.append(sliding_window(seq, lengths, personal, bias, 2, stride))
+    torch.testing.assert_close(out.double(), torch.cat(expected, dim=-1), rtol=1e-5, atol=1e-5)
     out.pow(2).sum().backward()
-    g = tcn.weight.grad
-    assert not g[:, :2, [0, 1, 3, 4]].any() and g[:, :2, 2].abs().sum() > 0 and g[:, 2:].abs().sum() > 0
+    if tcn.weight is not None:
+        g = tcn.weight.grad
+        assert not g[:, :centre, side].any() and g[:, :centre, 2].abs().sum() > 0
+        assert centre == D or g[:, centre:].abs().sum() > 0
+    if tcn.peg is not None:
+        g = tcn.peg[2].weight.grad.view(O, D, 5, -1)
+        assert not g[:, :centre, side].any() and g[:, :centre, 2].abs().sum() > 0
+        assert centre == D or g[:, centre:].abs().sum() > 0
     with pytest.raises(ValueError, match="centre_only"):
         TCN(dim=D, centre_only=D + 1)
 
