@@ -34,6 +34,11 @@ head has its own W^Q, W^K, W^V of E/H x E/H. Choices the paper leaves open (ours
   controller per sequence: an FFN (``controller_hidden``, ReLU) then linear heads for the read key, the write
   key, the erase vector (sigmoid) and the add vector (tanh), NTM's forms. The write's addressing is the read's
   form (Eq. 9-10) with its own key.
+- ``key_strength`` (default off, Eq. 9 as printed): NTM's key strength, w_j = softmax_j(beta cos(k, M_j)) with
+  beta = 1 + softplus(.) from the controller, one for the read key and one for the write key. As printed the
+  weights are a softmax of cosines in [-1, 1] over m = 256 slots, at most e^2 apart: the trained memory's
+  read weights ended uniform (entropy 1.000 of log m), every slot written alike, and the read the same vector
+  for every sample (replacing it by its batch mean left test AUC unchanged; docs/results/dumn.md).
 - Order in training: read from the memory as it is, then write this batch's update; the state becomes the
   written memory (detached). A batch writes the mean of its samples' single-sample updates,
   ``M <- (1 - mean_b E_b) (.) M + mean_b A_b`` (one update, no loop over the batch). Evaluation only reads.
@@ -140,6 +145,7 @@ class DUMN(nn.Module):
         slots, slot_dim: m and Z of each memory (256, 64); controller_hidden: the controller FFN (512).
         feedback: the sequences read, in ``FEEDBACK``'s names (all four: DUMN).
         purify, memories, fusion, triplet, margin: see the module docstring (ablations).
+        key_strength: NTM's key strength in the memories' addressing (module docstring; our option).
 
     Attributes:
         output_dim: R's width.
@@ -150,7 +156,8 @@ class DUMN(nn.Module):
                  feedback: Sequence[str] = FEEDBACK, purify: bool = True,
                  memories: Literal["four", "one", "none"] = "four", fusion: Fusion = "gate",
                  triplet: Literal["hardest", "random", "none"] = "hardest", margin: float = 0.2,
-                 scoring: Literal["linear", "activation_unit"] = "linear", residual: bool = False) -> None:
+                 scoring: Literal["linear", "activation_unit"] = "linear", residual: bool = False,
+                 key_strength: bool = False) -> None:
         super().__init__()
         feedback = list(feedback)
         if not feedback or set(feedback) - set(FEEDBACK) or len(set(feedback)) != len(feedback):
@@ -169,6 +176,7 @@ class DUMN(nn.Module):
                              "and triplet none")
         self.feedback, self.purify, self.memories, self.fusion = feedback, purify, memories, fusion
         self.triplet, self.margin, self.dim, self.slot_dim = triplet, float(margin), dim, slot_dim
+        self.key_strength = key_strength
         self.fp = nn.ModuleDict({k: InteractionAttention(dim=dim, heads=heads, seq_len=seq_len, user_dim=user_dim,
                                                          item_dim=item_dim, scoring=scoring, residual=residual)
                                  for k in feedback})
@@ -179,7 +187,8 @@ class DUMN(nn.Module):
             S = len(feedback) if memories == "four" else 1
             self.register_buffer("memory_SMZ", torch.empty(S, slots, Z).uniform_(-0.1, 0.1), persistent=True)
             self.controllers = nn.ModuleDict({k: nn.Sequential(nn.Linear(dim + user_dim, controller_hidden),
-                                                                nn.ReLU(), nn.Linear(controller_hidden, 4 * Z))
+                                                                nn.ReLU(),
+                                                                nn.Linear(controller_hidden, 4 * Z + 2 * key_strength))
                                               for k in feedback})
             self.sample_proj = nn.ModuleDict({k: nn.Linear(dim, Z, bias=False) for k in feedback})
         self.gate_f = nn.ModuleDict({k: nn.Linear(dim, dim, bias=False) for k in feedback})  # W_1
@@ -208,14 +217,21 @@ class DUMN(nn.Module):
     def _slot(self, k: str) -> int:
         return self.feedback.index(k) if self.memories == "four" else 0
 
-    def controller(self, k: str, f_BE: Tensor, user_BU: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Read key, write key [B, Z], erase in (0, 1), add in (-1, 1) [B, Z] (Eq. 8, 12)."""
-        read, write, erase, add = self.controllers[k](torch.cat([f_BE, user_BU], -1)).chunk(4, dim=-1)
-        return read, write, torch.sigmoid(erase), torch.tanh(add)
+    def controller(self, k: str, f_BE: Tensor, user_BU: Tensor
+                   ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+        """Read key, write key [B, Z], erase in (0, 1), add in (-1, 1) [B, Z] (Eq. 8, 12); with
+        ``key_strength``, the read and write keys' strengths beta >= 1 [B] (NTM's), else None."""
+        out = self.controllers[k](torch.cat([f_BE, user_BU], -1))
+        read, write, erase, add = out[:, : 4 * self.slot_dim].chunk(4, dim=-1)
+        beta_r = beta_w = None
+        if self.key_strength:
+            beta_r, beta_w = (1 + F.softplus(out[:, 4 * self.slot_dim + i]) for i in range(2))
+        return read, write, torch.sigmoid(erase), torch.tanh(add), beta_r, beta_w
 
-    def read(self, key_BZ: Tensor, memory_MZ: Tensor) -> Tuple[Tensor, Tensor]:
-        """Eq. 9-11: (weights [B, M], r [B, Z])."""
-        w_BM = torch.softmax(cosine(key_BZ, memory_MZ), dim=-1)
+    def read(self, key_BZ: Tensor, memory_MZ: Tensor, beta_B: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Eq. 9-11: (weights [B, M], r [B, Z]); ``beta_B`` scales the cosines first (NTM's key strength)."""
+        cos_BM = cosine(key_BZ, memory_MZ)
+        w_BM = torch.softmax(cos_BM if beta_B is None else beta_B[:, None] * cos_BM, dim=-1)
         return w_BM, w_BM @ memory_MZ
 
     @staticmethod
@@ -285,10 +301,10 @@ class DUMN(nn.Module):
             r = None
             if state is not None:
                 s = self._slot(k)
-                rkey, wkey, erase, add = self.controller(k, f[k], user_BU)
-                _, r = self.read(rkey, state[s])
+                rkey, wkey, erase, add, beta_r, beta_w = self.controller(k, f[k], user_BU)
+                _, r = self.read(rkey, state[s], beta_r)
                 if self.training:
-                    w_BM, _ = self.read(wkey, state[s])
+                    w_BM, _ = self.read(wkey, state[s], beta_w)
                     written = self.write(state[s], w_BM, erase, add)
                     writes.setdefault(s, []).append(written)
                     if self.triplet != "none" and CONTRAST[k] in seqs:

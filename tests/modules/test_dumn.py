@@ -90,6 +90,26 @@ def test_feature_purification_attention_by_hand():
     assert torch.equal(got[2], torch.zeros(E))  # an empty sequence pools to zeros
 
 
+def test_key_strength_sharpens_the_addressing_by_hand():
+    """``key_strength``: w_j = softmax_j(beta cos(k, M_j)), beta = 1 + softplus of the controller's two extra
+    outputs (read, write); beta = 1 is Eq. 9 as printed, a large beta picks the closest slot."""
+    mem = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    key = torch.tensor([[2.0, 0.0], [2.0, 0.0]])
+    cos = torch.tensor([1.0, 0.0, 1 / math.sqrt(2)])
+    w, _ = DUMN.read(None, key, mem, torch.tensor([1.0, 3.0]))
+    torch.testing.assert_close(w[0], torch.softmax(cos, 0))
+    torch.testing.assert_close(w[1], torch.softmax(3 * cos, 0))
+    w, r = DUMN.read(None, key[:1], mem, torch.tensor([1000.0]))
+    torch.testing.assert_close(r[0], mem[0])
+    m = _make(key_strength=True)
+    f, user = torch.randn(5, E), torch.randn(5, U)
+    *_, beta_r, beta_w = m.controller("click", f, user)
+    out = m.controllers["click"](torch.cat([f, user], -1))
+    torch.testing.assert_close(beta_r, 1 + torch.nn.functional.softplus(out[:, 4 * Z]))
+    torch.testing.assert_close(beta_w, 1 + torch.nn.functional.softplus(out[:, 4 * Z + 1]))
+    assert _make().controller("click", f, user)[4:] == (None, None)
+
+
 def test_padding_empty_users_and_eval_reads_without_writing():
     m, b = _make().eval(), _batch()
     before = m.memory_SMZ.clone()
