@@ -175,6 +175,13 @@ def test_train_on_a_plan_file_end_to_end(tmp_path):
     assert bad.returncode == 2 and "made for other tables" in bad.stderr and "position: plan [17, 64]" in bad.stderr
 
 
+# the feedback configs' tables with their rows given (no dataset needed)
+FEEDBACK_ROWS = ["data.path=/nonexistent", "data.generate=null"] + [
+    f"model.embeddings.{group}.{name}.rows={rows}" for group, name, rows in (
+        ("main", "item", 20001), ("main", "category", 41), ("main", "time_bin", 11), ("profile", "user", 4001),
+        ("profile", "age", 9), ("profile", "gender", 3))]
+
+
 def test_the_same_job_gets_the_same_plan_in_every_process():
     """TorchRec intersects a table's sharding types as sets, so the order in which equal-cost options were
     tried followed Python's string hashing: with PYTHONHASHSEED 0 and 1 this job's small tables were planned
@@ -182,8 +189,9 @@ def test_the_same_job_gets_the_same_plan_in_every_process():
     tinrec.sharding.OrderedEnumerator keeps the constraints' order."""
     outputs = []
     for seed in ("0", "1"):
-        p = subprocess.run([sys.executable, "-m", "tinrec.cli", "plan", os.path.join(REPO, "configs", "feedback", "dmt.yaml"),
-                            "--nodes", "1", "--gpus-per-node", "2", "--device", "cpu"], cwd=REPO, capture_output=True,
+        p = subprocess.run([sys.executable, "-m", "tinrec.cli", "plan", "--nodes", "1", "--gpus-per-node", "2",
+                            "--device", "cpu", os.path.join(REPO, "configs", "feedback", "dmt.yaml"), *FEEDBACK_ROWS],
+                           cwd=REPO, capture_output=True,
                            text=True, env=dict(os.environ, PYTHONHASHSEED=seed), timeout=300)
         assert p.returncode == 0, p.stderr[-2000:]
         outputs.append([[c.strip() for c in line.split("|")] for line in p.stdout.splitlines() if "_wise" in line])
