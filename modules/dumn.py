@@ -34,8 +34,9 @@ head has its own W^Q, W^K, W^V of E/H x E/H. Choices the paper leaves open (ours
   controller per sequence: an FFN (``controller_hidden``, ReLU) then linear heads for the read key, the write
   key, the erase vector (sigmoid) and the add vector (tanh), NTM's forms. The write's addressing is the read's
   form (Eq. 9-10) with its own key.
-- ``key_strength`` (default off, Eq. 9 as printed): NTM's key strength, w_j = softmax_j(beta cos(k, M_j)) with
-  beta = 1 + softplus(.) from the controller, one for the read key and one for the write key. As printed the
+- ``key_strength`` (default None: off, Eq. 9 as printed): NTM's key strength, w_j = softmax_j(beta cos(k, M_j))
+  with beta = 1 + softplus(.) from the controller, one for the read key and one for the write key; the number
+  given (> 1) is beta's value at the start (the two heads' bias; 1 + ln 2 is a zero bias). As printed the
   weights are a softmax of cosines in [-1, 1] over m = 256 slots, at most e^2 apart: the trained memory's
   read weights ended uniform (entropy 1.000 of log m), every slot written alike, and the read the same vector
   for every sample (replacing it by its batch mean left test AUC unchanged; docs/results/dumn.md).
@@ -145,7 +146,8 @@ class DUMN(nn.Module):
         slots, slot_dim: m and Z of each memory (256, 64); controller_hidden: the controller FFN (512).
         feedback: the sequences read, in ``FEEDBACK``'s names (all four: DUMN).
         purify, memories, fusion, triplet, margin: see the module docstring (ablations).
-        key_strength: NTM's key strength in the memories' addressing (module docstring; our option).
+        key_strength: NTM's key strength in the memories' addressing, its initial value (module docstring; our
+            option); None: off.
 
     Attributes:
         output_dim: R's width.
@@ -157,7 +159,7 @@ class DUMN(nn.Module):
                  memories: Literal["four", "one", "none"] = "four", fusion: Fusion = "gate",
                  triplet: Literal["hardest", "random", "none"] = "hardest", margin: float = 0.2,
                  scoring: Literal["linear", "activation_unit"] = "linear", residual: bool = False,
-                 key_strength: bool = False) -> None:
+                 key_strength: Optional[float] = None) -> None:
         super().__init__()
         feedback = list(feedback)
         if not feedback or set(feedback) - set(FEEDBACK) or len(set(feedback)) != len(feedback):
@@ -174,9 +176,13 @@ class DUMN(nn.Module):
         if memories == "none" and (fusion != "gate" or triplet != "none"):
             raise ValueError("DUMN(memories='none') has no long-term half: fusion must be gate (U_k = f_k^o gated) "
                              "and triplet none")
+        if key_strength is not None and not (isinstance(key_strength, (int, float)) and not isinstance(
+                key_strength, bool) and key_strength > 1):
+            raise ValueError(f"DUMN: key_strength is the key strength's initial value, a number > 1 (or null: "
+                             f"off), got {key_strength!r}")
         self.feedback, self.purify, self.memories, self.fusion = feedback, purify, memories, fusion
         self.triplet, self.margin, self.dim, self.slot_dim = triplet, float(margin), dim, slot_dim
-        self.key_strength = key_strength
+        self.key_strength = key_strength is not None
         self.fp = nn.ModuleDict({k: InteractionAttention(dim=dim, heads=heads, seq_len=seq_len, user_dim=user_dim,
                                                          item_dim=item_dim, scoring=scoring, residual=residual)
                                  for k in feedback})
@@ -188,8 +194,12 @@ class DUMN(nn.Module):
             self.register_buffer("memory_SMZ", torch.empty(S, slots, Z).uniform_(-0.1, 0.1), persistent=True)
             self.controllers = nn.ModuleDict({k: nn.Sequential(nn.Linear(dim + user_dim, controller_hidden),
                                                                 nn.ReLU(),
-                                                                nn.Linear(controller_hidden, 4 * Z + 2 * key_strength))
+                                                                nn.Linear(controller_hidden, 4 * Z + 2 * self.key_strength))
                                               for k in feedback})
+            if key_strength is not None:  # beta = 1 + softplus(b) = key_strength at the start
+                with torch.no_grad():
+                    for c in self.controllers.values():
+                        c[-1].bias[4 * Z:] = math.log(math.expm1(key_strength - 1))
             self.sample_proj = nn.ModuleDict({k: nn.Linear(dim, Z, bias=False) for k in feedback})
         self.gate_f = nn.ModuleDict({k: nn.Linear(dim, dim, bias=False) for k in feedback})  # W_1
         width = dim

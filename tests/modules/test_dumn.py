@@ -101,13 +101,21 @@ def test_key_strength_sharpens_the_addressing_by_hand():
     torch.testing.assert_close(w[1], torch.softmax(3 * cos, 0))
     w, r = DUMN.read(None, key[:1], mem, torch.tensor([1000.0]))
     torch.testing.assert_close(r[0], mem[0])
-    m = _make(key_strength=True)
+    m = _make(key_strength=1 + math.log(2))
     f, user = torch.randn(5, E), torch.randn(5, U)
     *_, beta_r, beta_w = m.controller("click", f, user)
     out = m.controllers["click"](torch.cat([f, user], -1))
     torch.testing.assert_close(beta_r, 1 + torch.nn.functional.softplus(out[:, 4 * Z]))
     torch.testing.assert_close(beta_w, 1 + torch.nn.functional.softplus(out[:, 4 * Z + 1]))
     assert _make().controller("click", f, user)[4:] == (None, None)
+    m = _make(key_strength=20.0)  # the number is beta's value at the start: the heads' bias
+    with torch.no_grad():
+        m.controllers["click"][-1].weight[4 * Z:] = 0
+    for beta in m.controller("click", f, user)[4:]:
+        torch.testing.assert_close(beta, torch.full((5,), 20.0))
+    for bad in (True, 1.0, 0.5):
+        with pytest.raises(ValueError, match="key_strength"):
+            _make(key_strength=bad)
 
 
 def test_padding_empty_users_and_eval_reads_without_writing():
