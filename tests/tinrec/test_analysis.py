@@ -321,7 +321,8 @@ def test_cosine_kept_keeps_the_smallest_angles_per_row_most_recent_first_on_ties
 
 def test_effects_oracle_ranks_the_label_logit_first_and_refuses_data_that_differs(tmp_path):
     """``tinrec analyze effects``: on generated data with a strong long-range effect, dropping it costs AUC, the
-    user's bias is the gap between the label logit and the learnable part; changed labels are refused."""
+    user's bias is the gap between the label logit and the learnable part (in AUC; in GAUC it is none); changed
+    labels are refused."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -341,6 +342,9 @@ def test_effects_oracle_ranks_the_label_logit_first_and_refuses_data_that_differ
                                               "learnable without semantic_temporal", "learnable without long_range"}
     assert a["label logit"] > a["learnable"] > a["learnable without long_range"] + 0.03
     assert a["learnable"] > a["learnable without semantic_temporal"] > a["target alone"] > 0.5
+    g = out["gauc"]  # within a user, the user's own bias ranks nothing: GAUC is the same with or without it
+    assert set(g) == set(a) and g["label logit"] == pytest.approx(g["learnable"], abs=1e-12)
+    assert g["learnable"] > g["learnable without long_range"] + 0.01
     first = os.path.join(data, meta["splits"]["test"]["files"][0])
     t = pq.read_table(first)
     pq.write_table(t.set_column(0, "label", pa.array(1 - t.column("label").to_numpy(), type=pa.int8())), first)
