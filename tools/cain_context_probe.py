@@ -2,14 +2,16 @@
 over 3 seeds"): on the test split, the impressions whose target is a persistent interest seen far back are split
 by the ground truth into
 
-- kept: the interest does not fade (the label's long-range term: +3);
-- faded, active: it fades, but the user is active (activity bucket 3-5): the term stays +3;
-- faded, less active: it fades and the user is less active (bucket 1-2): the term is -1.5.
+- kept, active / kept, less active: the interest does not fade (the label's long-range term: +3), the user is
+  active (activity bucket 3-5) or less active (bucket 1-2);
+- faded, active: it fades, but the user is active: the term stays +3;
+- faded, less active: it fades and the user is less active: the term is -1.5.
 
-A model that reads the fading context (a watch-time drop after the far-back behaviours) scores "faded" below
-"kept"; one that also knows the user's activity (PEG's profile) scores "faded, less active" below "faded,
-active". Printed: each group's mean logit minus the kept group's (the label's own gaps: 0, 0 and -4.5), and the
-GAUC over the users with a far-back hit, where the ranking inside a user can turn on it.
+A model that reads the fading context (a watch-time drop after the far-back behaviours) and the user's activity
+(PEG's profile) scores "faded, less active" below "kept, less active"; one that reads the activity alone (less
+active users' far-back interests count less on average) scores both less active groups alike, below the active
+ones. Printed: each group's mean logit minus that of "kept, active" (the label's own gaps: 0, 0, 0 and -4.5),
+and the GAUC over the users with a far-back hit, where the ranking inside a user can turn on it.
 
 Usage: python tools/cain_context_probe.py RUN_DIR [RUN_DIR ...]   (each run's config.json and latest checkpoint)
 """
@@ -38,8 +40,8 @@ def truth(path: str):
     faded = (hit_j & gt["persistent_fading"][users]).any(1)
     parts = logit_parts(meta["generator"], "test")
     far = parts["long_range_without_context"] > 0
-    groups = {"kept": far & ~faded, "faded, active": far & faded & (act > 2),
-              "faded, less active": far & faded & (act <= 2)}
+    groups = {"kept, active": far & ~faded & (act > 2), "kept, less active": far & ~faded & (act <= 2),
+              "faded, active": far & faded & (act > 2), "faded, less active": far & faded & (act <= 2)}
     return users, parts["label"], parts["logit"], groups
 
 
@@ -59,10 +61,10 @@ def scores(run_dir: str) -> np.ndarray:
 def main(*run_dirs: str) -> None:
     path = load_config(f"{run_dirs[0]}/config.json").data.path
     users, label, logit, groups = truth(path)
-    with_hit = np.isin(users, users[groups["kept"] | groups["faded, active"] | groups["faded, less active"]])
+    with_hit = np.isin(users, users[np.any(list(groups.values()), axis=0)])
     rows = {"label's logit": logit, **{r: scores(r) for r in run_dirs}}
     for name, s in rows.items():
-        base = s[groups["kept"]].mean()
+        base = s[groups["kept, active"]].mean()
         gaps = {g: round(float(s[m].mean() - base), 3) for g, m in groups.items()}
         print(json.dumps({"model": name, "gaps": gaps, "n": {g: int(m.sum()) for g, m in groups.items()},
                           "gauc_users_with_a_far_hit": round(gauc(s[with_hit], label[with_hit], users[with_hit]), 4),
