@@ -163,6 +163,17 @@ def _eval_stream(cfg, data, split: str):
                          interval_seconds=cfg.data.interval_seconds)
 
 
+def _split_scores(cfg, data, model, split: str):
+    """The trained ``model``'s logits and labels of ``split`` for the first label (one process, no grad)."""
+    scores, labels = [], []
+    with torch.no_grad():
+        for batch in _eval_stream(cfg, data, split):
+            _, (logits, y, *_) = model(batch)
+            scores.append((logits[:, 0] if logits.dim() > 1 else logits).numpy())
+            labels.append((y[:, 0] if y.dim() > 1 else y).numpy())
+    return np.concatenate(scores), np.concatenate(labels)
+
+
 def _analysis_data(cfg):
     """train.Data for one process, without a process group (barriers are no-ops when none exists)."""
     from tinrec.distributed import DistEnv

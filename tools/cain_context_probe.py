@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from tinrec.analysis import _analysis_data, _eval_stream, _load_trained
+from tinrec.analysis import _analysis_data, _load_trained, _split_scores
 from tinrec.config import load_config
 from tinrec.data.schema import read_meta, split_files
 from tinrec.data.generate import logit_parts
@@ -50,20 +50,15 @@ def scores(run_dir: str) -> np.ndarray:
     data = _analysis_data(cfg)
     model = build_model(cfg, data.rows, sparse_device=torch.device("cpu"))
     _load_trained(cfg, model, None)
-    out = []
-    with torch.no_grad():
-        for batch in _eval_stream(cfg, data, "test"):
-            _, (logits, *_) = model(batch)
-            out.append((logits[:, 0] if logits.dim() > 1 else logits).numpy())
-    return np.concatenate(out)
+    return _split_scores(cfg, data, model, "test")[0]
 
 
 def main(*run_dirs: str) -> None:
     path = load_config(f"{run_dirs[0]}/config.json").data.path
     users, label, logit, groups = truth(path)
     with_hit = np.isin(users, users[np.any(list(groups.values()), axis=0)])
-    rows = {"label's logit": logit, **{r: scores(r) for r in run_dirs}}
-    for name, s in rows.items():
+    for name in ["label's logit", *run_dirs]:  # each printed as soon as it is scored
+        s = logit if name == "label's logit" else scores(name)
         base = s[groups["kept, active"]].mean()
         gaps = {g: round(float(s[m].mean() - base), 3) for g, m in groups.items()}
         print(json.dumps({"model": name, "gaps": gaps, "n": {g: int(m.sum()) for g, m in groups.items()},

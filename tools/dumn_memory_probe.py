@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import torch
 
-from tinrec.analysis import _analysis_data, _eval_stream, _load_trained
+from tinrec.analysis import _analysis_data, _load_trained, _split_scores
 from tinrec.config import load_config
 from tinrec.metrics import auc
 from tinrec.model import build_model
@@ -41,13 +41,8 @@ def main(config: str, run_dir: str, *overrides: str) -> None:
         mode[0] = m
         entropy.clear()
         spread.clear()
-        labels, scores = [], []
-        with torch.no_grad():
-            for batch in _eval_stream(cfg, data, "test"):
-                _, (logits, y, *_) = model(batch)
-                labels.append(y[:, 0].numpy() if y.dim() > 1 else y.numpy())
-                scores.append(logits[:, 0].numpy() if logits.dim() > 1 else logits.numpy())
-        print(f"reads {m}: test AUC {auc(np.concatenate(scores), np.concatenate(labels)):.4f}, read entropy / "
+        scores, labels = _split_scores(cfg, data, model, "test")
+        print(f"reads {m}: test AUC {auc(scores, labels):.4f}, read entropy / "
               f"log m {np.mean(entropy):.3f}, read spread {np.mean(spread):.3f}")
 
 
