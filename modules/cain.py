@@ -35,7 +35,10 @@ the common offset (uncentred, log(1 + 30 s) = 3.4 is the same for every tap, and
 filter came out alike: docs/results/lifelong.md). ``content_context=False`` (our variant) holds the first
 layer's content neighbour taps at zero: a behaviour keeps its own embedding (centre tap) and reads only its
 neighbours' side information, the part of the context the data's drops live in; on our data the trained
-content neighbour taps looked like optimiser noise (docs/results/lifelong.md).
+content neighbour taps looked like optimiser noise (docs/results/lifelong.md). ``side_scale`` (our choice)
+multiplies the side information after centring: under Adam a tap's step is about the learning rate whatever
+its input's scale, so scaling the input by s is the side taps' own learning rate times s (the embedding taps
+keep theirs) while the identity start is unchanged (the side taps start at zero).
 
 CAIN's Table 1 replaces the (first) TCN layer by other context extractors (``extractor``): ``rnn``, a
 bidirectional GRU (hidden D / 2 each way, outputs of both directions side by side, so a behaviour's
@@ -144,6 +147,8 @@ class CAIN(nn.Module):
         side_dim: F, per-behaviour side information the first layer reads (0: none; ``side_BLF`` in forward).
         content_context: False: the first layer reads its neighbours' side information only, each behaviour's
             own embedding through the centre tap (``modules/tcn.py`` ``centre_only``; our variant).
+        side_scale: the side information's factor after log and centring (our choice: the side taps' learning
+            rate relative to the rest under Adam; see above).
 
     Attributes:
         output_dim: the backbone's + (N - 1) * D.
@@ -153,7 +158,8 @@ class CAIN(nn.Module):
                  layers: int = 4, context_length: int = 7, later_context_length: int = 2, stride: int = 4,
                  aux_dim: int = 32, peg: Peg = "none", profile_dim: int = 0, peg_hidden: int = 64,
                  extractor: Extractor = "tcn", extractor_heads: int = 4, side_dim: int = 0,
-                 side_relative: bool = False, identity_init: bool = False, content_context: bool = True) -> None:
+                 side_relative: bool = False, identity_init: bool = False, content_context: bool = True,
+                 side_scale: float = 1.0) -> None:
         super().__init__()
         if extractor not in ("tcn", "rnn", "attention"):
             raise ValueError(f"CAIN: extractor must be tcn, rnn or attention, got {extractor!r}")
@@ -165,6 +171,9 @@ class CAIN(nn.Module):
             raise ValueError("CAIN(peg=...) generates filters from the profile: profile_dim must be > 0")
         if side_dim < 0:
             raise ValueError(f"CAIN: side_dim must be >= 0, got {side_dim}")
+        if not (math.isfinite(side_scale) and side_scale > 0):
+            raise ValueError(f"CAIN: side_scale must be finite and > 0, got {side_scale}")
+        self.side_scale = float(side_scale)
         self.dim, self.peg, self.side_dim, self.side_relative = dim, peg, side_dim, side_relative
         aggregation = "global" if peg == "none" else peg
         tcns, width = [], dim + side_dim
@@ -207,6 +216,8 @@ class CAIN(nn.Module):
             if self.side_relative:  # each value against the row's own mean (a drop stands out from any user's level)
                 mean_B1F = side_BLF.sum(1, keepdim=True) / valid_BL1.sum(1, keepdim=True).clamp_min(1)
                 side_BLF = (side_BLF - mean_B1F).masked_fill(~valid_BL1, 0.0)
+            if self.side_scale != 1.0:
+                side_BLF = side_BLF * self.side_scale
             x = torch.cat([seq_BLD, side_BLF], dim=-1)
         parts = []
         for n, tcn in enumerate(self.tcns):

@@ -192,3 +192,24 @@ def test_without_content_context_a_behaviour_reads_only_its_neighbours_side_info
     x3[0, 3, D] += 1.0  # behaviour 3's watch time
     moved, _ = cain.tcns[0](seq_BLD=x3, mask_BL=b["mask_BL"])
     assert not torch.equal(moved[0, 2], base[0, 2]) and not torch.equal(moved[0, 4], base[0, 4])
+
+
+def test_side_scale_is_the_side_taps_scaled_and_nothing_else():
+    """side_scale s: the same model as s = 1 with the first layer's side taps multiplied by s (the embedding
+    taps and everything after them unchanged); not finite or <= 0 is refused."""
+    torch.manual_seed(8)
+    kw = dict(dim=D, backbone="sdim", backbone_args={"hashes": 12}, layers=2, context_length=1, side_dim=1,
+              side_relative=True, content_context=False)
+    one, scaled = CAIN(**kw).eval(), CAIN(**kw, side_scale=10.0).eval()
+    scaled.load_state_dict(one.state_dict())
+    b = batches.make_batch([6, 3, 0], D=D, L=6)
+    w_BL = torch.rand(3, 6) * 100 + 1
+    with torch.no_grad():
+        one.tcns[0].weight[:, D:] *= 10.0  # the side channel's taps
+    torch.testing.assert_close(scaled(**b, side_BLF=w_BL), one(**b, side_BLF=w_BL))
+    with torch.no_grad():
+        one.tcns[0].weight[:, D:] /= 10.0
+    assert not torch.allclose(scaled(**b, side_BLF=w_BL), one(**b, side_BLF=w_BL))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="side_scale"):
+            CAIN(**kw, side_scale=bad)
