@@ -22,8 +22,15 @@ centre writes the drop after a behaviour into it); and whether the drops reach t
 regression (5-fold, on the impressions with a far-back hit) telling faded interests from kept ones from CAIN's
 output, once as trained and once with every watch time made the same (the drops removed).
 
+With ``--headroom``: what each part of the ground truth would still be worth on top of a model's test scores, as
+the best logloss shifts (a grid of 0.25) of its logits: one shift for every far-back hit (what the backbone could
+still learn without any context), one for kept and one for faded hits (what reading the drops could add without
+the profile: the + TCN row), and a further one for faded hits of less active users (what PEG or the profile
+could add); test AUC, GAUC and logloss after each.
+
 Usage: python tools/cain_context_probe.py RUN_DIR [RUN_DIR ...]   (each run's config.json and latest checkpoint)
        python tools/cain_context_probe.py --pyramid [--batches N] RUN_DIR
+       python tools/cain_context_probe.py --headroom RUN_DIR [RUN_DIR ...]
 """
 import json
 import sys
@@ -76,6 +83,31 @@ def main(*run_dirs: str) -> None:
         print(json.dumps({"model": name, "gaps": gaps, "n": {g: int(m.sum()) for g, m in groups.items()},
                           "gauc_users_with_a_far_hit": round(gauc(s[with_hit], label[with_hit], users[with_hit]), 4),
                           "gauc": round(gauc(s, label, users), 4)}), flush=True)
+
+
+def headroom(*run_dirs: str) -> None:
+    users, label, _, groups = truth(load_config(f"{run_dirs[0]}/config.json").data.path)
+    kept = groups["kept, active"] | groups["kept, less active"]
+    faded = groups["faded, active"] | groups["faded, less active"]
+    faded_less = groups["faded, less active"].astype(np.float64)
+    grid = np.arange(-3.0, 3.01, 0.25)
+
+    def logloss(x):
+        return float(np.mean(np.logaddexp(0.0, x) - label * x))
+
+    for run_dir in run_dirs:
+        s = scores(run_dir)
+        rows = {"as trained": s}
+        a = min(grid, key=lambda a: logloss(s + a * (kept | faded)))
+        rows[f"+ {a} on every far-back hit"] = s + a * (kept | faded)
+        a, b = min(((a, b) for a in grid for b in grid), key=lambda ab: logloss(s + ab[0] * kept + ab[1] * faded))
+        split = s + a * kept + b * faded
+        rows[f"+ {a} on kept, {b} on faded hits"] = split
+        c = min(np.arange(-6.0, 0.01, 0.25), key=lambda c: logloss(split + c * faded_less))
+        rows[f"and {c} on a less active user's faded hits"] = split + c * faded_less
+        for name, x in rows.items():
+            print(json.dumps({"model": run_dir, "scores": name, "auc": round(auc(x, label), 4),
+                              "gauc": round(gauc(x, label, users), 4), "logloss": round(logloss(x), 4)}), flush=True)
 
 
 def _gather(x, idx):
@@ -162,7 +194,9 @@ def _cross_validated_logits(x: np.ndarray, y: np.ndarray, folds: int = 5, l2: fl
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if args and args[0] == "--pyramid":
+    if args and args[0] == "--headroom":
+        headroom(*args[1:])
+    elif args and args[0] == "--pyramid":
         batches = 20
         if len(args) > 2 and args[1] == "--batches":
             batches, args = int(args[2]), args[2:]
