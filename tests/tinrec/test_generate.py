@@ -497,3 +497,37 @@ def test_disliked_categories_hold_the_dislikes_and_the_clickbait_and_a_second_la
     np.testing.assert_allclose(sum(parts[k] for k in ("base", "user", "semantic_temporal")), parts["logit"])
     ld = v.column("label_dislike").to_numpy()
     assert target_dis.mean() > 0.05 and ld[target_dis].mean() > 0.5 > 0.1 > ld[~target_dis].mean()
+
+
+def test_context_active_factor_sets_what_an_active_users_faded_interest_counts(tmp_path):
+    """context.active_factor (with by_activity): a target in a faded far-back interest counts ``active_factor``
+    times the long-range strength for an active user, ``-context.strength`` times it for a less active one, and a
+    kept one the full strength; leaving it out is 1.0, the active users keeping their faded interests."""
+    base = dict(SMALL, seq_len_mean=120.0, seq_len_max=300, train_rows=1500, valid_rows=100, test_rows=100,
+                profile=True)
+    lr = {"enabled": True, "min_position": 40, "share": 0.1, "strength": 3.0, "items": 3, "target_share": 0.5,
+          "fading": 0.5}
+    ctx = {"enabled": True, "by_activity": True, "strength": 0.5}
+    terms = {}
+    for factor in (1.0, 0.0):
+        root = str(tmp_path / f"f{factor}")
+        meta = gen.generate_dataset(root, **dict(base, effects={"long_range": lr,
+                                                                 "context": dict(ctx, active_factor=factor)}))
+        parts = gen.logit_parts(meta["generator"], "train")
+        t = _read(root, meta, "train")
+        gt = np.load(os.path.join(root, "ground_truth.npz"))
+        users, target = t.column("user_id").to_numpy(), t.column("target_category").to_numpy()
+        faded = (gt["persistent"][users] == target[:, None]) & gt["persistent_fading"][users]
+        faded, hit = faded.any(1), parts["long_range_without_context"] > 0
+        active = t.column("user_activity").to_numpy() > 2
+        groups = {"kept": hit & ~faded, "faded, active": hit & faded & active, "faded, less": hit & faded & ~active}
+        assert all(m.sum() >= 5 for m in groups.values()), {g: int(m.sum()) for g, m in groups.items()}
+        terms[factor] = {g: np.unique(parts["long_range"][m]) for g, m in groups.items()}
+        terms[factor]["label"] = t.column("label").to_numpy()
+    for factor, want_active in ((1.0, 3.0), (0.0, 0.0)):
+        assert np.array_equal(terms[factor]["kept"], [3.0])
+        assert np.allclose(terms[factor]["faded, active"], [want_active])
+        assert np.allclose(terms[factor]["faded, less"], [-1.5])
+    plain = str(tmp_path / "plain")  # the option left out: the same labels as 1.0
+    meta = gen.generate_dataset(plain, **dict(base, effects={"long_range": lr, "context": ctx}))
+    assert np.array_equal(_read(plain, meta, "train").column("label").to_numpy(), terms[1.0]["label"])

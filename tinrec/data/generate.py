@@ -125,7 +125,7 @@ SEQ_LEN_SIGMA = 0.6
 DEFAULT_EFFECTS: Dict[str, Any] = {
     "semantic_temporal": {"enabled": True, "strength": 1.0, "decay": "position", "tau_position": 8.0,
                           "tau_time_hours": 48.0},
-    "context": {"enabled": False, "strength": 0.5, "by_activity": False},
+    "context": {"enabled": False, "strength": 0.5, "by_activity": False, "active_factor": 1.0},
     "trigger": {"enabled": False, "strength": 1.0, "tau_page": 3.0},
     "feedback": {"enabled": False, "click_noise": 0.3, "disliked": 0, "clickbait": 0.5},
     "long_range": {"enabled": False, "strength": 1.5, "interests": 2, "share": 0.03, "min_position": 200,
@@ -154,6 +154,7 @@ _EFFECT_RULES = {
     "fading": ("real", "unit"),
     "fading_drop": ("real", "unit"),
     "by_activity": ("bool", None),
+    "active_factor": ("real", None),
     "pairs": ("int", "positive"),
     "triples": ("int", "positive"),
     "rank": ("int", "positive"),
@@ -615,9 +616,12 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
             decay = np.exp(-(p - 1) / st["tau_position"])
         else:
             decay = np.exp(-dt / 3600.0 / st["tau_time_hours"])
-        if ctx_eff["by_activity"]:  # only the less active users lose interest (CAIN's motivation for PEG)
-            lost = lost & (world.activity()[buser] <= 2)
-        ctx = np.where(lost, -ctx_eff["strength"], 1.0) if ctx_eff["enabled"] else 1.0
+        ctx = 1.0
+        if ctx_eff["enabled"]:
+            ctx = np.where(lost, -ctx_eff["strength"], 1.0)
+            if ctx_eff["by_activity"]:  # the less active users lose interest (CAIN's motivation for PEG); the
+                # active ones keep a lost interest at active_factor (1: as if never lost)
+                ctx = np.where(lost & (world.activity()[buser] > 2), ctx_eff["active_factor"], ctx)
         contrib = _semantic_weight(target_cat[row], cat) * decay * g * ctx
         logit = logit + st["strength"] * np.bincount(row, weights=contrib, minlength=n)
         if parts is not None:
@@ -631,9 +635,10 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
         if fades and ctx_eff["enabled"]:  # a faded interest counts against its target, like a lost one above
             hit_j = pers[users] == target_cat[:, None]
             faded = (hit_j & fading[users]).any(1)
-            if ctx_eff["by_activity"]:
-                faded &= world.activity()[users] <= 2
-            far_hit = np.where(faded, -ctx_eff["strength"], 1.0) * far_hit
+            factor = np.where(faded, -ctx_eff["strength"], 1.0)
+            if ctx_eff["by_activity"]:  # an active user's faded interest counts active_factor (1: kept)
+                factor = np.where(faded & (world.activity()[users] > 2), ctx_eff["active_factor"], factor)
+            far_hit = factor * far_hit
         logit = logit + lr["strength"] * far_hit
         terms["long_range"] = lr["strength"] * far_hit
     pairs_eff, triples_eff = eff["field_pairs"], eff["field_triples"]
