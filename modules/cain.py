@@ -196,6 +196,22 @@ class CAIN(nn.Module):
         self.aux = nn.ModuleList(_AuxiliaryAttention(t.output_dim, dim, aux_dim) for t in self.tcns[1:])
         self.output_dim: int = self.backbone.output_dim + (layers - 1) * dim
 
+    def side_information(self, side_BLF: Tensor, mask_BL: Tensor) -> Tensor:
+        """The side information as the first layer reads it: log(1 + x), centred on each row's mean with
+        ``side_relative``, times ``side_scale``; zero under padding. [B, L, F] ([B, L] accepted when F = 1)."""
+        side_BLF = side_BLF.unsqueeze(-1) if side_BLF.dim() == 2 else side_BLF
+        if tuple(side_BLF.shape) != (*mask_BL.shape, self.side_dim):
+            raise ValueError(f"CAIN(side_dim={self.side_dim}): side_BLF has shape {tuple(side_BLF.shape)}, "
+                             f"want [B, L, {self.side_dim}]")
+        valid_BL1 = mask_BL.unsqueeze(-1)
+        side_BLF = torch.log1p(side_BLF.clamp_min(0.0)).masked_fill(~valid_BL1, 0.0)
+        if self.side_relative:  # each value against the row's own mean (a drop stands out from any user's level)
+            mean_B1F = side_BLF.sum(1, keepdim=True) / valid_BL1.sum(1, keepdim=True).clamp_min(1)
+            side_BLF = (side_BLF - mean_B1F).masked_fill(~valid_BL1, 0.0)
+        if self.side_scale != 1.0:
+            side_BLF = side_BLF * self.side_scale
+        return side_BLF
+
     def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
                 profile_BP: Optional[Tensor] = None, side_BLF: Optional[Tensor] = None) -> Tensor:
         """[IR_1, ..., IR_N] for right-padded behaviours ``seq_BLD`` [B, L, D] (mask ``mask_BL``), target
@@ -207,18 +223,7 @@ class CAIN(nn.Module):
             raise ValueError(f"CAIN(side_dim={self.side_dim}) needs side_BLF exactly when side_dim > 0")
         x, m = seq_BLD, mask_BL
         if side_BLF is not None:
-            side_BLF = side_BLF.unsqueeze(-1) if side_BLF.dim() == 2 else side_BLF
-            if tuple(side_BLF.shape) != (*mask_BL.shape, self.side_dim):
-                raise ValueError(f"CAIN(side_dim={self.side_dim}): side_BLF has shape {tuple(side_BLF.shape)}, "
-                                 f"want [B, L, {self.side_dim}]")
-            valid_BL1 = mask_BL.unsqueeze(-1)
-            side_BLF = torch.log1p(side_BLF.to(seq_BLD.dtype).clamp_min(0.0)).masked_fill(~valid_BL1, 0.0)
-            if self.side_relative:  # each value against the row's own mean (a drop stands out from any user's level)
-                mean_B1F = side_BLF.sum(1, keepdim=True) / valid_BL1.sum(1, keepdim=True).clamp_min(1)
-                side_BLF = (side_BLF - mean_B1F).masked_fill(~valid_BL1, 0.0)
-            if self.side_scale != 1.0:
-                side_BLF = side_BLF * self.side_scale
-            x = torch.cat([seq_BLD, side_BLF], dim=-1)
+            x = torch.cat([seq_BLD, self.side_information(side_BLF.to(seq_BLD.dtype), mask_BL)], dim=-1)
         parts = []
         for n, tcn in enumerate(self.tcns):
             x, m = tcn(seq_BLD=x if n == 0 else F.relu(x), mask_BL=m, profile_BP=profile_BP)

@@ -33,7 +33,6 @@ Usage: python tools/cain_context_probe.py RUN_DIR [RUN_DIR ...]   (each run's co
        python tools/cain_context_probe.py --headroom RUN_DIR [RUN_DIR ...]
 """
 import json
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -132,11 +131,7 @@ def pyramid(run_dir: str, batches: int = 20) -> None:
                 break
             inp = model.module_inputs(batch)["cain"]
             seq_BLD, mask_BL, query_BD = inp["seq_BLD"], inp["mask_BL"], inp["query_BD"]
-            valid_BL1 = mask_BL.unsqueeze(-1)  # the side information exactly as CAIN.forward prepares it
-            s_BL1 = torch.log1p(inp["side_BLF"].reshape(*mask_BL.shape, 1).clamp_min(0)).masked_fill(~valid_BL1, 0)
-            if cain.side_relative:
-                s_BL1 = s_BL1 - s_BL1.sum(1, keepdim=True) / valid_BL1.sum(1, keepdim=True).clamp_min(1)
-            s_BL1 = s_BL1.masked_fill(~valid_BL1, 0) * cain.side_scale
+            s_BL1 = cain.side_information(inp["side_BLF"].to(seq_BLD.dtype), mask_BL)  # as CAIN.forward reads it
             cr_BLD, m_BL = tcn(seq_BLD=torch.cat([seq_BLD, s_BL1], -1), mask_BL=mask_BL, profile_BP=inp.get("profile_BP"))
             q_BD = query_BD if cain.query_proj is None else cain.query_proj(query_BD)
             after_BL = torch.cat([s_BL1[:, 1:, 0], torch.zeros_like(s_BL1[:, :1, 0])], 1)  # the next behaviour's
@@ -193,13 +188,20 @@ def _cross_validated_logits(x: np.ndarray, y: np.ndarray, folds: int = 5, l2: fl
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if args and args[0] == "--headroom":
-        headroom(*args[1:])
-    elif args and args[0] == "--pyramid":
-        batches = 20
-        if len(args) > 2 and args[1] == "--batches":
-            batches, args = int(args[2]), args[2:]
-        pyramid(args[1], batches)
+    import argparse
+
+    parser = argparse.ArgumentParser(description="What a trained model makes of the fading interests (see above).")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--pyramid", action="store_true", help="where the drops go inside CAIN on LAP (one run)")
+    mode.add_argument("--headroom", action="store_true", help="what each part of the ground truth is still worth")
+    parser.add_argument("--batches", type=int, default=20, help="--pyramid: test batches read")
+    parser.add_argument("run_dirs", nargs="+")
+    args = parser.parse_args()
+    if args.pyramid:
+        if len(args.run_dirs) != 1:
+            parser.error("--pyramid reads one run")
+        pyramid(args.run_dirs[0], args.batches)
+    elif args.headroom:
+        headroom(*args.run_dirs)
     else:
-        main(*args)
+        main(*args.run_dirs)
