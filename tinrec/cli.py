@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "finished run")
     x.add_argument("--records", default=None, metavar="DIR",
                    help="keep each finished run's metrics as DIR/<run>.json, and count a run whose folder is gone "
-                        "but whose record is in DIR as finished (tables that outlive the run folders)")
+                        "but whose record is in DIR as finished (tables that outlive the run folders); default: "
+                        "the spec's records key, if it has one")
     x.set_defaults(func=cmd_experiment)
     an = add_parser("analyze", help="analyses of a dataset and a trained model (docs/analysis.md)")
     analyses = an.add_subparsers(dest="analysis", required=True)

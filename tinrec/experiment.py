@@ -9,6 +9,8 @@ A spec (YAML)::
                                    #   (AUC(row) - 0.5) / (AUC(base) - 0.5) - 1, in %, on the mean test AUCs)
     overrides: []                  # applied to every row (before the row's own)
     table: metrics                 # metrics (default) | cost: only training samples/s and peak memory
+    records: docs/results/x_runs   # optional: the records folder when --records is not given (specs that
+                                   #   share one share a run's record by row name: same name, same config)
     rows:
       - {name: TIN, config: configs/default.yaml, overrides: []}
       - {name: TIN w/o TTE, config: configs/default.yaml, overrides: [model.interests.tin.inputs.seq_time_BLD=null, model.interests.tin.inputs.query_time_BD=null]}
@@ -17,7 +19,9 @@ Each run is ``tinrec train CONFIG seed=S run_dir=... OVERRIDES --resume`` in a s
 experiment continues where it stopped and finished runs are not repeated. With ``records=DIR``
 (``--records DIR``), each finished run's ``metrics.json`` is also kept as ``DIR/<row-slug>-s<seed>.json``, and a
 run whose folder is gone but whose record is there counts as finished: the table outlives the run folders
-(a cleaned scratch disk, a new machine), and a record can be committed beside the results. The table (Markdown) and the
+(a cleaned scratch disk, a new machine), and a record can be committed beside the results. A record keeps the
+run's resolved config (less run folder, seed and description): specs sharing a records folder (the spec's
+``records`` key) share a run by row name, and a record of another config under the same name is refused. The table (Markdown) and the
 numbers (JSON) go to ``runs/<name>/results.{md,json}``: mean and standard deviation over seeds of test GAUC,
 AUC and logloss, and the relative change against the baseline as in the TIN paper's Table 1, plus training
 samples/s and peak memory (``tinrec train``'s metrics.json) when every run records them. Row names that would
@@ -51,7 +55,7 @@ def load_spec(path: str) -> dict:
     for key in ("name", "rows"):
         if key not in spec:
             raise ValueError(f"{path}: {key}: required key is missing")
-    unknown = set(spec) - {"name", "seeds", "baseline", "relaimpr", "rows", "overrides", "table"}
+    unknown = set(spec) - {"name", "seeds", "baseline", "relaimpr", "rows", "overrides", "table", "records"}
     if unknown:
         raise ValueError(f"{path}: {sorted(unknown)[0]}: unknown key")
     for i, row in enumerate(spec["rows"]):
@@ -77,14 +81,42 @@ def relaimpr(auc: float, base_auc: float) -> float:
     return 100.0 * ((auc - 0.5) / (base_auc - 0.5) - 1.0)
 
 
-def _keep_record(metrics: dict, record: str) -> None:
-    """Write ``record`` (a run's metrics) unless it already holds exactly these metrics."""
+def resolved_config(row: dict, common: List[str]) -> dict:
+    """A row's config as trained (the spec's and the row's overrides applied), less what names a run rather than
+    a model (run folder, seed, description): what a record shared between specs must agree on."""
+    from tinrec.config import load_config, to_dict
+
+    cfg = to_dict(load_config(row["config"], [*common, *row.get("overrides", [])]))
+    return {k: v for k, v in cfg.items() if k not in ("run_dir", "seed", "description")}
+
+
+def _first_difference(a, b, where: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else k)
+    return f"{where or 'config'} is {a!r} there, {b!r} here"
+
+
+def _check_record(record: str, recorded: dict, config: dict) -> None:
+    """A record written for another config is refused (specs sharing a records folder share a run by its row
+    name); records from before configs were kept carry none and are taken as they are."""
+    if "config" in recorded and recorded["config"] != config:
+        raise ValueError(f"{record}: recorded for another config than this row's: "
+                         f"{_first_difference(recorded['config'], config)}; rename the row or use another --records")
+
+
+def _keep_record(metrics: dict, record: str, config: dict) -> None:
+    """Write ``record`` (a run's metrics and its resolved config) unless it already holds exactly these."""
+    kept = dict(metrics, config=config)
     if os.path.exists(record):
         with open(record) as f:
-            if json.load(f) == metrics:
-                return
+            recorded = json.load(f)
+        _check_record(record, recorded, config)
+        if recorded == kept:
+            return
     os.makedirs(os.path.dirname(record) or ".", exist_ok=True)
-    write_json(record, metrics)
+    write_json(record, kept)
 
 
 def command(row: dict, seed: int, run_dir: str, common: List[str]) -> List[str]:
@@ -96,9 +128,11 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
                    train_seeds: Optional[List[int]] = None,
                    train_rows: Optional[List[str]] = None, records: Optional[str] = None) -> Dict[str, dict]:
     """Train what is missing (unless ``report_only``; only the seeds in ``train_seeds`` and the rows named in
-    ``train_rows`` when given) and write the table. Rows are built from the finished runs; a row lists the seeds it has (``seeds``) and one without
+    ``train_rows`` when given) and write the table. ``records`` defaults to the spec's ``records`` key. Rows are built from the finished runs; a row lists the seeds it has (``seeds``) and one without
     any is left out (``missing``)."""
     spec = load_spec(path)
+    if records is None:
+        records = spec.get("records")
     seeds = spec.get("seeds", [0])
     if train_seeds is not None and set(train_seeds) - set(seeds):
         raise ValueError(f"--seeds: {sorted(set(train_seeds) - set(seeds))} not among the spec's seeds {seeds}")
@@ -116,7 +150,7 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
             record = None if records is None else os.path.join(records, os.path.basename(run_dir) + ".json")
             cmd = command(row, seed, run_dir, common)
             if not os.path.exists(metrics_file) and record is not None and os.path.exists(record):
-                metrics_file = record  # finished in an earlier session; its folder is gone
+                metrics_file = record  # finished in an earlier session (or by a spec sharing the records)
             if not os.path.exists(metrics_file):
                 if (report_only or (train_seeds is not None and seed not in train_seeds)
                         or (train_rows is not None and row["name"] not in train_rows)):
@@ -126,8 +160,12 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
                 subprocess.run(exe, check=True)
             with open(metrics_file) as f:
                 m = json.load(f)
-            if record is not None and metrics_file != record:
-                _keep_record(m, record)
+            if record is not None:
+                config = resolved_config(row, common)
+                if metrics_file == record:
+                    _check_record(record, m, config)
+                else:
+                    _keep_record(m, record, config)
             per_seed.append(dict(m["test"], seed=seed))
             resources.append({k: m[k] for k in ("train", "peak_memory_mib") if k in m})
         if not per_seed:

@@ -56,11 +56,30 @@ def test_experiment_table_relative_change_cost_and_skip(tmp_path):
     run(["experiment", str(path), "--out-root", str(out), "--records", str(rec)])
     assert sorted(p.name for p in rec.iterdir()) == sorted(f"{SLUG[row]}-s{s}.json" for row, s in files)
     for (row, s), f in files.items():
-        assert json.loads((rec / f"{SLUG[row]}-s{s}.json").read_text()) == per_run[row, s]
+        kept = json.loads((rec / f"{SLUG[row]}-s{s}.json").read_text())
+        assert kept == dict(per_run[row, s], config=kept["config"])  # the metrics, and the config they came from
+        assert kept["config"]["data"]["path"] == data and "run_dir" not in kept["config"]
+    assert (json.loads((rec / "tin-w-o-tte-s0.json").read_text())["config"]["model"]["interests"]["tin"]["inputs"]
+            ["seq_time_BLD"] is None)
     elsewhere = tmp_path / "fresh_runs"  # a new machine: no run folders, only the records
     moved = run(["experiment", str(path), "--out-root", str(elsewhere), "--records", str(rec)])
     assert "[experiment]" not in moved.stdout
     assert json.loads((elsewhere / "exp" / "results.json").read_text())["results"] == results
+
+    # another spec naming the same records folder (its records key) shares a run by row name when the configs
+    # agree, and refuses a record of another config under that name instead of reporting it as this row's
+    shared = tmp_path / "shared.yaml"
+    shared.write_text(yaml.safe_dump(dict(spec, name="other", records=str(rec), rows=spec["rows"][:1])))
+    reused = run(["experiment", str(shared), "--out-root", str(elsewhere)])
+    assert "[experiment]" not in reused.stdout
+    other_avg = json.loads((elsewhere / "other" / "results.json").read_text())["results"]["Avg"]
+    assert {k: v for k, v in other_avg.items() if k != "command"} == {k: v for k, v in results["Avg"].items()
+                                                                      if k != "command"}
+    clash = [dict(spec["rows"][0], overrides=["model.tower.hidden=[7]"])]
+    shared.write_text(yaml.safe_dump(dict(spec, name="other", records=str(rec), rows=clash)))
+    refused = run(["experiment", str(shared), "--out-root", str(elsewhere)], check=False)
+    assert refused.returncode != 0 and "[experiment]" not in refused.stdout
+    assert "avg-s0.json: recorded for another config than this row's: model.tower.hidden is" in refused.stderr
 
     # --report-only trains nothing: partial rows say which seeds they have, rows without runs are listed
     os.remove(files["TIN w/o TTE", 1])
@@ -138,7 +157,38 @@ def test_every_row_of_every_experiment_spec_builds(spec):
 NEEDS_INPUTS_CAIN_DOES_NOT_PASS = {"search", "time_dim", "soft_input_dim", "cross_features", "cross_width"}
 
 
-@pytest.mark.parametrize("spec", ["cain_table2.yaml", "cain_table3.yaml"])
+def test_specs_sharing_a_records_folder_agree_on_each_shared_row():
+    """Specs naming one records folder share a finished run by its row name (experiments/cain_*_graded.yaml):
+    every row name they have in common must resolve to one config, or one table would report another's run.
+    (A run refuses such a record too, but only once it gets there: this catches it before hours of training.)"""
+    from tinrec.experiment import _slug, load_spec, resolved_config
+
+    by_folder = {}
+    for path in sorted(glob.glob(os.path.join(REPO, "experiments", "**", "*.yaml"), recursive=True)):
+        spec = load_spec(path)
+        if spec.get("records"):
+            by_folder.setdefault(spec["records"], []).append((os.path.basename(path), spec))
+    shared = 0
+    cwd = os.getcwd()
+    os.chdir(REPO)  # configs are named relative to the repository root
+    try:
+        for folder, specs in by_folder.items():
+            seen = {}
+            for name, spec in specs:
+                for row in spec["rows"]:
+                    config = resolved_config(row, list(spec.get("overrides", [])))
+                    slug = _slug(row["name"])
+                    if slug in seen:
+                        assert seen[slug][1] == config, f"{folder}: {row['name']!r} of {name} and of {seen[slug][0]}"
+                        shared += 1
+                    seen.setdefault(slug, (name, config))
+    finally:
+        os.chdir(cwd)
+    assert shared >= 6  # Table 2 graded: LAP, LAP + TCN; Table 3 graded: five + TCN rows, LAP + TCN + MSIA
+
+
+@pytest.mark.parametrize("spec", ["cain_table2.yaml", "cain_table3.yaml", "cain_table2_graded.yaml",
+                                  "cain_table3_graded.yaml"])
 def test_cain_rows_give_each_backbone_its_own_rows_settings(spec):
     """CAIN's Tables 2-3 compare a backbone with and without the TCN: the TCN rows must build the backbone with
     the hyperparameters of the backbone's own row (an SDIM at another tau would be a different model)."""
