@@ -85,7 +85,8 @@ def _padded(values_Nd: torch.Tensor, slots_N: torch.Tensor, B: int, L: int) -> t
     d = values_Nd.shape[-1]
     if values_Nd.shape[0] == B * L:  # every row is full (N = B * L): the values already are that layout, no copy
         return values_Nd.reshape(B, L, d)
-    return values_Nd.new_zeros(B * L, d).index_copy(0, slots_N, values_Nd).view(B, L, d)
+    # in place into the fresh zeros: no second [B * L, d] tensor (the out-of-place op copies the zeros first)
+    return values_Nd.new_zeros(B * L, d).index_copy_(0, slots_N, values_Nd).view(B, L, d)
 
 
 def _sum(tensors: List[torch.Tensor]) -> torch.Tensor:
