@@ -145,19 +145,19 @@ def cases(B: int, L: int, Lq: int, D: int = 128) -> Dict[str, dict]:
 
 
 def main(argv=None) -> dict:
+    from tinrec import hostmem
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seq-len", type=int, default=1000)
     ap.add_argument("--quadratic-len", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--host-memory", choices=["system", "cached"], default="system")
+    ap.add_argument("--host-memory", choices=hostmem.CHOICES, default="system")
     ap.add_argument("--cases", nargs="+", default=None, metavar="CASE", help="only these cases (default: all)")
     ap.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "hotpaths"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from tinrec import hostmem
-
     hostmem.configure(args.host_memory)
     rows, load_before = [], os.getloadavg()[0]
     for name, c in cases(args.batch, args.seq_len, args.quadratic_len).items():

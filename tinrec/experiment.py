@@ -144,6 +144,7 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
     missing: List[str] = []
     for row in spec["rows"]:
         per_seed, resources = [], []
+        config = None  # the row's resolved config, loaded once and only when a record is read or kept
         for seed in seeds:
             run_dir = os.path.join(out_root, spec["name"], f"{_slug(row['name'])}-s{seed}")
             metrics_file = os.path.join(run_dir, "metrics.json")
@@ -161,7 +162,7 @@ def run_experiment(path: str, out_root: str = "runs", report_only: bool = False,
             with open(metrics_file) as f:
                 m = json.load(f)
             if record is not None:
-                config = resolved_config(row, common)
+                config = resolved_config(row, common) if config is None else config
                 if metrics_file == record:
                     _check_record(record, m, config)
                 else:

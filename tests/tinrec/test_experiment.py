@@ -157,7 +157,7 @@ def test_every_row_of_every_experiment_spec_builds(spec):
 NEEDS_INPUTS_CAIN_DOES_NOT_PASS = {"search", "time_dim", "soft_input_dim", "cross_features", "cross_width"}
 
 
-def test_specs_sharing_a_records_folder_agree_on_each_shared_row():
+def test_specs_sharing_a_records_folder_agree_on_each_shared_row(monkeypatch):
     """Specs naming one records folder share a finished run by its row name (experiments/cain_*_graded.yaml):
     every row name they have in common must resolve to one config, or one table would report another's run.
     (A run refuses such a record too, but only once it gets there: this catches it before hours of training.)"""
@@ -169,21 +169,17 @@ def test_specs_sharing_a_records_folder_agree_on_each_shared_row():
         if spec.get("records"):
             by_folder.setdefault(spec["records"], []).append((os.path.basename(path), spec))
     shared = 0
-    cwd = os.getcwd()
-    os.chdir(REPO)  # configs are named relative to the repository root
-    try:
-        for folder, specs in by_folder.items():
-            seen = {}
-            for name, spec in specs:
-                for row in spec["rows"]:
-                    config = resolved_config(row, list(spec.get("overrides", [])))
-                    slug = _slug(row["name"])
-                    if slug in seen:
-                        assert seen[slug][1] == config, f"{folder}: {row['name']!r} of {name} and of {seen[slug][0]}"
-                        shared += 1
-                    seen.setdefault(slug, (name, config))
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(REPO)  # configs are named relative to the repository root
+    for folder, specs in by_folder.items():
+        seen = {}
+        for name, spec in specs:
+            for row in spec["rows"]:
+                config = resolved_config(row, list(spec.get("overrides", [])))
+                slug = _slug(row["name"])
+                if slug in seen:
+                    assert seen[slug][1] == config, f"{folder}: {row['name']!r} of {name} and of {seen[slug][0]}"
+                    shared += 1
+                seen.setdefault(slug, (name, config))
     assert shared >= 6  # Table 2 graded: LAP, LAP + TCN; Table 3 graded: five + TCN rows, LAP + TCN + MSIA
 
 
