@@ -71,9 +71,12 @@ def masked_topk(scores_BL: Tensor, mask_BL: Tensor, k: int) -> Tuple[Tensor, Ten
     recent behaviour (the larger position, sequences being oldest first) comes first, on any device.
 
     ``torch.topk`` leaves the order of ties unspecified, and ties are the rule for integer-valued scores
-    (a category match, a Hamming distance): a stable descending sort of the row read newest first fixes it.
-    Padded positions never rank above a valid one; a row with fewer than ``k`` valid positions gets padded
-    slots, marked False in the returned mask (gather with the indices, then mask again).
+    (a category match, a Hamming distance). The ranking is the one of a stable descending sort of the row read
+    newest first, i.e. by (score desc, position desc), computed without sorting all L: ``torch.topk`` finds each
+    row's k-th score t, every position above t is kept and, of those equal to t, the newest ones that fill the
+    k slots; only those k are then sorted (see :func:`_ranked_by_sort` for the plain form, which the tests
+    compare it with). Padded positions never rank above a valid one; a row with fewer than ``k`` valid positions
+    gets padded slots, marked False in the returned mask (gather with the indices, then mask again).
 
     Args:
         scores_BL: shape [B, L], any float or integer dtype (no gradient flows through the selection).
@@ -88,11 +91,32 @@ def masked_topk(scores_BL: Tensor, mask_BL: Tensor, k: int) -> Tuple[Tensor, Ten
     B, L = scores_BL.shape
     K = min(k, L)
     low = torch.finfo(scores_BL.dtype).min if scores_BL.is_floating_point() else torch.iinfo(scores_BL.dtype).min
-    keyed_BL = scores_BL.detach().masked_fill(~mask_BL, low).flip(1)  # newest first
-    order_BL = torch.sort(keyed_BL, dim=1, descending=True, stable=True).indices[:, :K]
-    idx_BK = (L - 1) - order_BL
+    keyed_BL = scores_BL.detach().masked_fill(~mask_BL, low)
+    if K == L or B == 0:
+        idx_BK = _ranked_by_sort(keyed_BL, K)
+    else:
+        t_B1 = torch.topk(keyed_BL, K, dim=1, sorted=False).values.amin(1, keepdim=True)  # each row's k-th score
+        if t_B1.isnan().any():  # NaN scores (a broken model): the sort's order, whatever it makes of them
+            idx_BK = _ranked_by_sort(keyed_BL, K)
+        else:
+            above_BL = keyed_BL > t_B1
+            tie_BL = keyed_BL == t_B1
+            need_B1 = K - above_BL.sum(1, keepdim=True)  # >= 1 slots for the ties at t, newest first
+            if bool((tie_BL.sum(1, keepdim=True) > need_B1).any()):  # more ties at t than slots: the newest
+                tie_BL = tie_BL & (tie_BL.flip(1).cumsum(1).flip(1) <= need_B1)  # ties at or after each position
+            keep_BL = above_BL | tie_BL  # exactly K per row
+            pos_BK = keep_BL.nonzero()[:, 1].view(B, K).flip(1)  # newest first
+            order_BK = torch.sort(keyed_BL.gather(1, pos_BK), dim=1, descending=True, stable=True).indices
+            idx_BK = pos_BK.gather(1, order_BK)
     kept_BK = torch.gather(mask_BL, 1, idx_BK)
     return idx_BK, kept_BK
+
+
+def _ranked_by_sort(keyed_BL: Tensor, K: int) -> Tensor:
+    """The first ``K`` positions of each row by (score desc, position desc): a stable sort of the row newest first."""
+    L = keyed_BL.shape[1]
+    order_BL = torch.sort(keyed_BL.flip(1), dim=1, descending=True, stable=True).indices[:, :K]
+    return (L - 1) - order_BL
 
 
 def zero_padding(seq_BLD: Tensor, mask_BL: Tensor) -> Tensor:

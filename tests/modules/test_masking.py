@@ -90,3 +90,30 @@ def test_masked_topk_is_the_brute_force_ranking_with_recency_breaking_ties(k):
             want = sorted(range(n), key=lambda i: (-float(scores[b, i]), -i))[:k]
             assert idx[b, :len(want)].tolist() == want, (b, scores[b].tolist())
             assert kept[b].tolist() == [True] * len(want) + [False] * (min(k, L) - len(want))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64, torch.int32])
+def test_masked_topk_threshold_path_ranks_as_the_full_sort(dtype):
+    """The top-k-then-ties path against the brute-force (score desc, position desc) ranking on many shapes: few
+    distinct values (ties at the k-th score spill over the slots), rows shorter than k, empty rows, k near L."""
+    g = torch.Generator().manual_seed(7)
+    for _ in range(150):
+        B, L = int(torch.randint(1, 6, (1,), generator=g)), int(torch.randint(2, 60, (1,), generator=g))
+        k = int(torch.randint(1, L, (1,), generator=g))  # k < L: the threshold path
+        distinct = int(torch.randint(1, 6, (1,), generator=g))
+        scores = torch.randint(-distinct, distinct, (B, L), generator=g).to(dtype)
+        mask = torch.rand(B, L, generator=g) < torch.rand(B, 1, generator=g)
+        idx, kept = masked_topk(scores.masked_fill(~mask, 5), mask, k)
+        for b in range(B):
+            valid = [i for i in range(L) if mask[b, i]]
+            want = sorted(valid, key=lambda i: (-float(scores[b, i]), -i))[:k]
+            assert idx[b, :len(want)].tolist() == want
+            assert kept[b].tolist() == [True] * len(want) + [False] * (k - len(want))
+            assert len(set(idx[b].tolist())) == k  # padded slots are distinct positions too
+
+
+def test_masked_topk_with_nan_scores_still_returns_k_slots():
+    scores = torch.tensor([[0.5, float("nan"), 0.1, 0.9], [0.2, 0.3, 0.4, 0.1]])
+    idx, kept = masked_topk(scores, torch.ones(2, 4, dtype=torch.bool), 2)
+    assert idx.shape == (2, 2) and kept.all()
+    assert idx[1].tolist() == [2, 1]
