@@ -40,6 +40,10 @@ from .target_attention import MultiHeadTargetAttention, tie_at_init
 Search = Literal["hard", "soft", "loader"]
 
 
+def _gather(x_BLX: Tensor, idx_BK: Tensor) -> Tensor:
+    return torch.gather(x_BLX, 1, idx_BK.unsqueeze(-1).expand(-1, -1, x_BLX.shape[-1]))
+
+
 class SIM(nn.Module):
     """A search over the whole sequence, then a multi-head target attention over the kept behaviours.
 
@@ -119,7 +123,9 @@ class SIM(nn.Module):
         """The soft search's auxiliary CTR loss: BCE of sigmoid(MLP([U_r, e_a])) against the label."""
         w_BL = r_BL.masked_fill(~mask_BL, 0.0)
         n_B1 = mask_BL.sum(1, keepdim=True).clamp_min(1).to(e_BLS.dtype)
-        u_r_BS = torch.einsum("bl,bls->bs", w_BL, e_BLS.masked_fill(~mask_BL.unsqueeze(-1), 0.0)) / n_B1
+        # padding enters with weight exactly 0 (its values are finite: zeros from InputArch), so no masked copy
+        # of the [B, L, S] embeddings (as SDIM's bucket sums)
+        u_r_BS = torch.bmm(w_BL.unsqueeze(1), e_BLS).squeeze(1) / n_B1
         logit_B = self.aux(torch.cat([u_r_BS, e_a_BS], dim=-1)).squeeze(-1)
         return F.binary_cross_entropy_with_logits(logit_B, label_B.to(logit_B.dtype))
 
@@ -146,12 +152,14 @@ class SIM(nn.Module):
                 seq_time_BLD is not None and tuple(seq_time_BLD.shape) != (*mask_BL.shape, self.time_dim)):
             raise ValueError(f"SIM(time_dim={self.time_dim}) needs seq_time_BLD of shape [B, L, {self.time_dim}] "
                              f"exactly when time_dim > 0")
-        z_BLZ = seq_BLD if seq_time_BLD is None else torch.cat([seq_BLD, seq_time_BLD], dim=-1)
         if self.search == "loader" and mask_BL.shape[1] <= self.k:  # searched already: attend to all of it
+            z_BLZ = seq_BLD if seq_time_BLD is None else torch.cat([seq_BLD, seq_time_BLD], dim=-1)
             return self.esu(z_BKZ=z_BLZ, mask_BK=mask_BL, query_BD=query_BD)
         idx_BK, kept_BK, r_BL = self._select(seq_BLD, mask_BL, query_BD, seq_category_BL, query_category_B,
                                              soft_seq_BLD, soft_query_BD)
-        z_BKZ = torch.gather(z_BLZ, 1, idx_BK.unsqueeze(-1).expand(-1, -1, z_BLZ.shape[-1]))
+        # the kept rows first, then z_j = [e_j ; t_j] of those K only (not a joined copy of all L behaviours)
+        z_BKZ = _gather(seq_BLD, idx_BK) if seq_time_BLD is None else torch.cat(
+            [_gather(seq_BLD, idx_BK), _gather(seq_time_BLD, idx_BK)], dim=-1)
         out_BO = self.esu(z_BKZ=z_BKZ, mask_BK=kept_BK, query_BD=query_BD)
         if self.search == "soft" and self.training and label_B is not None:
             e_BLS = seq_BLD if soft_seq_BLD is None else soft_seq_BLD

@@ -49,6 +49,9 @@ def test_soft_search_relevance_and_its_auxiliary_loss_by_hand():
     want = F.binary_cross_entropy_with_logits(sim.aux(torch.cat([u_r, q], -1)).squeeze(-1), label)
     torch.testing.assert_close(losses["gsu"], want)
     assert out.shape == (2, 4 * D + 4 * D)  # 4 heads and their products
+    out_g, losses_g = sim(**batches.with_garbage_padding(batch), label_B=label)  # large values under padding
+    torch.testing.assert_close(losses_g["gsu"], want)
+    torch.testing.assert_close(out_g, out)
     sim.eval()
     assert isinstance(sim(**batch), torch.Tensor)  # no label outside training: no auxiliary loss
 
