@@ -14,6 +14,9 @@ backward over ``--repeats`` runs after one warm-up:
 - ``augru_indexing``: DIEN's AUGRU stepping with ``x[:, t]`` (quadratic backward) vs one ``unbind``.
 - ``jagged_to_padded``: ``masked_scatter`` of jagged values into [B, L, D] vs the row ``index_copy``.
 - ``causal_mask``: causal self-attention with an explicit [B, 1, L, L] mask vs SDPA's ``is_causal``.
+- ``seq_scores``, ``seq_weighted_sum``, ``attention_pool``: a sequence's inner products with one vector per row
+  (``bmm(S, r)``), its weighted sum (``bmm(w, S)``) and the softmax attention made of both, under autograd,
+  vs ``modules/seqdot.py`` (the fast bmm orientation, outer-product gradients, one fused backward).
 
 ``--host-memory cached`` caches host memory as training does (``train.host_memory``, ``tinrec/hostmem.py``): a
 case's fresh large tensors are then not page-faulted in on every repeat, which is most of some "before" columns
@@ -52,7 +55,9 @@ def _time(fn: Callable[[], torch.Tensor], repeats: int) -> float:
 
 def cases(B: int, L: int, Lq: int, D: int = 128) -> Dict[str, dict]:
     from tinrec.model import _padded, _slots
+    from tinrec.modules import seqdot
     from tinrec.modules.dien import AUGRU
+    from tinrec.modules.masking import masked_softmax
     from tinrec.modules.din import DIN
     from tinrec.modules.gru4rec import run_gru
     from tinrec.modules.tin import TIN
@@ -141,6 +146,19 @@ def cases(B: int, L: int, Lq: int, D: int = 128) -> Dict[str, dict]:
 
     out["causal_mask"] = {"L": Lq, "before": causal_before,
                           "after": lambda: block(x_BLD=xs, mask_BL=cmask, causal=True).sum()}
+
+    w = torch.randn(B, L, generator=g, requires_grad=True)
+    out["seq_scores"] = {"L": L, "before": lambda: torch.bmm(seq, q.unsqueeze(-1)).square().sum(),
+                         "after": lambda: seqdot.scores(seq, q).square().sum()}
+    out["seq_weighted_sum"] = {"L": L, "before": lambda: torch.bmm(w.unsqueeze(1), seq).square().sum(),
+                               "after": lambda: seqdot.weighted_sum(w, seq).square().sum()}
+
+    def pool_before():
+        s = torch.bmm(seq, q.unsqueeze(-1)).squeeze(-1)
+        return torch.bmm(masked_softmax(s, mask).unsqueeze(1), seq).square().sum()
+
+    out["attention_pool"] = {"L": L, "before": pool_before,
+                             "after": lambda: seqdot.attention_pool(seq, q, mask)[0].square().sum()}
     return out
 
 

@@ -57,6 +57,7 @@ from torch import Tensor, nn
 
 from .eta import ETA
 from .lap import LAP
+from . import seqdot
 from .masking import masked_softmax
 from .sdim import SDIM
 from .sim import SIM
@@ -126,8 +127,8 @@ class _AuxiliaryAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(inner)
 
     def forward(self, cr_BMD: Tensor, mask_BM: Tensor, query_BD: Tensor) -> Tensor:
-        sa_BM = torch.einsum("bme,be->bm", self.k(cr_BMD), self.q(query_BD)) * self.scale
-        return torch.bmm(masked_softmax(sa_BM, mask_BM).unsqueeze(1), self.v(cr_BMD)).squeeze(1)
+        sa_BM = seqdot.scores(self.k(cr_BMD), self.q(query_BD)) * self.scale
+        return seqdot.weighted_sum(masked_softmax(sa_BM, mask_BM), self.v(cr_BMD))
 
 
 class CAIN(nn.Module):

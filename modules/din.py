@@ -34,6 +34,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from . import seqdot
 from .masking import check_inputs, masked_softmax, zero_padding
 from .mlp import Activation, MLP
 
@@ -102,7 +103,7 @@ class DIN(nn.Module):
         check_inputs(dim=self.dim, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
         seq_BLD = zero_padding(seq_BLD, mask_BL)
         weight_BL = self._weights(self._logits(seq_BLD, mask_BL, query_BD), mask_BL)
-        pooled_BD = torch.bmm(weight_BL.unsqueeze(1), seq_BLD).squeeze(1)  # sum_i w_i e_i
+        pooled_BD = seqdot.weighted_sum(weight_BL, seq_BLD)  # sum_i w_i e_i
         if self.product:
             return torch.cat([pooled_BD, pooled_BD * query_BD], dim=-1)
         return pooled_BD

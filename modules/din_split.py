@@ -29,6 +29,7 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
+from . import seqdot
 from .masking import check_inputs, masked_softmax, zero_padding
 
 
@@ -90,7 +91,7 @@ class SplitDIN(nn.Module):
         weight_BL = self.attention_weights(seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
         _, seq_tr_BLR = self.split(seq_BLD)
         _, query_tr_BR = self.split(query_BD)
-        u_BR = torch.einsum("bl,blr->br", weight_BL, seq_tr_BLR)
+        u_BR = seqdot.weighted_sum(weight_BL, seq_tr_BLR)
         return torch.cat([u_BR, query_tr_BR, u_BR * query_tr_BR], dim=-1)
 
     def learned_correlation(
@@ -115,4 +116,4 @@ class SplitDIN(nn.Module):
             return seq_BLD.new_zeros(seq_BLD.shape[:2])
         seq_ta_BLA, _ = self.split(seq_BLD)
         query_ta_BA, _ = self.split(query_BD)
-        return torch.einsum("bla,ba->bl", seq_ta_BLA, query_ta_BA) / math.sqrt(self.attention_dim)
+        return seqdot.scores(seq_ta_BLA, query_ta_BA) / math.sqrt(self.attention_dim)

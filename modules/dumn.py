@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import seqdot
 from .masking import masked_softmax, zero_padding
 from .target_attention import ActivationUnitAttention
 
@@ -133,7 +134,7 @@ class InteractionAttention(nn.Module):
             w_BL = masked_softmax(a_BL, mask_BL)
         else:
             w_BL = self.unit.weights(zero_padding(o_BLE, mask_BL), mask_BL, item_BI, None)
-        return torch.bmm(w_BL.unsqueeze(1), zero_padding(o_BLE, mask_BL)).squeeze(1)
+        return seqdot.weighted_sum(w_BL, zero_padding(o_BLE, mask_BL))
 
 
 class DUMN(nn.Module):

@@ -31,7 +31,8 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-from .masking import check_inputs, masked_softmax, masked_topk
+from . import seqdot
+from .masking import check_inputs, masked_topk
 from .target_attention import MultiHeadTargetAttention, tie_at_init
 from .transformer import TransformerBlock
 
@@ -55,9 +56,8 @@ class _Level(nn.Module):
         self.scale = 1.0 / math.sqrt(inner)
 
     def forward(self, seq_BKD: Tensor, mask_BK: Tensor, query_BD: Tensor) -> Tuple[Tensor, Tensor]:
-        r_BD = self.q(query_BD) @ self.k.weight  # W_k^T W_q q
-        s_BK = torch.bmm(seq_BKD, r_BD.unsqueeze(-1)).squeeze(-1) * self.scale
-        pooled_BD = torch.bmm(masked_softmax(s_BK, mask_BK).unsqueeze(1), seq_BKD).squeeze(1)
+        r_BD = self.q(query_BD) @ self.k.weight * self.scale  # W_k^T W_q q / sqrt(d)
+        pooled_BD, s_BK = seqdot.attention_pool(seq_BKD, r_BD, mask_BK)  # scores and pooling, one backward
         return self.v(pooled_BD), s_BK
 
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import seqdot
 from .masking import check_inputs, masked_topk
 from .mlp import MLP
 from .target_attention import MultiHeadTargetAttention, tie_at_init
@@ -97,7 +98,7 @@ class SIM(nn.Module):
         e_a_BS = query_BD if soft_query_BD is None else soft_query_BD
         # <W_b e_i, W_a e_a> = <e_i, W_b^T W_a e_a>: one vector per row, no projection of the L behaviours
         r_BS = self.soft_a(e_a_BS) @ self.soft_b.weight
-        return torch.bmm(e_BLS, r_BS.unsqueeze(-1)).squeeze(-1)
+        return seqdot.scores(e_BLS, r_BS)
 
     def _select(self, seq_BLD, mask_BL, query_BD, seq_category_BL, query_category_B, soft_seq_BLD, soft_query_BD):
         if self.search == "loader":  # a searched sequence: its most recent k
@@ -125,7 +126,7 @@ class SIM(nn.Module):
         n_B1 = mask_BL.sum(1, keepdim=True).clamp_min(1).to(e_BLS.dtype)
         # padding enters with weight exactly 0 (its values are finite: zeros from InputArch), so no masked copy
         # of the [B, L, S] embeddings (as SDIM's bucket sums)
-        u_r_BS = torch.bmm(w_BL.unsqueeze(1), e_BLS).squeeze(1) / n_B1
+        u_r_BS = seqdot.weighted_sum(w_BL, e_BLS) / n_B1
         logit_B = self.aux(torch.cat([u_r_BS, e_a_BS], dim=-1)).squeeze(-1)
         return F.binary_cross_entropy_with_logits(logit_B, label_B.to(logit_B.dtype))
 

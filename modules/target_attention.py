@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from . import seqdot
 from .masking import masked_softmax, zero_padding
 from .mlp import Activation, MLP
 
@@ -138,4 +139,4 @@ class ActivationUnitAttention(nn.Module):
         """[B, D]: the pooled behaviours (``seq_BLD`` [B, L, D] under ``mask_BL``, side ``side_BLS`` [B, L, S])."""
         seq_BLD = zero_padding(seq_BLD, mask_BL)
         w_BL = self.weights(seq_BLD, mask_BL, query_BD, side_BLS)
-        return torch.bmm(w_BL.unsqueeze(1), seq_BLD).squeeze(1)
+        return seqdot.weighted_sum(w_BL, seq_BLD)

@@ -29,6 +29,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from . import seqdot
 from .masking import check_inputs, masked_softmax, zero_padding
 
 
@@ -91,8 +92,8 @@ class TIN(nn.Module):
         else:
             count_B1 = mask_BL.sum(dim=1, keepdim=True).clamp_min(1).to(seq_tilde_BLD.dtype)
             weight_BL = mask_BL.to(seq_tilde_BLD.dtype) / count_B1
-        # sum_i w_i (e~_i ⊙ v~) = (sum_i w_i e~_i) ⊙ v~: one batched matmul, no [B, L, D] product
-        pooled_BD = torch.bmm(weight_BL.unsqueeze(1), seq_tilde_BLD).squeeze(1)
+        # sum_i w_i (e~_i ⊙ v~) = (sum_i w_i e~_i) ⊙ v~: one weighted sum, no [B, L, D] product
+        pooled_BD = seqdot.weighted_sum(weight_BL, seq_tilde_BLD)
         return pooled_BD * query_tilde_BD if self.representation else pooled_BD
 
     def learned_correlation(
@@ -149,7 +150,7 @@ class TIN(nn.Module):
 
     def _logits(self, seq_tilde_BLD: Tensor, query_tilde_BD: Tensor) -> Tensor:
         """Scaled dot products z_i = <e~_i, v~_t> / sqrt(D), shape [B, L]."""
-        return torch.bmm(seq_tilde_BLD, query_tilde_BD.unsqueeze(-1)).squeeze(-1) / math.sqrt(self.dim)
+        return seqdot.scores(seq_tilde_BLD, query_tilde_BD) / math.sqrt(self.dim)
 
     def _representation(self, seq_tilde_BLD: Tensor, query_tilde_BD: Tensor) -> Tensor:
         """r_i = e~_i ⊙ v~_t (TR) or e~_i (w/o TR), shape [B, L, D]."""
