@@ -51,10 +51,13 @@ class ETA(nn.Module):
 
     def scores(self, seq_BLD: Tensor, query_BD: Tensor) -> Tensor:
         """-Hamming(h(q), h(S_i)), [B, L], integer-valued floats: the count of differing sign bits, on
-        one-byte booleans (XOR), never as [B, L, M] floats."""
+        one-byte booleans (XOR) counted in bytes (a bool sum would first widen every bit to int64: 8x the
+        time), never as [B, L, M] floats."""
         bits_BLM = torch.matmul(seq_BLD.detach(), self.projection_DM) >= 0
         bits_BM = query_BD.detach() @ self.projection_DM >= 0
-        return -(bits_BLM ^ bits_BM.unsqueeze(1)).sum(-1).to(seq_BLD.dtype)
+        count = torch.uint8 if self.hashes < 256 else torch.int32
+        differ_BL = (bits_BLM ^ bits_BM.unsqueeze(1)).view(torch.uint8).sum(-1, dtype=count)
+        return -differ_BL.to(seq_BLD.dtype)
 
     def kept_behaviours(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor):
         """The k behaviours nearest the target in Hamming distance: (indices into L [B, K], valid [B, K])."""

@@ -20,10 +20,14 @@ def test_simhash_and_hamming_scores_by_hand():
     assert eta.scores(seq, q).tolist() == [[-2.0, -1.0, 0.0]]
     # x R exactly 0 counts as +1 in the scores as in the signs; random inputs: -Hamming = (<h(q), h(S_i)> - m) / 2
     assert eta.scores(torch.tensor([[[0.0, 0.0]]]), q).tolist() == [[0.0]]
-    big = ETA(dim=5, hashes=16, k=2)
-    x, y = torch.randn(3, 7, 5), torch.randn(3, 5)
-    want = (torch.einsum("blm,bm->bl", big.signs(x), big.signs(y)) - 16) / 2
-    assert torch.equal(big.scores(x, y), want)
+    x = torch.randn(3, 7, 5)
+    y = x[:, 0]  # behaviour 0 is the target: with -y every one of its m bits differs
+    for m in (16, 300):  # the counts in bytes, and past 255 differing bits in wider integers
+        big = ETA(dim=5, hashes=m, k=2)
+        want = (torch.einsum("blm,bm->bl", big.signs(x), big.signs(y)) - m) / 2
+        assert torch.equal(big.scores(x, y), want)
+        assert torch.equal(big.scores(x, -y), -m - want)  # the opposite target: Hamming m - H
+        assert big.scores(x, -y)[:, 0].tolist() == [-m] * 3
 
 
 def test_the_kept_behaviours_are_the_brute_force_best_with_recency_breaking_ties():
