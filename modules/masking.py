@@ -42,6 +42,11 @@ def masked_softmax(scores_BL: Tensor, mask_BL: Tensor) -> Tensor:
 def masked_sum(seq_BLD: Tensor, mask_BL: Tensor) -> Tensor:
     """Sum over the valid positions.
 
+    Computed as the mask-weighted sum (one batched matrix product, padding weighted by exactly 0), not as a
+    masked copy of the whole [B, L, D] sequence (a copy forward, another backward); only when that sum is not
+    finite (a non-finite value under padding, or a valid one) is it recomputed with the padding replaced, so
+    the guarantee above holds either way.
+
     Args:
         seq_BLD: padded sequence, shape [B, L, D].
         mask_BL: bool, shape [B, L], True = real behaviour.
@@ -49,7 +54,10 @@ def masked_sum(seq_BLD: Tensor, mask_BL: Tensor) -> Tensor:
     Returns:
         Shape [B, D]; zeros for rows with no valid position.
     """
-    return zero_padding(seq_BLD, mask_BL).sum(dim=1)
+    sum_BD = torch.bmm(mask_BL.to(seq_BLD.dtype).unsqueeze(1), seq_BLD).squeeze(1)
+    if not bool(torch.isfinite(sum_BD).all()):
+        sum_BD = zero_padding(seq_BLD, mask_BL).sum(dim=1)
+    return sum_BD
 
 
 def masked_mean(seq_BLD: Tensor, mask_BL: Tensor) -> Tensor:
