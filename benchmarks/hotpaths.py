@@ -16,7 +16,8 @@ backward over ``--repeats`` runs after one warm-up:
 - ``causal_mask``: causal self-attention with an explicit [B, 1, L, L] mask vs SDPA's ``is_causal``.
 - ``seq_scores``, ``seq_weighted_sum``, ``attention_pool``: a sequence's inner products with one vector per row
   (``bmm(S, r)``), its weighted sum (``bmm(w, S)``) and the softmax attention made of both, under autograd,
-  vs ``modules/seqdot.py`` (the fast bmm orientation, outer-product gradients, one fused backward).
+  vs ``modules/seqdot.py`` (the fast bmm orientation, outer-product gradients) and ``target_attention.attention_pool``
+  (one fused backward).
 
 ``--host-memory cached`` caches host memory as training does (``train.host_memory``, ``tinrec/hostmem.py``): a
 case's fresh large tensors are then not page-faulted in on every repeat, which is most of some "before" columns
@@ -58,6 +59,7 @@ def cases(B: int, L: int, Lq: int, D: int = 128) -> Dict[str, dict]:
     from tinrec.modules import seqdot
     from tinrec.modules.dien import AUGRU
     from tinrec.modules.masking import masked_softmax
+    from tinrec.modules.target_attention import attention_pool
     from tinrec.modules.din import DIN
     from tinrec.modules.gru4rec import run_gru
     from tinrec.modules.tin import TIN
@@ -158,7 +160,7 @@ def cases(B: int, L: int, Lq: int, D: int = 128) -> Dict[str, dict]:
         return torch.bmm(masked_softmax(s, mask).unsqueeze(1), seq).square().sum()
 
     out["attention_pool"] = {"L": L, "before": pool_before,
-                             "after": lambda: seqdot.attention_pool(seq, q, mask)[0].square().sum()}
+                             "after": lambda: attention_pool(seq, q, mask)[0].square().sum()}
     return out
 
 

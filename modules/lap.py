@@ -31,9 +31,8 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-from . import seqdot
 from .masking import check_inputs, masked_topk
-from .target_attention import MultiHeadTargetAttention, tie_at_init
+from .target_attention import MultiHeadTargetAttention, attention_pool, tie_at_init
 from .transformer import TransformerBlock
 
 
@@ -57,7 +56,7 @@ class _Level(nn.Module):
 
     def forward(self, seq_BKD: Tensor, mask_BK: Tensor, query_BD: Tensor) -> Tuple[Tensor, Tensor]:
         r_BD = self.q(query_BD) @ self.k.weight * self.scale  # W_k^T W_q q / sqrt(d)
-        pooled_BD, s_BK = seqdot.attention_pool(seq_BKD, r_BD, mask_BK)  # scores and pooling, one backward
+        pooled_BD, s_BK = attention_pool(seq_BKD, r_BD, mask_BK)  # scores and pooling, one backward
         return self.v(pooled_BD), s_BK
 
 

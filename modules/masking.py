@@ -11,6 +11,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .seqdot import weighted_sum
+
 
 def masked_softmax(scores_BL: Tensor, mask_BL: Tensor) -> Tensor:
     """Softmax over the valid positions of each row.
@@ -54,7 +56,7 @@ def masked_sum(seq_BLD: Tensor, mask_BL: Tensor) -> Tensor:
     Returns:
         Shape [B, D]; zeros for rows with no valid position.
     """
-    sum_BD = torch.bmm(mask_BL.to(seq_BLD.dtype).unsqueeze(1), seq_BLD).squeeze(1)
+    sum_BD = weighted_sum(mask_BL.to(seq_BLD.dtype), seq_BLD)  # its backward an outer product (seqdot.py)
     if not bool(torch.isfinite(sum_BD).all()):
         sum_BD = zero_padding(seq_BLD, mask_BL).sum(dim=1)
     return sum_BD

@@ -22,10 +22,11 @@ target's category was among the kept behaviours.
 # Shape legend: B batch, K kept behaviours, Z behaviour width, D query width, H heads, E head width,
 # L behaviours, S side width.
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from . import seqdot
 from .masking import masked_softmax, zero_padding
@@ -42,6 +43,44 @@ def tie_at_init(query: nn.Linear, key: nn.Linear) -> None:
         raise ValueError(f"tie_at_init: query {tuple(query.weight.shape)} and key {tuple(key.weight.shape)} differ")
     with torch.no_grad():
         query.weight.copy_(key.weight)
+
+
+class _AttentionPool(torch.autograd.Function):
+    """:func:`attention_pool` with one fused backward: it reads S twice (g_w = S g_u, g_r = S^T g_s) and writes
+    S's gradient once (g_S = g_s r^T + w g_u^T), where autograd would write two [B, L, D] gradients and add
+    them (``modules/seqdot.py`` has the kernels and why)."""
+
+    @staticmethod
+    def forward(ctx, seq_BLD: Tensor, r_BD: Tensor, mask_BL: Tensor):
+        s_BL = seqdot.scores_kernel(seq_BLD, r_BD)
+        w_BL = masked_softmax(s_BL, mask_BL)
+        ctx.save_for_backward(seq_BLD, r_BD, w_BL)
+        return seqdot.weighted_sum_kernel(w_BL, seq_BLD), s_BL
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_u_BD: Tensor, g_s_BL: Tensor):  # an unused output's gradient comes as zeros
+        seq_BLD, r_BD, w_BL = ctx.saved_tensors
+        g_w_BL = seqdot.scores_kernel(seq_BLD, g_u_BD)
+        # the softmax's backward (0 off the mask, where w = 0), plus what reached the raw scores
+        g_logit_BL = w_BL * (g_w_BL - (w_BL * g_w_BL).sum(-1, keepdim=True)) + g_s_BL
+        g_seq = g_r = None
+        if ctx.needs_input_grad[0]:  # dS = g_logit r^T + w g_u^T, written once
+            g_seq = seqdot.outer_kernel(g_logit_BL, r_BD).addcmul_(w_BL.unsqueeze(-1), g_u_BD.unsqueeze(1))
+        if ctx.needs_input_grad[1]:
+            g_r = seqdot.weighted_sum_kernel(g_logit_BL, seq_BLD)
+        return g_seq, g_r, None
+
+
+def attention_pool(seq_BLD: Tensor, r_BD: Tensor, mask_BL: Tensor) -> Tuple[Tensor, Tensor]:
+    """Softmax attention by inner product with one vector per row, and the pooled behaviours:
+
+        s_i = <S_i, r>,   u = sum_i softmax(s)_i S_i   over the valid positions (``masked_softmax``)
+
+    Returns (u [B, D], s [B, L]), both with gradients (to ``seq_BLD`` and ``r_BD``); a row with no valid
+    position gives u = 0. Padding enters the pooled sum with weight exactly 0, so its values must be finite
+    (InputArch's are zeros)."""
+    return _AttentionPool.apply(seq_BLD, r_BD, mask_BL)
 
 
 class MultiHeadTargetAttention(nn.Module):

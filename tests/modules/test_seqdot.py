@@ -7,6 +7,7 @@ import torch
 
 from tinrec.modules import seqdot
 from tinrec.modules.masking import masked_softmax
+from tinrec.modules.target_attention import attention_pool
 
 B, L, D = 4, 7, 5
 LENGTHS = [7, 3, 0, 1]
@@ -56,14 +57,14 @@ def test_attention_pool_equals_the_plain_form_with_its_fused_backward(use_scores
     seq, r, _, mask, g = _inputs(1)
     weights = [torch.randn(B, D, generator=g, dtype=torch.float64),
                torch.randn(B, L, generator=g, dtype=torch.float64) * float(use_scores)]
-    got = _values_and_grads(seqdot.attention_pool, (seq, r, mask), weights)
+    got = _values_and_grads(attention_pool, (seq, r, mask), weights)
     for a, b in zip(got, _values_and_grads(_plain_attention_pool, (seq, r, mask), weights)):
         torch.testing.assert_close(a, b)
     u, _, g_seq, _ = got
     assert torch.equal(u[2], torch.zeros(D))  # a row without behaviours pools nothing
     if not use_scores:  # (the raw scores are defined, and differentiable, at every position)
         assert torch.equal(g_seq[2], torch.zeros(L, D)) and torch.equal(g_seq[1, 3:], torch.zeros(L - 3, D))
-    torch.autograd.gradcheck(lambda a, b: seqdot.attention_pool(a, b, mask),
+    torch.autograd.gradcheck(lambda a, b: attention_pool(a, b, mask),
                              (seq.clone().requires_grad_(), r.clone().requires_grad_()))
 
 
@@ -73,6 +74,6 @@ def test_only_the_gradients_asked_for_are_computed():
     seqdot.scores(seq, r_).sum().backward()  # seq needs no gradient: none is made, r's is right
     torch.testing.assert_close(r_.grad, seq.sum(1))
     seq_ = seq.clone().requires_grad_()
-    u, _ = seqdot.attention_pool(seq_, r, mask)
+    u, _ = attention_pool(seq_, r, mask)
     u.sum().backward()
     assert seq_.grad.shape == seq.shape and r_.grad is not None
