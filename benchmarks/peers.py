@@ -189,8 +189,7 @@ def measure(python: str, peer: str, model: str, seq_len: int, *, batch: int = 25
     The subprocess gets ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = ``threads`` as well (the script also calls
     ``torch.set_num_threads``). See the module docstring for what is measured. ``host_memory="cached"`` gives
     the peer's process the glibc settings tinrec's ``train.host_memory: cached`` applies (``tinrec/hostmem.py``),
-    through glibc's environment variables, and huge pages for its large tensors as tinrec's processes have
-    (``hostmem.request_huge_pages``), so that a ratio can be read without tinrec's allocator settings.
+    through glibc's environment variables, so that a ratio can be read without tinrec's allocator setting.
 
     Raises:
         ValueError: unknown peer or model.
@@ -203,13 +202,9 @@ def measure(python: str, peer: str, model: str, seq_len: int, *, batch: int = 25
            "--threads", str(threads), "--seed", str(seed), "--device", device]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     env.pop("PYTHONPATH", None)  # nothing of the main venv may leak into the peer venv
-    from tinrec.hostmem import HUGE_PAGES
-
-    if host_memory == "cached":  # and large tensors on huge pages, as in tinrec's processes
-        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**62), **{HUGE_PAGES: "1"})
-    elif host_memory == "system":  # the library's own defaults
-        env.pop(HUGE_PAGES, None)
-    else:
+    if host_memory == "cached":
+        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**62))
+    elif host_memory != "system":
         raise ValueError(f"host_memory: expected 'system' or 'cached', got {host_memory!r}")
     what = f"{peer} {model} L={seq_len} B={batch} D={dim}"
     try:

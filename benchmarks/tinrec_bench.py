@@ -38,10 +38,6 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from tinrec import hostmem
-
-hostmem.request_huge_pages()  # as tinrec's command line does, before torch is imported
-
 #: fbgemm's fused (TBE) embedding forward per device: its kernel exists where TorchRec's fused path can run
 #: (the CPU build of fbgemm-gpu does not even define the CUDA op)
 FUSED_LOOKUP_OP = {"cpu": ("fbgemm::split_embedding_codegen_forward_cpu", "CPU"),

@@ -21,10 +21,6 @@ import sys
 import warnings
 from typing import List, Optional
 
-from tinrec import hostmem
-
-hostmem.request_huge_pages()  # before anything imports torch (tinrec/hostmem.py)
-
 
 def _setup_logging(verbose: bool = False) -> None:
     """tinrec's own INFO lines and every library's warnings; ``--verbose`` adds the libraries' INFO lines

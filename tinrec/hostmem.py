@@ -22,8 +22,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
-import sys
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +29,6 @@ CHOICES = ("cached", "system")
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc malloc.h parameter numbers
 
 _applied = False
-
-HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"
-"""PyTorch's switch (read once, at its first CPU allocation) that puts every CPU tensor of 2 MiB or more on
-transparent huge pages (2 MiB aligned, ``madvise(MADV_HUGEPAGE)``)."""
-
-
-def request_huge_pages() -> bool:
-    """Large host tensors on transparent huge pages, unless the environment already decided
-    (``THP_MEM_ALLOC_ENABLE=0`` keeps 4 KiB pages). Returns whether they are on for this process.
-
-    At L = 2000 the lookup path reads and writes the embedding tables' rows in random order (the expansion
-    of 100k distinct rows to 1M occurrences, and its gradient's sums back), and with 4 KiB pages nearly every
-    access of a 26 MB table misses the TLB: on 2 cores the expansion ran 3.6x faster and its gradient 1.5x
-    with huge pages (README, "Performance"). The kernel must allow them (``/sys/kernel/mm/transparent_hugepage/
-    enabled``: ``always`` or ``madvise``); otherwise the setting changes nothing. It must be made before
-    ``torch`` is imported: tinrec's command line and benchmarks call this first, and the processes they start
-    inherit it. Called later, it only reports."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault(HUGE_PAGES, "1")
-    return os.environ.get(HUGE_PAGES) == "1"
 
 
 def configure(mode: str) -> bool:

@@ -46,23 +46,3 @@ def test_cached_reuses_freed_memory_system_faults_it_in_again():
 def test_unknown_mode_is_refused_with_the_key_name():
     with pytest.raises(ValueError, match="train.host_memory: expected one of cached, system"):
         configure("pooled")
-
-
-def _env_after(code, **env):
-    base = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         env=dict(base, **env), check=True).stdout.split()
-    return out
-
-
-def test_huge_pages_are_requested_before_torch_unless_the_environment_decided():
-    code = ("from tinrec import hostmem; on = hostmem.request_huge_pages(); import os, torch; "
-            "print(on, os.environ.get('THP_MEM_ALLOC_ENABLE'))")
-    assert _env_after(code) == ["True", "1"]
-    assert _env_after(code, THP_MEM_ALLOC_ENABLE="0") == ["False", "0"]
-    # after torch is imported it is too late: it only reports
-    late = "import torch; from tinrec import hostmem; print(hostmem.request_huge_pages())"
-    assert _env_after(late) == ["False"]
-    # the command line and the benchmark request them at import, before torch
-    for module in ("tinrec.cli", "benchmarks.tinrec_bench"):
-        assert _env_after(f"import os, {module}; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))") == ["1"]
