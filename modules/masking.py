@@ -2,8 +2,10 @@
 
 Sequences are right-padded; ``mask_BL`` is a bool tensor with True at real behaviours. Every
 function here guarantees that the values stored under padding never reach the result (they are
-replaced (``masked_fill`` / ``torch.where``), not multiplied by zero, so even ``inf``/``NaN`` under padding cannot
-leak), and that rows with no valid position (empty histories) give finite zeros.
+replaced (``masked_fill`` / ``torch.where``), or, where a product is much cheaper than a masked copy
+(``masked_sum``), weighted by exactly zero and recomputed with them replaced when the result is not finite, so
+even ``inf``/``NaN`` under padding cannot leak), and that rows with no valid position (empty histories) give
+finite zeros.
 """
 # Shape legend: B batch, L history length (padded), D embedding width.
 from typing import Optional, Tuple
