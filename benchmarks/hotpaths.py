@@ -58,10 +58,10 @@ def cases(B: int, L: int, Lq: int, D: int = 128) -> Dict[str, dict]:
     from tinrec.model import _padded, _slots
     from tinrec.modules import seqdot
     from tinrec.modules.dien import AUGRU
-    from tinrec.modules.masking import masked_softmax
-    from tinrec.modules.target_attention import attention_pool
     from tinrec.modules.din import DIN
     from tinrec.modules.gru4rec import run_gru
+    from tinrec.modules.masking import masked_softmax
+    from tinrec.modules.target_attention import attention_pool
     from tinrec.modules.tin import TIN
     from tinrec.modules.transformer import TransformerBlock
 

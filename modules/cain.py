@@ -55,9 +55,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import seqdot
 from .eta import ETA
 from .lap import LAP
-from . import seqdot
 from .masking import masked_softmax
 from .sdim import SDIM
 from .sim import SIM

@@ -31,7 +31,7 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-from .masking import check_inputs, masked_topk
+from .masking import check_inputs, gather_kept, masked_topk
 from .target_attention import MultiHeadTargetAttention, attention_pool, tie_at_init
 from .transformer import TransformerBlock
 
@@ -58,10 +58,6 @@ class _Level(nn.Module):
         r_BD = self.q(query_BD) @ self.k.weight * self.scale  # W_k^T W_q q / sqrt(d)
         pooled_BD, s_BK = attention_pool(seq_BKD, r_BD, mask_BK)  # scores and pooling, one backward
         return self.v(pooled_BD), s_BK
-
-
-def _gather(x_BLX: Tensor, idx_BK: Tensor) -> Tensor:
-    return torch.gather(x_BLX, 1, idx_BK.unsqueeze(-1).expand(-1, -1, x_BLX.shape[-1]))
 
 
 class LAP(nn.Module):
@@ -101,11 +97,11 @@ class LAP(nn.Module):
         """Everything the pyramid computes: (u1, u2, u3, s1 [B, L], I1 [B, K1], I2 into L [B, K2], kept2)."""
         u1_BD, s1_BL = self.coarse(seq_BLD, mask_BL, query_BD)
         i1_BK, kept1_BK = masked_topk(s1_BL, mask_BL, self.coarse_k)
-        mid_BKD = _gather(seq_BLD, i1_BK)
+        mid_BKD = gather_kept(seq_BLD, i1_BK)
         u2_BD, s2_BK = self.mid(mid_BKD, kept1_BK, query_BD)
         j_BK, kept2_BK = masked_topk(s2_BK, kept1_BK, self.fine_k)
         i2_BK = torch.gather(i1_BK, 1, j_BK)
-        fine_BKD = _gather(mid_BKD, j_BK)
+        fine_BKD = gather_kept(mid_BKD, j_BK)
         if self.block is not None:
             fine_BKD = self.block(x_BLD=fine_BKD, mask_BL=kept2_BK)
         u3_BO = self.fine(z_BKZ=fine_BKD, mask_BK=kept2_BK, query_BD=query_BD)

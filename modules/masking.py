@@ -124,6 +124,11 @@ def masked_topk(scores_BL: Tensor, mask_BL: Tensor, k: int) -> Tuple[Tensor, Ten
     return idx_BK, kept_BK
 
 
+def gather_kept(x_BLX: Tensor, idx_BK: Tensor) -> Tensor:
+    """The rows ``idx_BK`` [B, K] (``masked_topk``'s indices) of ``x_BLX`` [B, L, X]: [B, K, X]."""
+    return torch.gather(x_BLX, 1, idx_BK.unsqueeze(-1).expand(-1, -1, x_BLX.shape[-1]))
+
+
 def _ranked_by_sort(keyed_BL: Tensor, K: int) -> Tensor:
     """The first ``K`` positions of each row by (score desc, position desc): a stable sort of the row newest first."""
     L = keyed_BL.shape[1]

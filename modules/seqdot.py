@@ -8,9 +8,9 @@ every target attention over a long sequence:
 
 Each is a custom autograd function over the same math as the obvious ``torch.bmm`` (values equal up to the
 order of float sums; the tests compare values and gradients), because on CPU the obvious form and, above
-all, autograd's backward of it are several times slower than they need be at L = 2000 (batch 256, D = 128,
-one thread; ``python -m benchmarks.hotpaths --cases seq_scores seq_weighted_sum attention_pool``): ``bmm(S, r)`` reads S as a batch of matrix-vector products
-about 3.5x slower than the same product written ``bmm(r^T, S^T)``; the backward of ``bmm(w^T, S)`` towards
+all, autograd's backward of it are several times slower than they need be at L = 2000 (batch 256, D = 128;
+``python -m benchmarks.hotpaths --cases seq_scores seq_weighted_sum attention_pool``): ``bmm(S, r)`` reads S
+as a batch of matrix-vector products about 3.5x slower than the same product written ``bmm(r^T, S^T)``; the backward of ``bmm(w^T, S)`` towards
 S is an outer product ``w g^T`` that ``bmm`` computes as a contraction of length 1 on a transposed view, and
 the backward of ``bmm(r^T, S^T)`` gives S a transposed gradient. Here the forward takes the fast form, and
 the backward writes S's gradient once, as the outer product it is (``mul``), and reads S once per other

@@ -34,15 +34,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import seqdot
-from .masking import check_inputs, masked_topk
+from .masking import check_inputs, gather_kept, masked_topk
 from .mlp import MLP
 from .target_attention import MultiHeadTargetAttention, tie_at_init
 
 Search = Literal["hard", "soft", "loader"]
-
-
-def _gather(x_BLX: Tensor, idx_BK: Tensor) -> Tensor:
-    return torch.gather(x_BLX, 1, idx_BK.unsqueeze(-1).expand(-1, -1, x_BLX.shape[-1]))
 
 
 class SIM(nn.Module):
@@ -159,8 +155,8 @@ class SIM(nn.Module):
         idx_BK, kept_BK, r_BL = self._select(seq_BLD, mask_BL, query_BD, seq_category_BL, query_category_B,
                                              soft_seq_BLD, soft_query_BD)
         # the kept rows first, then z_j = [e_j ; t_j] of those K only (not a joined copy of all L behaviours)
-        z_BKZ = _gather(seq_BLD, idx_BK) if seq_time_BLD is None else torch.cat(
-            [_gather(seq_BLD, idx_BK), _gather(seq_time_BLD, idx_BK)], dim=-1)
+        z_BKZ = gather_kept(seq_BLD, idx_BK) if seq_time_BLD is None else torch.cat(
+            [gather_kept(seq_BLD, idx_BK), gather_kept(seq_time_BLD, idx_BK)], dim=-1)
         out_BO = self.esu(z_BKZ=z_BKZ, mask_BK=kept_BK, query_BD=query_BD)
         if self.search == "soft" and self.training and label_B is not None:
             e_BLS = seq_BLD if soft_seq_BLD is None else soft_seq_BLD
