@@ -12,15 +12,21 @@ Hamming scores take only m + 1 values, so ties are the rule: they go to the most
 The output appends each head times the target (``product``, MODELS.md's ``[u, q, u * q]``; our choice).
 """
 # Shape legend: B batch, L sequence length (padded), D width, M hashes, K kept.
+from typing import Union
+
 import torch
 from torch import Tensor, nn
 
+from .indexed import IndexedSequence, gather, project
 from .masking import check_inputs, masked_topk
 from .target_attention import MultiHeadTargetAttention
 
 
 class ETA(nn.Module):
     """SimHash top-k retrieval over the whole sequence, then SIM's ESU on the kept behaviours.
+
+    The sequence may come as distinct rows + index (``indexed.py``): the codes are then computed once per
+    distinct row and only the k kept behaviours are gathered, with gradient.
 
     Args:
         dim: width D of behaviours and target.
@@ -33,6 +39,8 @@ class ETA(nn.Module):
     Attributes:
         output_dim: heads * D, twice that with ``product``.
     """
+
+    INDEXED_INPUTS = ("seq_BLD",)
 
     def __init__(self, *, dim: int, hashes: int = 64, k: int = 100, heads: int = 4, head_dim: int = 32,
                  seed: int = 0, product: bool = True) -> None:
@@ -49,11 +57,11 @@ class ETA(nn.Module):
         """SimHash codes as +-1 floats, [..., M] (no gradient)."""
         return torch.where(x_ND.detach() @ self.projection_DM >= 0, 1.0, -1.0)
 
-    def scores(self, seq_BLD: Tensor, query_BD: Tensor) -> Tensor:
+    def scores(self, seq_BLD: Union[Tensor, IndexedSequence], query_BD: Tensor) -> Tensor:
         """-Hamming(h(q), h(S_i)), [B, L], integer-valued floats: the count of differing sign bits, on
         one-byte booleans (XOR) counted in bytes (a bool sum would first widen every bit to int64: 8x the
         time), never as [B, L, M] floats."""
-        bits_BLM = torch.matmul(seq_BLD.detach(), self.projection_DM) >= 0
+        bits_BLM = project(seq_BLD, self.projection_DM) >= 0
         bits_BM = query_BD.detach() @ self.projection_DM >= 0
         count = torch.uint8 if self.hashes < 256 else torch.int32
         differ_BL = (bits_BLM ^ bits_BM.unsqueeze(1)).view(torch.uint8).sum(-1, dtype=count)
@@ -63,9 +71,8 @@ class ETA(nn.Module):
         """The k behaviours nearest the target in Hamming distance: (indices into L [B, K], valid [B, K])."""
         return masked_topk(self.scores(seq_BLD, query_BD), mask_BL, self.k)
 
-    def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor) -> Tensor:
+    def forward(self, *, seq_BLD: Union[Tensor, IndexedSequence], mask_BL: Tensor, query_BD: Tensor) -> Tensor:
         """The target attention over the k behaviours nearest the target in Hamming distance, [B, heads * D]."""
         check_inputs(dim=self.dim, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
         idx_BK, kept_BK = self.kept_behaviours(seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
-        kept_BKD = torch.gather(seq_BLD, 1, idx_BK.unsqueeze(-1).expand(-1, -1, self.dim))
-        return self.esu(z_BKZ=kept_BKD, mask_BK=kept_BK, query_BD=query_BD)
+        return self.esu(z_BKZ=gather(seq_BLD, idx_BK), mask_BK=kept_BK, query_BD=query_BD)

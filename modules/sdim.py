@@ -11,11 +11,20 @@ cost is linear in L. The hyperplanes ``R`` [m, D] are drawn once from N(0, 1) wi
 buffer, saved in checkpoints): no gradient reaches them, the behaviours that collide get theirs. Choices
 (MODELS.md): l2 normalisation of each bucket sum as written above (an empty bucket gives 0); defaults m = 48,
 tau = 3 (16 groups); the output is ``[u, u * q]`` (``product``) so the tower sees the interaction, as DIN's.
+
+The sequence may come as distinct rows + index (``indexed.py``): each distinct row is hashed once, and when
+the collisions are fewer than the behaviours (tau = 6: about 1 in 8 behaviours per group at random) the bucket
+sums add up only the colliding behaviours' rows (no [B, L, D] tensor, forward or backward); with more
+collisions (tau = 3: about 2 per behaviour) the dense product is cheaper and is used. The same sums either way,
+up to float summation order.
 """
 # Shape legend: B batch, L sequence length (padded), D width, G groups, T = tau bits per group, M = m hashes.
+from typing import Union
+
 import torch
 from torch import Tensor, nn
 
+from .indexed import IndexedSequence, dense, project
 from .masking import check_inputs
 
 
@@ -33,6 +42,8 @@ class SDIM(nn.Module):
         output_dim: 2D if ``product`` else D.
     """
 
+    INDEXED_INPUTS = ("seq_BLD",)
+
     def __init__(self, *, dim: int, hashes: int = 48, tau: int = 3, seed: int = 0, product: bool = True) -> None:
         super().__init__()
         if dim <= 0 or tau < 1 or hashes < tau or hashes % tau:
@@ -49,18 +60,29 @@ class SDIM(nn.Module):
         bits = (x_ND @ self.planes_MD.T > 0).long()  # [..., M]
         return (bits.view(*bits.shape[:-1], self.groups, self.tau) * self.powers_T).sum(-1)
 
-    def collisions(self, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor) -> Tensor:
+    def collisions(self, seq_BLD: Union[Tensor, IndexedSequence], mask_BL: Tensor, query_BD: Tensor) -> Tensor:
         """c [B, L, G]: behaviour i shares the target's bucket in group g (False at padding).
 
         Equal signatures = no differing sign bit in the group: computed on one-byte booleans (the bits of
         every behaviour XOR the target's), never as [B, L, M] integers."""
         B, L, _ = seq_BLD.shape
-        bits_BLM = torch.matmul(seq_BLD.detach(), self.planes_MD.T) > 0
+        bits_BLM = project(seq_BLD, self.planes_MD.T) > 0
         bits_BM = query_BD.detach() @ self.planes_MD.T > 0
         differ_BLGT = (bits_BLM ^ bits_BM.unsqueeze(1)).view(B, L, self.groups, self.tau)
         return ~differ_BLGT.any(-1) & mask_BL.unsqueeze(-1)
 
-    def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor) -> Tensor:
+    def bucket_sums(self, seq_BLD: Union[Tensor, IndexedSequence], c_BLG: Tensor) -> Tensor:
+        """s [B, G, D]: the sum of the behaviours colliding in each group (``c_BLG`` bool, False at padding)."""
+        B, L, D = seq_BLD.shape
+        if isinstance(seq_BLD, IndexedSequence) and int(c_BLG.sum()) <= B * L:
+            b_N, l_N, g_N = c_BLG.nonzero(as_tuple=True)
+            rows_ND = seq_BLD.rows_UD.index_select(0, seq_BLD.index_BLF[b_N, l_N].reshape(-1)).view(-1, D)
+            s_XD = rows_ND.new_zeros(B * self.groups, D).index_add(0, b_N * self.groups + g_N, rows_ND)
+            return s_XD.view(B, self.groups, D)
+        # padding enters with weight exactly 0 (its values are finite: zeros or rows), so no masked copy
+        return torch.bmm(c_BLG.transpose(1, 2).to(seq_BLD.dtype), dense(seq_BLD))
+
+    def forward(self, *, seq_BLD: Union[Tensor, IndexedSequence], mask_BL: Tensor, query_BD: Tensor) -> Tensor:
         """The sampled interest of each row.
 
         Args:
@@ -73,9 +95,7 @@ class SDIM(nn.Module):
             behaviour or no collision.
         """
         check_inputs(dim=self.dim, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
-        c_BLG = self.collisions(seq_BLD, mask_BL, query_BD).to(seq_BLD.dtype)  # 0 at padding
-        # padding enters with weight exactly 0 (its values are finite: zeros from InputArch), so no masked copy
-        s_BGD = torch.bmm(c_BLG.transpose(1, 2), seq_BLD)
+        s_BGD = self.bucket_sums(seq_BLD, self.collisions(seq_BLD, mask_BL, query_BD))
         v_BGD = s_BGD / torch.linalg.vector_norm(s_BGD, dim=-1, keepdim=True).clamp_min(1e-6)
         u_BD = v_BGD.mean(1)
         return torch.cat([u_BD, u_BD * query_BD], dim=-1) if self.product else u_BD

@@ -18,11 +18,12 @@ scaled dot product. A row with no behaviour gives zeros.
 # Shape legend: B batch, L sequence length (padded), H inherent width, D target width, J cross features,
 # C width of each, A heads, E head width, K kept.
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 
+from .indexed import IndexedSequence, dense, gather
 from .masking import masked_softmax, masked_topk, zero_padding
 from .target_attention import MultiHeadTargetAttention, tie_at_init
 
@@ -48,7 +49,12 @@ class TWIN(nn.Module):
 
     Attributes:
         output_dim: H, 2H with ``product``.
+
+    The sequence may come as distinct rows + index (``indexed.py``): the GSU reads it densely without
+    gradient, and only the k kept behaviours are gathered with gradient (no [B, L, H] gradient).
     """
+
+    INDEXED_INPUTS = ("seq_BLD",)
 
     def __init__(self, *, dim: int, query_dim: Optional[int] = None, cross_features: int = 0, cross_width: int = 8,
                  k: int = 100, heads: int = 4, head_dim: int = 32, product: bool = True,
@@ -120,14 +126,14 @@ class TWIN(nn.Module):
         order_BN = torch.sort(torch.where(new_BN, pos_BN, N + pos_BN), dim=1).indices[:, :K]  # new ones first
         return torch.gather(cand_BN, 1, order_BN), torch.gather(new_BN, 1, order_BN)
 
-    def kept_behaviours(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
+    def kept_behaviours(self, *, seq_BLD: Union[Tensor, IndexedSequence], mask_BL: Tensor, query_BD: Tensor,
                         cross_BLX: Optional[Tensor] = None, cross_bias: bool = True):
         """What the CP-GSU keeps: (indices into L [B, K], valid [B, K]), without gradient; ``cross_bias=False``:
         what it would keep without the cross features' bias (``tinrec analyze long-range``)."""
         with torch.no_grad():
-            return self.search(self.alpha(seq_BLD, cross_BLX, query_BD, cross_bias), mask_BL)
+            return self.search(self.alpha(dense(seq_BLD), cross_BLX, query_BD, cross_bias), mask_BL)
 
-    def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
+    def forward(self, *, seq_BLD: Union[Tensor, IndexedSequence], mask_BL: Tensor, query_BD: Tensor,
                 cross_BLX: Optional[Tensor] = None) -> Tensor:
         """TWIN's interest vector.
 
@@ -148,11 +154,8 @@ class TWIN(nn.Module):
         idx_BK, kept_BK = self.kept_behaviours(seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD, cross_BLX=cross_BLX)
         K = idx_BK.shape[1]
 
-        def gather(x_BLX: Tensor) -> Tensor:
-            return torch.gather(x_BLX, 1, idx_BK.unsqueeze(-1).expand(-1, -1, x_BLX.shape[-1]))
-
-        h_BKH = gather(seq_BLD)
-        c_BKX = gather(cross_BLX) if cross_BLX is not None else None
+        h_BKH = gather(seq_BLD, idx_BK)
+        c_BKX = gather(cross_BLX, idx_BK) if cross_BLX is not None else None
         if self.sim_esu is not None:
             z_BKZ = h_BKH if c_BKX is None else torch.cat([h_BKH, c_BKX], dim=-1)
             return self.sim_esu(z_BKZ=z_BKZ, mask_BK=kept_BK, query_BD=query_BD)

@@ -166,15 +166,10 @@ def is_deduplicated(jt) -> bool:
     return w is not None and w.dtype == torch.int64
 
 
-def expanded(jts: Sequence) -> Tensor:
-    """The features' values side by side per occurrence, [N, sum of widths], for ``JaggedTensor`` s of one
-    sequence (each N values): one ``index_select`` when they are deduplicated and of one width (their distinct
-    rows joined first when they come from different tensors), else a concatenation of their values."""
-    if len({jt.values().shape[-1] for jt in jts}) > 1:  # features of groups of different widths
-        return torch.cat([expanded([jt]) for jt in jts], dim=-1)
-    if not any(is_deduplicated(jt) for jt in jts):
-        vals = [jt.values() for jt in jts]
-        return vals[0] if len(vals) == 1 else torch.cat(vals, dim=-1)
+def distinct_rows(jts: Sequence) -> Tuple[Tensor, Tensor]:
+    """``(rows [U, d], index [N, F])`` for ``JaggedTensor`` s of one sequence and one width (each N values): the
+    value of feature f at occurrence n is ``rows[index[n, f]]``. Deduplicated features index their distinct
+    rows (joined first when they come from different tensors); a plain feature's values are its own rows."""
     tables: List[Tensor] = []
     index = []
     for jt in jts:
@@ -189,6 +184,18 @@ def expanded(jts: Sequence) -> Tensor:
     for t in tables[:-1]:
         offsets.append(offsets[-1] + t.shape[0])
     rows_UD = tables[0] if len(tables) == 1 else torch.cat(tables, dim=0)
-    idx_NF = torch.stack([rev + offsets[at] for at, rev in index], dim=1)  # [N, F]
+    return rows_UD, torch.stack([rev + offsets[at] for at, rev in index], dim=1)  # [N, F]
+
+
+def expanded(jts: Sequence) -> Tensor:
+    """The features' values side by side per occurrence, [N, sum of widths], for ``JaggedTensor`` s of one
+    sequence (each N values): one ``index_select`` when they are deduplicated and of one width
+    (:func:`distinct_rows`), else a concatenation of their values."""
+    if len({jt.values().shape[-1] for jt in jts}) > 1:  # features of groups of different widths
+        return torch.cat([expanded([jt]) for jt in jts], dim=-1)
+    if not any(is_deduplicated(jt) for jt in jts):
+        vals = [jt.values() for jt in jts]
+        return vals[0] if len(vals) == 1 else torch.cat(vals, dim=-1)
+    rows_UD, idx_NF = distinct_rows(jts)
     N, F = idx_NF.shape
     return torch.index_select(rows_UD, 0, idx_NF.reshape(-1)).view(N, F * rows_UD.shape[-1])

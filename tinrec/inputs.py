@@ -64,6 +64,8 @@ class Input:
         width: D, the last axis (the sum of the widths for ``concat``); 1 for dense columns.
         fields: F, the number of features or columns.
         parts: hand over the per-feature tensors (a list) instead of combining them (the tower's inputs).
+        indexed: hand over the sequence as distinct rows + index (``modules/indexed.py``), for a module argument
+            listed in its class's ``INDEXED_INPUTS`` (``model.indexed_sequences``).
     """
 
     key: str
@@ -78,6 +80,7 @@ class Input:
     width: int = 0
     fields: int = 1
     parts: bool = False
+    indexed: bool = False
 
     def shape(self) -> str:
         """The tensor's shape, for messages and docs."""
@@ -89,7 +92,13 @@ class Input:
         if self.kind == "dense":
             return "[" + ", ".join(lead + ([] if self.squeeze else [str(self.fields)])) + "]"
         tail = [str(self.fields), str(self.width)] if self.combine == "stack" else [str(self.width)]
-        return "[" + ", ".join(lead + tail) + "]"
+        return "[" + ", ".join(lead + tail) + "]" + (" as rows + index" if self.indexed else "")
+
+    def can_index(self) -> bool:
+        """Whether this input can be handed over as distinct rows + index: a sequence of embedded features joined
+        side by side (concat), of one width, no negatives drawn."""
+        return (self.kind == "ids" and self.sequence is not None and self.combine == "concat"
+                and self.negatives is None and not self.parts and self.width % self.fields == 0)
 
 
 def owners(cfg: "Config") -> Dict[str, Dict[str, str]]:

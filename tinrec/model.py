@@ -40,10 +40,11 @@ from tinrec import inputs as inputs_mod
 from tinrec import state
 from tinrec.config import BINDING_KEYS, Config, resolve
 from tinrec.data.derived import dense_padding, integer_dense
-from tinrec.dedup import expanded
+from tinrec.dedup import distinct_rows, expanded
 from tinrec.features import table_configs
 from tinrec.guard import finite_or_zero
 from tinrec.inputs import Input
+from tinrec.modules import indexed
 from tinrec.modules.combine import ExpertCombine
 from tinrec.modules.mlp import MLP
 
@@ -169,7 +170,16 @@ class InputArch(nn.Module):
                     out[i.key] = padded.squeeze(-1) if i.squeeze else padded
             elif i.sequence is not None:
                 jts = [seqs[g][f] for g, f in zip(i.groups, i.features)]
-                if i.combine == "concat":
+                if i.indexed and len({jt.values().shape[-1] for jt in jts}) == 1:
+                    # distinct rows + the index of every behaviour's row per field (modules/indexed.py): no
+                    # [B, L, D] tensor; padding points at row 0
+                    rows_UD, idx_NF = distinct_rows(jts)
+                    L, _ = seq_layout(i.sequence)
+                    if i.sequence not in slots:
+                        slots[i.sequence] = _slots(lengths[i.sequence], L, idx_NF.shape[0])
+                    index_BLF = idx_NF.new_zeros(B * L, idx_NF.shape[1]).index_copy_(0, slots[i.sequence], idx_NF)
+                    out[i.key] = indexed.IndexedSequence(rows_UD, index_BLF.view(B, L, -1))
+                elif i.combine == "concat":
                     # every occurrence written straight into the joined [N, sum d] tensor (tinrec/dedup.py)
                     flat_Nd = expanded(jts)
                     if i.negatives == "in_batch":
@@ -210,8 +220,11 @@ class InterestArch(nn.Module):
         self.interests = nn.ModuleDict(dict(interests))
         self.bindings = {name: {arg: i.key for arg, i in b.items()} for name, b in bindings.items()}
 
-    def module_inputs(self, values: Mapping[str, torch.Tensor]) -> Dict[str, Dict[str, torch.Tensor]]:
-        return {name: {arg: values[key] for arg, key in b.items()} for name, b in self.bindings.items()}
+    def module_inputs(self, values: Mapping[str, torch.Tensor], dense: bool = True) -> Dict[str, Dict[str, torch.Tensor]]:
+        """Each module's forward arguments; ``dense``: sequences handed over as rows + index made tensors."""
+        def form(x):
+            return indexed.dense(x) if dense and isinstance(x, indexed.IndexedSequence) else x
+        return {name: {arg: form(values[key]) for arg, key in b.items()} for name, b in self.bindings.items()}
 
     def forward(self, values: Mapping[str, torch.Tensor]) -> Tuple[List[torch.Tensor], Dict[str, torch.Tensor]]:
         """Returns the modules' outputs ([B, output_dim] each, config order) and their named losses
@@ -300,12 +313,13 @@ class Model(nn.Module):
         """The interest modules by config name (``model.interests``)."""
         return dict(self.dense_arch.interest_arch.interests.items())
 
-    def module_inputs(self, batch) -> Dict[str, Dict[str, torch.Tensor]]:
-        """Each interest module's forward arguments for ``batch``, exactly as training feeds them (for analyses
-        and benchmarks of a module alone; on an unsharded model)."""
+    def module_inputs(self, batch, dense: bool = True) -> Dict[str, Dict[str, torch.Tensor]]:
+        """Each interest module's forward arguments for ``batch``, as training feeds them (for analyses and
+        benchmarks of a module alone; on an unsharded model); ``dense``: a sequence handed over as rows + index
+        (``modules/indexed.py``) as its [B, L, D] tensor."""
         seqs, pooled = self.sparse_arch(batch.sparse)
         values = self.dense_arch.input_arch(seqs, pooled, batch.lengths, batch.dense, batch.labels)
-        return self.dense_arch.interest_arch.module_inputs(values)
+        return self.dense_arch.interest_arch.module_inputs(values, dense)
 
     def cross_batch_buffers(self) -> List[state.StateBuffer]:
         """The interest modules' cross-batch state buffers as they are now (``tinrec/state.py``)."""
@@ -332,6 +346,8 @@ def build_interest(spec: Mapping, dim: int, where: str, fields: int = 1) -> nn.M
 
 def _example(i: Input) -> Optional[torch.Tensor]:
     """A zero tensor of ``i``'s shape for a batch of 2 and sequences of 3 (rows of 2 and 1 behaviours)."""
+    if i.indexed:
+        return indexed.example(2, 3, i.fields, i.width)
     lead = [2, 3] if i.sequence else [2]
     if i.kind == "label":
         return None  # withheld outside training (InputArch)
@@ -374,6 +390,12 @@ def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.de
     """Build the model from config; embedding tables on ``sparse_device`` (``meta`` until DMP shards them)."""
     sparse = SparseArch(groups=table_configs(cfg, rows), device=sparse_device)
     bindings, tower_inputs = inputs_mod.bindings(cfg)
+    if cfg.model.indexed_sequences:  # the arguments a module takes as rows + index get them so
+        for name, bound in bindings.items():
+            takes = getattr(resolve(str(cfg.model.interests[name]["_component_"]), name, "config"), "INDEXED_INPUTS", ())
+            for arg in takes:
+                if arg in bound and bound[arg].can_index():
+                    bound[arg] = dataclasses.replace(bound[arg], key=f"rows:{bound[arg].key}", indexed=True)
     interests, width, logit_parts = {}, 0, []
     for n, (name, bound) in enumerate(bindings.items()):
         first = bound[inputs_mod.first_argument(resolve(str(cfg.model.interests[name]["_component_"]), name, "config"))]

@@ -6,13 +6,14 @@ import os
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def tiny_training(tmp_path, *overrides, batches=3):
-    """(the loader's first ``batches`` training batches, the DMP model, the training loop's pipeline)."""
+def tiny_training(tmp_path, *overrides, batches=3, config="default.yaml"):
+    """(the loader's first ``batches`` training batches, the DMP model, the training loop's pipeline) of
+    ``configs/<config>`` on a tiny generated dataset."""
     from tinrec.config import load_config
     from tinrec.distributed import init_distributed
     from tinrec.train import Data, build_training
 
-    cfg = load_config(os.path.join(REPO, "configs", "default.yaml"), [
+    cfg = load_config(os.path.join(REPO, "configs", config), [
         f"data.path={tmp_path / 'data'}", f"run_dir={tmp_path / 'run'}", "data.num_workers=0",
         "data.generate.num_users=60", "data.generate.num_items=40", "data.generate.num_categories=5",
         "data.generate.train_rows=512", "data.generate.valid_rows=64", "data.generate.test_rows=64",
