@@ -98,12 +98,25 @@ def _first_difference(a, b, where: str = "") -> str:
     return f"{where or 'config'} is {a!r} there, {b!r} here"
 
 
+SPEED_ONLY = (("model", "indexed_sequences"),)
+"""Config keys that change how a model is computed, not the model (tested equal up to float summation order):
+not compared between a record and a row, so records kept before such a key existed still match."""
+
+
+def _model_keys(config: dict) -> dict:
+    out = json.loads(json.dumps(config))
+    for section, key in SPEED_ONLY:
+        out.get(section, {}).pop(key, None)
+    return out
+
+
 def _check_record(record: str, recorded: dict, config: dict) -> None:
     """A record written for another config is refused (specs sharing a records folder share a run by its row
     name); records from before configs were kept carry none and are taken as they are."""
-    if "config" in recorded and recorded["config"] != config:
+    if "config" in recorded and _model_keys(recorded["config"]) != _model_keys(config):
         raise ValueError(f"{record}: recorded for another config than this row's: "
-                         f"{_first_difference(recorded['config'], config)}; rename the row or use another --records")
+                         f"{_first_difference(_model_keys(recorded['config']), _model_keys(config))}; rename the "
+                         f"row or use another --records")
 
 
 def _keep_record(metrics: dict, record: str, config: dict) -> None:

@@ -242,3 +242,16 @@ def test_relaimpr_column_against_its_named_row(tmp_path):
     path.write_text(yaml.safe_dump(dict(spec, relaimpr="Nope")))
     with pytest.raises(ValueError, match="relaimpr: 'Nope' is not the name of a row"):
         run_experiment(str(path), out_root=str(tmp_path), report_only=True)
+
+
+def test_a_record_matches_whatever_its_speed_only_settings():
+    """model.indexed_sequences changes how a model is computed, not the model: a record kept before the key
+    existed (or with the other value) still matches the row; any other difference is refused."""
+    from tinrec.experiment import _check_record
+
+    config = {"model": {"tower": {"hidden": [8]}, "indexed_sequences": True}, "train": {"epochs": 1}}
+    for recorded in ({"model": {"tower": {"hidden": [8]}}, "train": {"epochs": 1}},
+                     {"model": {"tower": {"hidden": [8]}, "indexed_sequences": False}, "train": {"epochs": 1}}):
+        _check_record("r.json", {"config": recorded}, config)
+    with pytest.raises(ValueError, match="model.tower.hidden is"):
+        _check_record("r.json", {"config": {"model": {"tower": {"hidden": [7]}}, "train": {"epochs": 1}}}, config)
