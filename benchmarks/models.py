@@ -55,6 +55,7 @@ MODELS = {
     "sim_soft": Entry("configs/sim_soft.yaml", lookup_bound=True),
     "eta": Entry("configs/eta.yaml", lookup_bound=True),
     "sdim": Entry("configs/sdim.yaml", lookup_bound=True),
+    "sdim_tau6": Entry("configs/sdim.yaml", ("model.interests.sdim.tau=6",), lookup_bound=True),  # the lifelong configs'
     "twin": Entry("configs/twin.yaml", lookup_bound=True),
     "lap": Entry("configs/lap.yaml", lookup_bound=True),
     # the same three with their sequence as a [B, L, D] tensor, not distinct rows + index (modules/indexed.py)

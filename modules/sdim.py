@@ -12,11 +12,12 @@ buffer, saved in checkpoints): no gradient reaches them, the behaviours that col
 (MODELS.md): l2 normalisation of each bucket sum as written above (an empty bucket gives 0); defaults m = 48,
 tau = 3 (16 groups); the output is ``[u, u * q]`` (``product``) so the tower sees the interaction, as DIN's.
 
-The sequence may come as distinct rows + index (``indexed.py``): each distinct row is hashed once, and when
-the collisions are fewer than the behaviours (tau = 6: about 1 in 8 behaviours per group at random) the bucket
-sums add up only the colliding behaviours' rows (no [B, L, D] tensor, forward or backward); with more
-collisions (tau = 3: about 2 per behaviour) the dense product is cheaper and is used. The same sums either way,
-up to float summation order.
+The sequence may come as distinct rows + index (``indexed.py``). Where a random behaviour collides with the
+target in fewer than half a group on average (G / 2^tau < 1/2; tau = 6, m = 48: 1/8), each distinct row is
+hashed once and the bucket sums add up only the colliding behaviours' rows (no [B, L, D] tensor, forward or
+backward; the dense product again for a batch with more collisions than behaviours). With more collisions
+(tau = 3: 2 per behaviour) the sums need most behaviours anyway: the sequence is made dense first and
+everything runs as on a tensor. The same sums either way, up to float summation order.
 """
 # Shape legend: B batch, L sequence length (padded), D width, G groups, T = tau bits per group, M = m hashes.
 from typing import Union
@@ -95,6 +96,8 @@ class SDIM(nn.Module):
             behaviour or no collision.
         """
         check_inputs(dim=self.dim, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
+        if self.groups / 2 ** self.tau >= 0.5:  # many collisions: the dense product over (nearly) all rows
+            seq_BLD = dense(seq_BLD)
         s_BGD = self.bucket_sums(seq_BLD, self.collisions(seq_BLD, mask_BL, query_BD))
         v_BGD = s_BGD / torch.linalg.vector_norm(s_BGD, dim=-1, keepdim=True).clamp_min(1e-6)
         u_BD = v_BGD.mean(1)
