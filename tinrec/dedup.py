@@ -40,7 +40,8 @@ features) and ``weights`` = the feature's reverse indices [N_f] (int64; an Embed
 ``need_indices=False``, as tinrec's are, never has weights otherwise). The input stage
 (``tinrec/model.py`` InputArch, :func:`expanded`) then writes every occurrence straight into the joined
 sequence tensor with one ``index_select`` over [N, F] indices: one pass forward, one ``index_add`` backward,
-and the fused optimizer still sees each distinct row once. Where TorchRec's layout is not the plain one
+and the fused optimizer still sees each distinct row once (a module that takes a sequence as rows + index gets
+:func:`distinct_rows` without the expansion: ``modules/indexed.py``). Where TorchRec's layout is not the plain one
 (column-wise shards of one feature, variable batch sizes, ``need_indices``) TorchRec's own expansion runs.
 
 Choice where fbgemm's contract is silent: ids outside their table (negative or >= the table's rows) raise a
