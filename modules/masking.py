@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .indexed import gather
 from .seqdot import weighted_sum
 
 
@@ -124,9 +125,10 @@ def masked_topk(scores_BL: Tensor, mask_BL: Tensor, k: int) -> Tuple[Tensor, Ten
     return idx_BK, kept_BK
 
 
-def gather_kept(x_BLX: Tensor, idx_BK: Tensor) -> Tensor:
-    """The rows ``idx_BK`` [B, K] (``masked_topk``'s indices) of ``x_BLX`` [B, L, X]: [B, K, X]."""
-    return torch.gather(x_BLX, 1, idx_BK.unsqueeze(-1).expand(-1, -1, x_BLX.shape[-1]))
+def gather_kept(x_BLX, idx_BK: Tensor) -> Tensor:
+    """The rows ``idx_BK`` [B, K] (``masked_topk``'s indices) of ``x_BLX`` [B, L, X] (a tensor or an
+    ``indexed.IndexedSequence``): [B, K, X]."""
+    return gather(x_BLX, idx_BK)
 
 
 def _ranked_by_sort(keyed_BL: Tensor, K: int) -> Tensor:

@@ -25,6 +25,10 @@ whole sequence was looked up), or in the loader before any lookup (``search: loa
 sequence (``data.sequences.<name>.search``, ``tinrec/data/search.py``) already holds the k most recent
 behaviours of the target's category, as SIM's online user -> category -> behaviours index does, and only they
 are looked up; the ESU then attends to all of them. Both keep the same behaviours (a test checks it).
+
+The sequence may come as distinct rows + index (``indexed.py``): hard search then gathers only its k kept
+behaviours (no [B, L, D] tensor, forward or backward); soft search, which scores and pools every behaviour
+with gradient, makes it dense first.
 """
 # Shape legend: B batch, L sequence length (padded), D width, T time-encoding width, K kept, S soft width.
 from typing import Dict, Literal, Optional, Sequence, Tuple, Union
@@ -34,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import seqdot
+from .indexed import IndexedSequence, dense
 from .masking import check_inputs, gather_kept, masked_topk
 from .mlp import MLP
 from .target_attention import MultiHeadTargetAttention, tie_at_init
@@ -60,6 +65,8 @@ class SIM(nn.Module):
     Attributes:
         output_dim: heads * (D + T), plus heads * D with ``product``.
     """
+
+    INDEXED_INPUTS = ("seq_BLD",)
 
     def __init__(self, *, dim: int, search: Search = "soft", k: int = 100, heads: int = 4, head_dim: int = 32,
                  time_dim: int = 0, soft_dim: int = 32, soft_input_dim: Optional[int] = None,
@@ -126,7 +133,7 @@ class SIM(nn.Module):
         logit_B = self.aux(torch.cat([u_r_BS, e_a_BS], dim=-1)).squeeze(-1)
         return F.binary_cross_entropy_with_logits(logit_B, label_B.to(logit_B.dtype))
 
-    def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor, seq_time_BLD: Optional[Tensor] = None,
+    def forward(self, *, seq_BLD: Union[Tensor, IndexedSequence], mask_BL: Tensor, query_BD: Tensor, seq_time_BLD: Optional[Tensor] = None,
                 seq_category_BL: Optional[Tensor] = None, query_category_B: Optional[Tensor] = None,
                 soft_seq_BLD: Optional[Tensor] = None, soft_query_BD: Optional[Tensor] = None,
                 label_B: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Dict[str, Tensor]]]:
@@ -145,6 +152,8 @@ class SIM(nn.Module):
             U [B, heads * (D + T)]; in training with soft search and a label, ``(U, {"gsu": L_GSU})``.
         """
         check_inputs(dim=self.dim, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
+        if self.search != "hard":  # soft search reads every behaviour with gradient; a searched one all of it
+            seq_BLD = dense(seq_BLD)
         if (seq_time_BLD is None) != (self.time_dim == 0) or (
                 seq_time_BLD is not None and tuple(seq_time_BLD.shape) != (*mask_BL.shape, self.time_dim)):
             raise ValueError(f"SIM(time_dim={self.time_dim}) needs seq_time_BLD of shape [B, L, {self.time_dim}] "

@@ -8,6 +8,7 @@ import torch
 from tinrec.modules import indexed
 from tinrec.modules.eta import ETA
 from tinrec.modules.sdim import SDIM
+from tinrec.modules.sim import SIM
 from tinrec.modules.twin import TWIN
 
 U, d, F, B, L = 9, 3, 2, 4, 12
@@ -55,6 +56,8 @@ def _modules():
         "twin": TWIN(dim=D, k=3, heads=2, head_dim=4),
         "sdim few collisions (sparse sums)": SDIM(dim=D, hashes=8, tau=8),
         "sdim many collisions (dense product)": SDIM(dim=D, hashes=4, tau=1),
+        "sim hard": SIM(dim=D, search="hard", k=3, heads=2, head_dim=4),
+        "sim soft (dense)": SIM(dim=D, search="soft", k=3, heads=2, head_dim=4, soft_dim=4, aux_hidden=(4,)),
     }
 
 
@@ -66,17 +69,21 @@ def test_a_module_gives_the_same_output_and_row_gradients_on_both_forms(name, mo
     # targets near a behaviour of their row (every search and bucket has something to find)
     query = indexed.IndexedSequence(rows, index).dense()[:, 0].detach() + 0.1 * torch.randn(
         B, F * d, generator=torch.Generator().manual_seed(1))
-    dense_out = module(seq_BLD=indexed.IndexedSequence(rows, index).dense(), mask_BL=mask, query_BD=query)
+    extra = {}
+    if name == "sim hard":  # category ids: the behaviours' categories, the target's that of its behaviour 0
+        cats = torch.randint(0, 3, (B, L), generator=torch.Generator().manual_seed(4))
+        extra = {"seq_category_BL": cats, "query_category_B": cats[:, 0]}
+    dense_out = module(seq_BLD=indexed.IndexedSequence(rows, index).dense(), mask_BL=mask, query_BD=query, **extra)
     dense_out.square().sum().backward()
     want_grad, rows.grad = rows.grad.clone(), None
-    if name != "sdim many collisions (dense product)":  # no [B, L, D] tensor with gradient on this path
+    if "dense" not in name:  # no [B, L, D] tensor with gradient on this path
         real_dense = indexed.IndexedSequence.dense
 
         def no_grad_dense(self):
             assert not torch.is_grad_enabled(), f"{name} built the dense sequence with gradient"
             return real_dense(self)
         monkeypatch.setattr(indexed.IndexedSequence, "dense", no_grad_dense)
-    out = module(seq_BLD=indexed.IndexedSequence(rows, index), mask_BL=mask, query_BD=query)
+    out = module(seq_BLD=indexed.IndexedSequence(rows, index), mask_BL=mask, query_BD=query, **extra)
     torch.testing.assert_close(out, dense_out)
     assert torch.equal(out[3], torch.zeros_like(out[3]))  # the row without behaviour: zeros
     out.square().sum().backward()
