@@ -55,7 +55,8 @@ MODELS = {
     "sim_soft": Entry("configs/sim_soft.yaml", lookup_bound=True),
     "eta": Entry("configs/eta.yaml", lookup_bound=True),
     "sdim": Entry("configs/sdim.yaml", lookup_bound=True),
-    "sdim_tau6": Entry("configs/sdim.yaml", ("model.interests.sdim.tau=6",), lookup_bound=True),  # the lifelong configs'
+    # SDIM with the lifelong configs' tau (8 groups of 6 bits: few collisions, its bucket sums over rows + index)
+    "sdim_tau6": Entry("configs/sdim.yaml", ("model.interests.sdim.tau=6",), lookup_bound=True),
     "twin": Entry("configs/twin.yaml", lookup_bound=True),
     "lap": Entry("configs/lap.yaml", lookup_bound=True),
     # the same three with their sequence as a [B, L, D] tensor, not distinct rows + index (modules/indexed.py)

@@ -220,7 +220,8 @@ class InterestArch(nn.Module):
         self.interests = nn.ModuleDict(dict(interests))
         self.bindings = {name: {arg: i.key for arg, i in b.items()} for name, b in bindings.items()}
 
-    def module_inputs(self, values: Mapping[str, torch.Tensor], dense: bool = True) -> Dict[str, Dict[str, torch.Tensor]]:
+    def module_inputs(self, values: Mapping[str, torch.Tensor], dense: bool = True
+                      ) -> Dict[str, Dict[str, torch.Tensor]]:
         """Each module's forward arguments; ``dense``: sequences handed over as rows + index made tensors."""
         def form(x):
             return indexed.dense(x) if dense and isinstance(x, indexed.IndexedSequence) else x
@@ -392,7 +393,8 @@ def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.de
     bindings, tower_inputs = inputs_mod.bindings(cfg)
     if cfg.model.indexed_sequences:  # the arguments a module takes as rows + index get them so
         for name, bound in bindings.items():
-            takes = getattr(resolve(str(cfg.model.interests[name]["_component_"]), name, "config"), "INDEXED_INPUTS", ())
+            cls = resolve(str(cfg.model.interests[name]["_component_"]), name, "config")
+            takes = getattr(cls, "INDEXED_INPUTS", ())
             for arg in takes:
                 if arg in bound and bound[arg].can_index():
                     bound[arg] = dataclasses.replace(bound[arg], key=f"rows:{bound[arg].key}", indexed=True)
