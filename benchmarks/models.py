@@ -59,10 +59,12 @@ MODELS = {
     "sdim_tau6": Entry("configs/sdim.yaml", ("model.interests.sdim.tau=6",), lookup_bound=True),
     "twin": Entry("configs/twin.yaml", lookup_bound=True),
     "lap": Entry("configs/lap.yaml", lookup_bound=True),
-    # the same three with their sequence as a [B, L, D] tensor, not distinct rows + index (modules/indexed.py)
+    # the same with their sequence as a [B, L, D] tensor, not distinct rows + index (modules/indexed.py)
     "eta_tensor": Entry("configs/eta.yaml", ("model.indexed_sequences=false",), lookup_bound=True),
     "sdim_tensor": Entry("configs/sdim.yaml", ("model.indexed_sequences=false",), lookup_bound=True),
     "twin_tensor": Entry("configs/twin.yaml", ("model.indexed_sequences=false",), lookup_bound=True),
+    "sim_soft_tensor": Entry("configs/sim_soft.yaml", ("model.indexed_sequences=false",), lookup_bound=True),
+    "lap_tensor": Entry("configs/lap.yaml", ("model.indexed_sequences=false",), lookup_bound=True),
     "cain": Entry("configs/cain.yaml", lookup_bound=True),
     # the heterogeneous expert backbone (issue 15): the production layout (GwPFM, FlatDNN, IPNN, DCN V2 over 203
     # id fields on three embedding sets, a TIN expert over the category sequence) on the benchmark's data

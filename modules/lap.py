@@ -23,6 +23,10 @@ Defaults d1 = d2 = 32, k1 = 256, k2 = 64, the value projections of width D, 4 he
 follow ``masked_topk`` (most recent first); the selections carry no gradient, the levels' own scores do. A row
 with no behaviour gives zeros. :meth:`LAP.consistency` measures the paper's argument that the levels agree:
 the share of I2 inside the top k2 of s1.
+
+The sequence may come as distinct rows + index (``indexed.py``): the CSA scores and pools the dense sequence,
+and the MSA's k1 behaviours are gathered straight from the rows (their gradient goes to the rows, not into a
+zero [B, L, D] gradient added to the CSA's).
 """
 # Shape legend: B batch, L sequence length (padded), D width, E level width, K kept.
 import math
@@ -31,6 +35,7 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
+from .indexed import dense
 from .masking import check_inputs, gather_kept, masked_topk
 from .target_attention import MultiHeadTargetAttention, attention_pool, tie_at_init
 from .transformer import TransformerBlock
@@ -78,6 +83,8 @@ class LAP(nn.Module):
         output_dim: D + D + heads * D, twice that with ``product``.
     """
 
+    INDEXED_INPUTS = ("seq_BLD",)  # the coarse level reads it dense; the mid level's k1 rows come from the rows
+
     def __init__(self, *, dim: int, coarse_dim: int = 32, mid_dim: int = 32, coarse_k: int = 256, fine_k: int = 64,
                  heads: int = 4, norm_first: bool = True, block: bool = True, product: bool = True,
                  tied_init: bool = False) -> None:
@@ -95,9 +102,9 @@ class LAP(nn.Module):
 
     def levels(self, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor):
         """Everything the pyramid computes: (u1, u2, u3, s1 [B, L], I1 [B, K1], I2 into L [B, K2], kept2)."""
-        u1_BD, s1_BL = self.coarse(seq_BLD, mask_BL, query_BD)
+        u1_BD, s1_BL = self.coarse(dense(seq_BLD), mask_BL, query_BD)
         i1_BK, kept1_BK = masked_topk(s1_BL, mask_BL, self.coarse_k)
-        mid_BKD = gather_kept(seq_BLD, i1_BK)
+        mid_BKD = gather_kept(seq_BLD, i1_BK)  # from the rows when the sequence is indexed
         u2_BD, s2_BK = self.mid(mid_BKD, kept1_BK, query_BD)
         j_BK, kept2_BK = masked_topk(s2_BK, kept1_BK, self.fine_k)
         i2_BK = torch.gather(i1_BK, 1, j_BK)

@@ -26,9 +26,10 @@ sequence (``data.sequences.<name>.search``, ``tinrec/data/search.py``) already h
 behaviours of the target's category, as SIM's online user -> category -> behaviours index does, and only they
 are looked up; the ESU then attends to all of them. Both keep the same behaviours (a test checks it).
 
-The sequence may come as distinct rows + index (``indexed.py``): hard search then gathers only its k kept
-behaviours (no [B, L, D] tensor, forward or backward); soft search, which scores and pools every behaviour
-with gradient, makes it dense first.
+The sequence may come as distinct rows + index (``indexed.py``): the ESU's k kept behaviours are then gathered
+straight from the rows (their gradient goes to the rows, not into a zero [B, L, D] gradient), and hard search
+builds no [B, L, D] tensor at all; soft search, which scores and pools every behaviour with gradient, reads the
+dense sequence for that.
 """
 # Shape legend: B batch, L sequence length (padded), D width, T time-encoding width, K kept, S soft width.
 from typing import Dict, Literal, Optional, Sequence, Tuple, Union
@@ -152,23 +153,23 @@ class SIM(nn.Module):
             U [B, heads * (D + T)]; in training with soft search and a label, ``(U, {"gsu": L_GSU})``.
         """
         check_inputs(dim=self.dim, seq_BLD=seq_BLD, mask_BL=mask_BL, query_BD=query_BD)
-        if self.search != "hard":  # soft search reads every behaviour with gradient; a searched one all of it
-            seq_BLD = dense(seq_BLD)
         if (seq_time_BLD is None) != (self.time_dim == 0) or (
                 seq_time_BLD is not None and tuple(seq_time_BLD.shape) != (*mask_BL.shape, self.time_dim)):
             raise ValueError(f"SIM(time_dim={self.time_dim}) needs seq_time_BLD of shape [B, L, {self.time_dim}] "
                              f"exactly when time_dim > 0")
         if self.search == "loader" and mask_BL.shape[1] <= self.k:  # searched already: attend to all of it
-            z_BLZ = seq_BLD if seq_time_BLD is None else torch.cat([seq_BLD, seq_time_BLD], dim=-1)
+            z_BLZ = dense(seq_BLD) if seq_time_BLD is None else torch.cat([dense(seq_BLD), seq_time_BLD], dim=-1)
             return self.esu(z_BKZ=z_BLZ, mask_BK=mask_BL, query_BD=query_BD)
-        idx_BK, kept_BK, r_BL = self._select(seq_BLD, mask_BL, query_BD, seq_category_BL, query_category_B,
+        # soft search scores and pools every behaviour with gradient: the dense sequence; hard search reads ids
+        full_BLD = dense(seq_BLD) if self.search == "soft" else seq_BLD
+        idx_BK, kept_BK, r_BL = self._select(full_BLD, mask_BL, query_BD, seq_category_BL, query_category_B,
                                              soft_seq_BLD, soft_query_BD)
         # the kept rows first, then z_j = [e_j ; t_j] of those K only (not a joined copy of all L behaviours)
         z_BKZ = gather_kept(seq_BLD, idx_BK) if seq_time_BLD is None else torch.cat(
             [gather_kept(seq_BLD, idx_BK), gather_kept(seq_time_BLD, idx_BK)], dim=-1)
         out_BO = self.esu(z_BKZ=z_BKZ, mask_BK=kept_BK, query_BD=query_BD)
         if self.search == "soft" and self.training and label_B is not None:
-            e_BLS = seq_BLD if soft_seq_BLD is None else soft_seq_BLD
+            e_BLS = full_BLD if soft_seq_BLD is None else soft_seq_BLD
             e_a_BS = query_BD if soft_query_BD is None else soft_query_BD
             return out_BO, {"gsu": self.aux_loss(r_BL, mask_BL, e_BLS, e_a_BS, label_B)}
         return out_BO

@@ -7,6 +7,7 @@ import torch
 
 from tinrec.modules import indexed
 from tinrec.modules.eta import ETA
+from tinrec.modules.lap import LAP
 from tinrec.modules.sdim import SDIM
 from tinrec.modules.sim import SIM
 from tinrec.modules.twin import TWIN
@@ -57,7 +58,9 @@ def _modules():
         "sdim few collisions (sparse sums)": SDIM(dim=D, hashes=8, tau=8),
         "sdim many collisions (dense product)": SDIM(dim=D, hashes=4, tau=1),
         "sim hard": SIM(dim=D, search="hard", k=3, heads=2, head_dim=4),
-        "sim soft (dense)": SIM(dim=D, search="soft", k=3, heads=2, head_dim=4, soft_dim=4, aux_hidden=(4,)),
+        "sim soft (scores dense)": SIM(dim=D, search="soft", k=3, heads=2, head_dim=4, soft_dim=4, aux_hidden=(4,)),
+        "sim loader": SIM(dim=D, search="loader", k=3, heads=2, head_dim=4),
+        "lap (coarse level dense)": LAP(dim=D, coarse_k=5, fine_k=3, heads=2),
     }
 
 

@@ -35,7 +35,8 @@ def _train(tmp_path, config, *overrides, steps=5):
     ("eta.yaml", ("train.index_dedup=false",)),  # the plain lookups' values are the rows
     ("twin.yaml", ()),
     ("sim_hard_after_lookup.yaml", ()),  # gathers its kept rows only
-    ("sim_soft.yaml", ()),  # makes the sequence dense in the module
+    ("sim_soft.yaml", ()),  # scores and pools the dense sequence, its ESU gathers from the rows
+    ("lap.yaml", ()),
     ("sdim.yaml", ("model.interests.sdim.tau=6", "model.interests.sdim.hashes=12")),  # the sparse bucket sums
 ])
 def test_training_on_rows_and_index_equals_training_on_the_tensor(tmp_path, config, extra):
