@@ -82,8 +82,8 @@ class ModelConfig:
     inputs: Dict[str, InputSpec] = field(default_factory=dict)
     tower: TowerConfig = field(default_factory=TowerConfig)
     compile: bool = False  # torch.compile each interest module in place (dynamic shapes; same state dict)
-    # hand a sequence to the module arguments that take it so (a class's INDEXED_INPUTS: ETA, SDIM, TWIN, SIM) as the
-    # batch's distinct rows + an index, not a [B, L, D] tensor (modules/indexed.py); the same model either way
+    # hand a sequence to the module arguments that take it so (a class's INDEXED_INPUTS: ETA, SDIM, TWIN, SIM, LAP)
+    # as the batch's distinct rows + an index, not a [B, L, D] tensor (modules/indexed.py); the same model either way
     indexed_sequences: bool = True
 
     @property
