@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from tests.tinrec.training import tiny_training
+from tests.tinrec.training import tiny_training, train_then_eval
 from tinrec import dedup
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -116,16 +116,7 @@ def _train(tmp_path, index_dedup, steps=6):
     input_arch = next(m for n, m in model.named_modules() if n.endswith("input_arch"))
     input_arch.register_forward_pre_hook(
         lambda _m, args: fused.append(any(dedup.is_deduplicated(jt) for d in args[0].values() for jt in d.values())))
-    logits = []
-    for mode, source in (("train", batches), ("eval", batches[:1])):  # as tinrec.train runs them: to the end
-        getattr(model, mode)()
-        it = iter(source)
-        with torch.set_grad_enabled(mode == "train"):
-            while True:
-                try:
-                    logits.append(pipeline.progress(it)[0].detach())
-                except StopIteration:
-                    break
+    logits = train_then_eval(model, pipeline, batches)
     return flags, logits, fused
 
 

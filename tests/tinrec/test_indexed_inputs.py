@@ -4,7 +4,7 @@ index (modules/indexed.py), and training is the same as with the [B, L, D] tenso
 import pytest
 import torch
 
-from tests.tinrec.training import tiny_training
+from tests.tinrec.training import tiny_training, train_then_eval
 from tinrec.modules.indexed import IndexedSequence
 
 
@@ -17,16 +17,7 @@ def _train(tmp_path, config, *overrides, steps=5):
     forms = []
     module.register_forward_pre_hook(lambda _m, args, kwargs: forms.append(
         isinstance(kwargs["seq_BLD"], IndexedSequence)), with_kwargs=True)
-    logits = []
-    for mode, source in (("train", batches), ("eval", batches[:1])):
-        getattr(model, mode)()
-        it = iter(source)
-        with torch.set_grad_enabled(mode == "train"):
-            while True:
-                try:
-                    logits.append(pipeline.progress(it)[0].detach())
-                except StopIteration:
-                    break
+    logits = train_then_eval(model, pipeline, batches)
     return forms, logits
 
 

@@ -24,3 +24,21 @@ def tiny_training(tmp_path, *overrides, batches=3, config="default.yaml"):
     first = list(itertools.islice(data.loader(data.stream("train", train=True)), batches))
     model, _, _, pipeline = build_training(cfg, data, env)
     return first, model, pipeline
+
+
+def train_then_eval(model, pipeline, batches):
+    """Logits of training on ``batches`` then of evaluating the first of them, through the pipeline, each mode run
+    to the end of its batches as ``tinrec.train`` runs them."""
+    import torch
+
+    logits = []
+    for mode, source in (("train", batches), ("eval", batches[:1])):
+        getattr(model, mode)()
+        it = iter(source)
+        with torch.set_grad_enabled(mode == "train"):
+            while True:
+                try:
+                    logits.append(pipeline.progress(it)[0].detach())
+                except StopIteration:
+                    break
+    return logits
