@@ -1,11 +1,12 @@
 """SDIM + TCN: how often the target collides with the behaviours as the SDIM backbone sees them (the TCN's output)
 and as they were looked up (the same model's embeddings), per row, split by the rows' far-back ground truth; and
-SDIM alone's collisions for comparison. Usage: python tools/sdim_tcn_collisions.py SDIM_RUN SDIM_TCN_RUN [batches] (test rows in order, batches of
-data.eval_batch_size; docs/results/lifelong.md, "Three times the impressions")"""
+SDIM alone's collisions for comparison (docs/results/lifelong.md, "Three times the impressions").
+
+    python tools/sdim_tcn_collisions.py SDIM_RUN SDIM_TCN_RUN [BATCHES]   (test rows in order, eval batches)
+"""
 import json
 import sys
 
-import numpy as np
 import torch
 
 sys.path.insert(0, "tools")
@@ -25,7 +26,6 @@ def load(run_dir):
 
 def main(sdim_run, tcn_run, batches=8):
     _, _, _, groups = truth(load_config(f"{sdim_run}/config.json").data.path)
-    out = {}
     for run in (sdim_run, tcn_run):
         cfg, data, model = load(run)
         name = "cain" if "cain" in model.interest_modules() else "sdim"
@@ -56,7 +56,6 @@ def main(sdim_run, tcn_run, batches=8):
             x = torch.cat(v).numpy()
             res[k] = {"all rows": round(float(x.mean()), 2),
                       **{g: round(float(x[m[:n]].mean()), 2) for g, m in groups.items()}}
-        out[run] = res
         print(json.dumps({run: res}), flush=True)
 
 
