@@ -40,6 +40,15 @@ multiplies the side information after centring: under Adam a tap's step is about
 its input's scale, so scaling the input by s is the side taps' own learning rate times s (the embedding taps
 keep theirs) while the identity start is unchanged (the side taps start at zero).
 
+``query_as_behaviour`` (our variant; the paper's Eq. 6 hands the backbone the target itself) passes the target
+through the first layer too, as a sequence of one behaviour: no neighbours and zero side information (with
+``side_relative``, the row's usual level), so the centre tap, the bias and PEG's per-user filter map it as they
+map each behaviour. A backbone that compares target and behaviours through learned projections can follow the
+TCN's drift from the looked-up embeddings; SDIM's frozen hyperplanes (and ETA's SimHash) cannot: a far-back
+behaviour equal to the target collides less once the TCN has moved it (docs/results/lifelong.md, "The planted
+behaviours lose their collisions"). With the same map on both sides, what the hash compares differs only by the
+context the TCN reads.
+
 CAIN's Table 1 replaces the (first) TCN layer by other context extractors (``extractor``): ``rnn``, a
 bidirectional GRU (hidden D / 2 each way, outputs of both directions side by side, so a behaviour's
 representation reads its whole past and future; packed, so padding never enters) and ``attention``, one
@@ -150,6 +159,8 @@ class CAIN(nn.Module):
             own embedding through the centre tap (``modules/tcn.py`` ``centre_only``; our variant).
         side_scale: the side information's factor after log and centring (our choice: the side taps' learning
             rate relative to the rest under Adam; see above).
+        query_as_behaviour: the backbone's target is the first layer's output for the target alone (a one-behaviour
+            sequence, zero side information) instead of the target (our variant; see above).
 
     Attributes:
         output_dim: the backbone's + (N - 1) * D.
@@ -160,7 +171,7 @@ class CAIN(nn.Module):
                  aux_dim: int = 32, peg: Peg = "none", profile_dim: int = 0, peg_hidden: int = 64,
                  extractor: Extractor = "tcn", extractor_heads: int = 4, side_dim: int = 0,
                  side_relative: bool = False, identity_init: bool = False, content_context: bool = True,
-                 side_scale: float = 1.0) -> None:
+                 side_scale: float = 1.0, query_as_behaviour: bool = False) -> None:
         super().__init__()
         if extractor not in ("tcn", "rnn", "attention"):
             raise ValueError(f"CAIN: extractor must be tcn, rnn or attention, got {extractor!r}")
@@ -175,6 +186,7 @@ class CAIN(nn.Module):
         if not (math.isfinite(side_scale) and side_scale > 0):
             raise ValueError(f"CAIN: side_scale must be finite and > 0, got {side_scale}")
         self.side_scale = float(side_scale)
+        self.query_as_behaviour = query_as_behaviour
         self.dim, self.peg, self.side_dim, self.side_relative = dim, peg, side_dim, side_relative
         aggregation = "global" if peg == "none" else peg
         tcns, width = [], dim + side_dim
@@ -192,8 +204,8 @@ class CAIN(nn.Module):
         self.tcns = nn.ModuleList(tcns)
         first = self.tcns[0].output_dim
         self.backbone = _backbone(backbone, first, dict(backbone_args or {}))
-        # the target at the first TCN's output width, when ``concat`` PEG doubles it
-        self.query_proj = nn.Linear(dim, first, bias=False) if first != dim else None
+        # the target at the first TCN's output width, when ``concat`` PEG doubles it (unless the layer maps it)
+        self.query_proj = nn.Linear(dim, first, bias=False) if first != dim and not query_as_behaviour else None
         self.aux = nn.ModuleList(_AuxiliaryAttention(t.output_dim, dim, aux_dim) for t in self.tcns[1:])
         self.output_dim: int = self.backbone.output_dim + (layers - 1) * dim
 
@@ -213,6 +225,16 @@ class CAIN(nn.Module):
             side_BLF = side_BLF * self.side_scale
         return side_BLF
 
+    def backbone_query(self, query_BD: Tensor, profile_BP: Optional[Tensor] = None) -> Tensor:
+        """The target as the major attention reads it: itself, projected to a ``concat`` PEG's width, or with
+        ``query_as_behaviour`` the first layer's output for it alone (no neighbours, zero side information)."""
+        if self.query_as_behaviour:
+            alone_B1D = F.pad(query_BD.unsqueeze(1), (0, self.side_dim))  # zero side information
+            real_B1 = torch.ones(query_BD.shape[0], 1, dtype=torch.bool, device=query_BD.device)
+            out_B1O, _ = self.tcns[0](seq_BLD=alone_B1D, mask_BL=real_B1, profile_BP=profile_BP)
+            return out_B1O.squeeze(1)
+        return query_BD if self.query_proj is None else self.query_proj(query_BD)
+
     def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
                 profile_BP: Optional[Tensor] = None, side_BLF: Optional[Tensor] = None) -> Tensor:
         """[IR_1, ..., IR_N] for right-padded behaviours ``seq_BLD`` [B, L, D] (mask ``mask_BL``), target
@@ -229,7 +251,7 @@ class CAIN(nn.Module):
         for n, tcn in enumerate(self.tcns):
             x, m = tcn(seq_BLD=x if n == 0 else F.relu(x), mask_BL=m, profile_BP=profile_BP)
             if n == 0:
-                q = query_BD if self.query_proj is None else self.query_proj(query_BD)
+                q = self.backbone_query(query_BD, profile_BP)
                 major = self.backbone(seq_BLD=x, mask_BL=m, query_BD=q)
                 parts.append(major[0] if isinstance(major, tuple) else major)
             else:

@@ -213,3 +213,40 @@ def test_side_scale_is_the_side_taps_scaled_and_nothing_else():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="side_scale"):
             CAIN(**kw, side_scale=bad)
+
+
+@pytest.mark.parametrize("peg", ["none", "replace"])
+def test_query_as_behaviour_maps_the_target_through_the_first_layer_alone(peg):
+    """``query_as_behaviour``: the backbone's target is the first layer's centre tap (and with PEG the user's
+    generated centre tap) applied to the target with zero side information, plus the bias; it starts as the
+    target itself under ``identity_init``, and the target's path trains the centre tap."""
+    torch.manual_seed(9)
+    kw = dict(dim=D, backbone="sdim", backbone_args={"hashes": 12, "tau": 3}, layers=2, context_length=1,
+              side_dim=1, side_relative=True, content_context=False, peg=peg, profile_dim=P if peg != "none" else 0)
+    cain = CAIN(**kw, query_as_behaviour=True).eval()
+    b = batches.make_batch([6, 3, 0], D=D, L=6)
+    prof = torch.randn(3, P) if peg != "none" else None
+    tcn = cain.tcns[0]
+    if peg == "none":
+        want = b["query_BD"] @ tcn.weight[:, :D, 1].T + tcn.bias
+    else:
+        want = torch.einsum("bod,bd->bo", tcn.filters(prof)[:, :, :D, 1], b["query_BD"]) + tcn.bias
+    torch.testing.assert_close(cain.backbone_query(b["query_BD"], prof), want)
+    w_BL = torch.rand(3, 6) * 100 + 1
+    cr, m = tcn(seq_BLD=torch.cat([b["seq_BLD"], cain.side_information(w_BL, b["mask_BL"])], -1),
+                mask_BL=b["mask_BL"], profile_BP=prof)
+    got = cain(**b, side_BLF=w_BL, profile_BP=prof)
+    torch.testing.assert_close(got[:, :cain.backbone.output_dim], cain.backbone(seq_BLD=cr, mask_BL=m, query_BD=want))
+    plain = CAIN(**kw).eval()
+    plain.load_state_dict(cain.state_dict())
+    assert not torch.allclose(plain(**b, side_BLF=w_BL, profile_BP=prof), got)
+    # identity_init: the target starts as itself, so the two variants start alike
+    same = [CAIN(**kw, identity_init=True, query_as_behaviour=q).eval() for q in (True, False)]
+    same[1].load_state_dict(same[0].state_dict())
+    torch.testing.assert_close(same[0].backbone_query(b["query_BD"], prof), b["query_BD"])
+    torch.testing.assert_close(same[0](**b, side_BLF=w_BL, profile_BP=prof),
+                               same[1](**b, side_BLF=w_BL, profile_BP=prof))
+    # the centre tap learns from the target's side as well
+    cain.train()
+    cain.backbone_query(b["query_BD"], prof).sum().backward()
+    assert sum(float(p.grad.abs().sum()) for p in tcn.parameters() if p.grad is not None) > 0
