@@ -66,6 +66,15 @@ MODELS = {
     "sim_soft_tensor": Entry("configs/sim_soft.yaml", ("model.indexed_sequences=false",), lookup_bound=True),
     "lap_tensor": Entry("configs/lap.yaml", ("model.indexed_sequences=false",), lookup_bound=True),
     "cain": Entry("configs/cain.yaml", lookup_bound=True),
+    # CAIN as the lifelong experiments train it (configs/lifelong/cain.yaml's first layer: each behaviour's own
+    # embedding through the centre tap, its neighbours' watch times as the context; identity start; braces
+    # doubled for str.format)
+    "cain_lifelong": Entry("configs/cain.yaml", (
+        "model.inputs.watch={{dense: hist_watch_time}}",
+        "model.interests.cain.inputs={{seq_BLD: behaviours, mask_BL: mask, query_BD: target, profile_BP: profile, "
+        "side_BLF: watch}}",
+        "model.interests.cain.side_dim=1", "model.interests.cain.side_relative=true",
+        "model.interests.cain.content_context=false", "model.interests.cain.identity_init=true"), lookup_bound=True),
     # the heterogeneous expert backbone (issue 15): the production layout (GwPFM, FlatDNN, IPNN, DCN V2 over 203
     # id fields on three embedding sets, a TIN expert over the category sequence) on the benchmark's data
     "hetero": Entry("configs/production/hetero_experts.yaml", extra_features=(("user", 100), ("item", 60), ("ctx", 40), ("rows", 1000))),

@@ -57,6 +57,8 @@ def write_dataset(path: str, batch: Dict[str, np.ndarray], num_items: int, num_c
 
     B, L = batch["hist_item"].shape
     ones, hist_ts = np.ones(B, np.int64), T0 - 60 * np.arange(L, 0, -1, dtype=np.int64)  # oldest first
+    # seconds watched (CAIN's side information): a function of the batch, read only by the entries that use it
+    watch = (5.0 + (batch["hist_item"] % 60)).astype(np.float32)
     lists = lambda a: pa.array(list(np.asarray(a, np.int64)), type=pa.list_(pa.int64()))  # noqa: E731
     cols = {fmt.LABEL: pa.array(batch["label"].astype(np.int8)), "user_id": pa.array(np.arange(1, B + 1)),
             "user_age": pa.array(ones), "user_gender": pa.array(ones),
@@ -67,6 +69,7 @@ def write_dataset(path: str, batch: Dict[str, np.ndarray], num_items: int, num_c
             "hist_item": lists(batch["hist_item"]), "hist_category": lists(batch["hist_category"]),
             "hist_brand": lists(np.ones((B, L))), "hist_author": lists(np.ones((B, L))),
             fmt.HIST_TIMESTAMP: lists(np.broadcast_to(hist_ts, (B, L))),
+            fmt.HIST_WATCH_TIME: pa.array(list(watch), type=pa.list_(pa.float32())),
             "trigger_item": pa.array(batch["hist_item"][:, -1].astype(np.int64)),
             "trigger_category": pa.array(batch["hist_category"][:, -1].astype(np.int64)),
             fmt.PAGE: pa.array((1 + np.arange(B) % 20).astype(np.int32))}

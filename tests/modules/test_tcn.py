@@ -77,19 +77,20 @@ def test_gradients_reach_every_parameter_and_the_real_behaviours_only():
     assert seq.grad[mask].abs().sum(-1).gt(0).all() and profile.grad[:2].abs().sum() > 0
 
 
-def test_peg_gives_different_users_different_filters_and_is_the_shared_one_when_constant():
+@pytest.mark.parametrize("cl,stride", [(1, 1), (2, 3), (2, 4)])
+def test_peg_gives_different_users_different_filters_and_is_the_shared_one_when_constant(cl, stride):
     torch.manual_seed(3)
-    tcn = TCN(dim=D, out_dim=O, context_length=1, aggregation="replace", profile_dim=P)
+    tcn = TCN(dim=D, out_dim=O, context_length=cl, stride=stride, aggregation="replace", profile_dim=P)
     seq, mask, profile = _batch([9, 7, 3])
     filters = tcn.filters(profile)
-    assert filters.shape == (3, O, D, 3) and not torch.allclose(filters[0], filters[1])
-    # each user's output is the sliding window with that user's own filter (Eq. 12)
+    assert filters.shape == (3, O, D, 2 * cl + 1) and not torch.allclose(filters[0], filters[1])
+    # each user's output is the sliding window with that user's own filter (Eq. 12), strides included
     out, _ = tcn(seq_BLD=seq, mask_BL=mask, profile_BP=profile)
-    want = sliding_window(seq, [9, 7, 3], filters.detach(), tcn.bias.detach(), 1, 1)
+    want = sliding_window(seq, [9, 7, 3], filters.detach(), tcn.bias.detach(), cl, stride)
     torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-6)
     # a generator that ignores the profile and emits one filter: PEG's output is the shared-filter TCN's
     assert tcn.weight is None  # replace: no global filter to train
-    shared = TCN(dim=D, out_dim=O, context_length=1)
+    shared = TCN(dim=D, out_dim=O, context_length=cl, stride=stride)
     with torch.no_grad():
         tcn.peg[2].weight.zero_()
         tcn.peg[2].bias.copy_(shared.weight.reshape(-1))
