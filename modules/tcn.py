@@ -27,7 +27,8 @@ outputs. Choices the paper leaves open, ours:
   (K <= 2 s, MSIA's later layers) as one batched product of each output's window [D K] with its user's filter
   [D K, O] (``bmm``; 1.5-1.7x faster forward and backward on one CPU thread than a grouped convolution at
   B = 256, L = 2000, D = O = 128, K = 5, s = 4); otherwise (the first layer, K = 15, s = 1: the windows would be
-  15 times the sequence) as one grouped convolution (``groups = B``). The generator's hidden width is ``peg_hidden`` (the paper: "two fully connected layers").
+  15 times the sequence) as one grouped convolution (``groups = B``). The generator's hidden width is
+  ``peg_hidden`` (the paper: "two fully connected layers").
 - Eq. 5 is linear; a stack of layers (MSIA) puts its non-linearity between layers (``modules/cain.py``).
 """
 # Shape legend: B batch, L sequence length (padded), D input width, O output width, K = 2 cl + 1 taps,

@@ -1,6 +1,8 @@
-"""SDIM + TCN: how often the target collides with the behaviours as the SDIM backbone sees them (the TCN's output)
-and as they were looked up (the same model's embeddings), per row, split by the rows' far-back ground truth; and
-SDIM alone's collisions for comparison (docs/results/lifelong.md, "Three times the impressions").
+"""SDIM + TCN: how often the target collides with the behaviours as the SDIM backbone sees them (the TCN's output
+against the target as the backbone reads it: with ``query_as_behaviour`` the first layer's output for it) and as
+they were looked up (the same model's embeddings on both sides), per row, split by the rows' far-back ground
+truth; and SDIM alone's collisions for comparison (docs/results/lifelong.md, "The planted behaviours lose their
+collisions").
 
 Besides the collisions per row (``all``: every behaviour), on the rows whose target is a persistent interest seen
 far back: the collision rate (collisions per behaviour and group) of the planted far-back behaviours (the user's
@@ -78,7 +80,8 @@ def main(sdim_run, tcn_run, batches=8):
                     cr, m = mod.tcns[0](seq_BLD=torch.cat([seq, s], -1), mask_BL=mask, profile_BP=inp.get("profile_BP"))
                     qq = mod.backbone_query(q, inp.get("profile_BP"))
                     views["seen (TCN output)"] = mod.backbone.collisions(cr, m, qq)
-                    views["looked up"] = mod.backbone.collisions(seq, mask, qq)
+                    raw_q = q if mod.query_proj is None else mod.query_proj(q)  # the target as looked up too
+                    views["looked up"] = mod.backbone.collisions(seq, mask, raw_q)
                     cos = torch.nn.functional.cosine_similarity(cr, seq, dim=-1)
                     per.setdefault("cos", []).append((cos * mask).sum(1) / mask.sum(1).clamp_min(1))
                 else:

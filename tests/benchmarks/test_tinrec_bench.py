@@ -54,6 +54,22 @@ def test_the_expert_backbone_point_runs_the_production_layout_on_200_id_families
 
 
 @pytest.mark.integration
+def test_cain_lifelong_reads_the_synthetic_watch_times_as_side_information():
+    """``cain_lifelong``: configs/lifelong/cain.yaml's first layer (watch times beside the behaviours, content
+    through the centre tap only) on the benchmark's data, whose watch times are a function of the batch."""
+    from benchmarks.models import MODELS
+
+    assert "model.inputs.watch={dense: hist_watch_time}" in MODELS["cain_lifelong"].resolved(64)
+    cmd = [sys.executable, "-m", "benchmarks.tinrec_bench", "--model", "cain_lifelong", "--seq-len", "12",
+           "--batch", "8", "--steps", "1", "--warmup", "1", "--threads", "1", "--num-items", "500",
+           "--num-categories", "20"]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["torchrec_train"]["samples_per_s"] > 0 and "model.interests.cain.side_dim=1" in r["overrides"]
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("model", ["dei2n", "dmin_tra"])
 def test_the_trigger_models_run_a_point_with_the_latest_behaviour_as_trigger(model):
     """``dei2n`` and ``dmin_tra`` (issue 16): the synthetic data carries a trigger (the latest behaviour) and a
