@@ -18,6 +18,8 @@ backward over ``--repeats`` runs after one warm-up:
   (``bmm(S, r)``), its weighted sum (``bmm(w, S)``) and the softmax attention made of both, under autograd,
   vs ``modules/seqdot.py`` (the fast bmm orientation, outer-product gradients) and ``target_attention.attention_pool``
   (one fused backward).
+- ``peg_strided``: PEG's per-user filters on an MSIA layer (K = 5, stride 4) as one grouped convolution vs one
+  bmm of each output's window with its user's filter (``TCN._personal``).
 
 ``--host-memory cached`` caches host memory as training does (``train.host_memory``, ``tinrec/hostmem.py``): a
 case's fresh large tensors are then not page-faulted in on every repeat, which is most of some "before" columns
@@ -62,6 +64,7 @@ def cases(B: int, L: int, Lq: int, D: int = 128) -> Dict[str, dict]:
     from tinrec.modules.gru4rec import run_gru
     from tinrec.modules.masking import masked_softmax
     from tinrec.modules.target_attention import attention_pool
+    from tinrec.modules.tcn import TCN
     from tinrec.modules.tin import TIN
     from tinrec.modules.transformer import TransformerBlock
 
@@ -161,6 +164,17 @@ def cases(B: int, L: int, Lq: int, D: int = 128) -> Dict[str, dict]:
 
     out["attention_pool"] = {"L": L, "before": pool_before,
                              "after": lambda: attention_pool(seq, q, mask)[0].square().sum()}
+
+    tcn = TCN(dim=D, context_length=2, stride=4, aggregation="replace", profile_dim=16)
+    profile = torch.randn(B, 16, generator=g)
+
+    def peg_before():
+        w = tcn.filters(profile).reshape(B * D, D, tcn.kernel)
+        return F.conv1d(seq.transpose(1, 2).reshape(1, B * D, L), w, stride=4, padding=2,
+                        groups=B).view(B, D, -1).transpose(1, 2).square().sum()
+
+    out["peg_strided"] = {"L": L, "before": peg_before,
+                          "after": lambda: tcn._personal(seq, profile).square().sum()}
     return out
 
 

@@ -25,8 +25,8 @@ outputs. Choices the paper leaves open, ours:
   and personalized filters (``replace`` keeps it, as Eq. 12 writes it, and has no global filter at all).
 - The personalized filters of all users run at once, no loop over the batch: where the windows overlap little
   (K <= 2 s, MSIA's later layers) as one batched product of each output's window [D K] with its user's filter
-  [D K, O] (``bmm``; 1.5-1.7x faster forward and backward on one CPU thread than a grouped convolution at
-  B = 256, L = 2000, D = O = 128, K = 5, s = 4); otherwise (the first layer, K = 15, s = 1: the windows would be
+  [D K, O] (``bmm``; 1.4x faster forward and backward than a grouped convolution at B = 256, L = 2000,
+  D = O = 128, K = 5, s = 4: ``benchmarks/hotpaths.py`` ``peg_strided``); otherwise (the first layer, K = 15, s = 1: the windows would be
   15 times the sequence) as one grouped convolution (``groups = B``). The generator's hidden width is
   ``peg_hidden`` (the paper: "two fully connected layers").
 - Eq. 5 is linear; a stack of layers (MSIA) puts its non-linearity between layers (``modules/cain.py``).
