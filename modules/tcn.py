@@ -26,8 +26,8 @@ outputs. Choices the paper leaves open, ours:
 - The personalized filters of all users run at once, no loop over the batch: where the windows overlap little
   (K <= 2 s, MSIA's later layers) as one batched product of each output's window [D K] with its user's filter
   [D K, O] (``bmm``; 1.4x faster forward and backward than a grouped convolution at B = 256, L = 2000,
-  D = O = 128, K = 5, s = 4: ``benchmarks/hotpaths.py`` ``peg_strided``); otherwise (the first layer, K = 15, s = 1: the windows would be
-  15 times the sequence) as one grouped convolution (``groups = B``). The generator's hidden width is
+  D = O = 128, K = 5, s = 4: ``benchmarks/hotpaths.py`` ``peg_strided``); otherwise (the first layer, K = 15,
+  s = 1: the windows would be 15 times the sequence) as one grouped convolution (``groups = B``). The generator's hidden width is
   ``peg_hidden`` (the paper: "two fully connected layers").
 - Eq. 5 is linear; a stack of layers (MSIA) puts its non-linearity between layers (``modules/cain.py``).
 """
@@ -176,12 +176,13 @@ class TCN(nn.Module):
         """Eq. 12 with each user's generated filter, no bias, [B, M, O]: all users at once (no loop over the
         batch); with ``centre_only``, only the filter entries that may be non-zero are generated."""
         B = x_BLD.shape[0]
-        if not self.centre_only and self.kernel <= 2 * self.stride:  # windows at most twice the input: one bmm
-            w_BOX = self.filters(profile_BP).reshape(B, self.out_dim, self.dim * self.kernel)
-            win_BMDK = F.pad(x_BLD, (0, 0, self.cl, self.cl)).unfold(1, self.kernel, self.stride)
-            return torch.bmm(win_BMDK.reshape(B, win_BMDK.shape[1], -1), w_BOX.transpose(1, 2))
-        if not self.centre_only:  # one grouped convolution, [1, B * D, L] with B groups of [O, D, K]
-            w = self.filters(profile_BP).reshape(B * self.out_dim, self.dim, self.kernel)
+        if not self.centre_only:
+            w_BODK = self.filters(profile_BP)
+            if self.kernel <= 2 * self.stride:  # windows at most twice the input: one bmm, [B, M, D K] x [B, D K, O]
+                win_BMDK = F.pad(x_BLD, (0, 0, self.cl, self.cl)).unfold(1, self.kernel, self.stride)
+                return torch.bmm(win_BMDK.reshape(B, win_BMDK.shape[1], -1), w_BODK.flatten(2).transpose(1, 2))
+            # one grouped convolution, [1, B * D, L] with B groups of [O, D, K]
+            w = w_BODK.reshape(B * self.out_dim, self.dim, self.kernel)
             return F.conv1d(x_BLD.transpose(1, 2).reshape(1, B * self.dim, -1), w, stride=self.stride,
                             padding=self.cl, groups=B).view(B, self.out_dim, -1).transpose(1, 2)
         C, R = self.centre_only, self.dim - self.centre_only
