@@ -16,7 +16,11 @@ scores with a masked softmax (Eq. 9 writes none) and d = 32; a layer's output is
 real behaviour (``modules/tcn.py``), so strided layers carry their masks; ``concat`` PEG doubles the width of
 what the next layer reads. The backbone is built here from its name and ``backbone_args`` and called with
 the TCN's output as ``seq_BLD``: backbones that need more inputs (SIM's category ids or soft embeddings,
-TWIN's cross features) run with their defaults here (soft search on the TCN output, no cross features).
+TWIN's cross features) run with their defaults here (soft search on the TCN output, no cross features). SIM's
+soft search keeps its auxiliary CTR loss (``label_B``, returned as ``gsu``): it is what trains the search's
+projections W_a, W_b (the top-k passes no gradient), here on the TCN's output, so it also reaches the first
+layer. Unbound, W_a and W_b would stay at their initial values while the TCN moves the behaviours away from the
+target's space, a search that degrades as the TCN trains; CAIN refuses to train SIM's soft search without it.
 
 ``identity_init`` starts every TCN layer as the identity on its centre behaviour (``modules/tcn.py``; our
 choice): the backbone then starts as it would alone (with its own ``tied_init``, a target meets behaviours in
@@ -58,7 +62,7 @@ per-user filters (``peg`` must be ``none``), and later MSIA layers stay TCNs.
 """
 # Shape legend: B batch, L sequence length (padded), D width, P profile width, M outputs of a layer.
 import math
-from typing import Any, Dict, Literal, Optional
+from typing import Any, Dict, Literal, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -204,6 +208,7 @@ class CAIN(nn.Module):
         self.tcns = nn.ModuleList(tcns)
         first = self.tcns[0].output_dim
         self.backbone = _backbone(backbone, first, dict(backbone_args or {}))
+        self.backbone_needs_label = isinstance(self.backbone, SIM) and self.backbone.search == "soft"  # its GSU loss
         # the target at the first TCN's output width, when ``concat`` PEG doubles it (unless the layer maps it)
         self.query_proj = nn.Linear(dim, first, bias=False) if first != dim and not query_as_behaviour else None
         self.aux = nn.ModuleList(_AuxiliaryAttention(t.output_dim, dim, aux_dim) for t in self.tcns[1:])
@@ -236,24 +241,34 @@ class CAIN(nn.Module):
         return query_BD if self.query_proj is None else self.query_proj(query_BD)
 
     def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
-                profile_BP: Optional[Tensor] = None, side_BLF: Optional[Tensor] = None) -> Tensor:
+                profile_BP: Optional[Tensor] = None, side_BLF: Optional[Tensor] = None,
+                label_B: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Dict[str, Tensor]]]:
         """[IR_1, ..., IR_N] for right-padded behaviours ``seq_BLD`` [B, L, D] (mask ``mask_BL``), target
         ``query_BD`` [B, D], with PEG the profile ``profile_BP`` [B, P], with ``side_dim`` F the side
-        information ``side_BLF`` [B, L, F] ([B, L] when F = 1)."""
+        information ``side_BLF`` [B, L, F] ([B, L] when F = 1). ``label_B``, the click label in training, is
+        the backbone's where it has a loss of its own (SIM's soft search): ``(output, {name: loss})`` then."""
         if self.peg != "none" and profile_BP is None:
             raise ValueError(f"CAIN(peg={self.peg!r}) needs profile_BP")
+        if self.backbone_needs_label and self.training and label_B is None:
+            raise ValueError("CAIN(backbone=sim, search=soft): the soft search is trained by its auxiliary CTR loss; "
+                             "bind label_B to a label input (model.inputs.label: {label: label}, "
+                             "model.interests.<name>.inputs.label_B: label)")
         if (side_BLF is None) != (self.side_dim == 0):
             raise ValueError(f"CAIN(side_dim={self.side_dim}) needs side_BLF exactly when side_dim > 0")
         x, m = seq_BLD, mask_BL
         if side_BLF is not None:
             x = torch.cat([seq_BLD, self.side_information(side_BLF.to(seq_BLD.dtype), mask_BL)], dim=-1)
-        parts = []
+        parts, losses = [], {}
         for n, tcn in enumerate(self.tcns):
             x, m = tcn(seq_BLD=x if n == 0 else F.relu(x), mask_BL=m, profile_BP=profile_BP)
             if n == 0:
                 q = self.backbone_query(query_BD, profile_BP)
-                major = self.backbone(seq_BLD=x, mask_BL=m, query_BD=q)
-                parts.append(major[0] if isinstance(major, tuple) else major)
+                label = {"label_B": label_B} if self.backbone_needs_label else {}
+                major = self.backbone(seq_BLD=x, mask_BL=m, query_BD=q, **label)
+                if isinstance(major, tuple):
+                    major, losses = major
+                parts.append(major)
             else:
                 parts.append(self.aux[n - 1](x, m, query_BD))
-        return torch.cat(parts, dim=-1)
+        out_BO = torch.cat(parts, dim=-1)
+        return (out_BO, losses) if losses else out_BO

@@ -250,3 +250,28 @@ def test_query_as_behaviour_maps_the_target_through_the_first_layer_alone(peg):
     cain.train()
     cain.backbone_query(b["query_BD"], prof).sum().backward()
     assert sum(float(p.grad.abs().sum()) for p in tcn.parameters() if p.grad is not None) > 0
+
+
+def test_sim_soft_backbone_keeps_its_gsu_loss_which_trains_the_search_and_the_tcn():
+    """SIM's soft search inside CAIN: its auxiliary CTR loss on the TCN's output is returned as ``gsu``, equals
+    SIM's own loss on what the first layer hands it, and is the only gradient W_a and W_b get (the top-k passes
+    none); training without the label is refused rather than leaving the search untrained."""
+    torch.manual_seed(4)
+    cain = CAIN(dim=D, backbone="sim", backbone_args={"k": 3, "heads": 2, "soft_dim": 4, "aux_hidden": [5]},
+                layers=2, context_length=1, stride=2).train()
+    b = batches.make_batch([6, 4, 0], D=D, L=6)
+    label = torch.tensor([1.0, 0.0, 1.0])
+    out, losses = cain(**b, label_B=label)
+    assert out.shape == (3, cain.output_dim) and set(losses) == {"gsu"}
+    cr, m = cain.tcns[0](seq_BLD=b["seq_BLD"], mask_BL=b["mask_BL"])
+    r = cain.backbone.relevance(seq_BLD=cr, mask_BL=m, query_BD=b["query_BD"])
+    torch.testing.assert_close(losses["gsu"], cain.backbone.aux_loss(r, m, cr, b["query_BD"], label))
+    out.sum().backward(retain_graph=True)  # the output alone: no gradient reaches the search's projections
+    assert cain.backbone.soft_a.weight.grad is None and cain.backbone.soft_b.weight.grad is None
+    cain.zero_grad(set_to_none=True)
+    losses["gsu"].backward()
+    for p in (cain.backbone.soft_a.weight, cain.backbone.soft_b.weight, cain.tcns[0].weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="bind label_B"):
+        cain(**b)
+    assert not isinstance(cain.eval()(**b), tuple)  # evaluation: no label, no loss

@@ -213,6 +213,10 @@ def test_cain_rows_give_each_backbone_its_own_rows_settings(spec):
             if key in params and key not in NEEDS_INPUTS_CAIN_DOES_NOT_PASS:
                 got = (cain.get("backbone_args") or {}).get(key, params[key].default)
                 assert got == value, f"{spec} row {row['name']!r}: {kind}'s {key} is {got}, its own row has {value}"
+        if kind == "sim" and cain.get("backbone_args", {}).get("search", "soft") == "soft":  # its GSU loss
+            bound = cain["inputs"].get("label_B")
+            assert bound is not None and cfg.model.inputs[bound].label, \
+                f"{spec} row {row['name']!r}: SIM's soft search inside CAIN needs label_B bound to a label input"
         checked += 1
     assert checked >= 5
 
