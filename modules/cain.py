@@ -15,9 +15,12 @@ has one): later layers have context length 2 (kernel 5) and stride 4; the auxili
 scores with a masked softmax (Eq. 9 writes none) and d = 32; a layer's output is valid where its centre is a
 real behaviour (``modules/tcn.py``), so strided layers carry their masks; ``concat`` PEG doubles the width of
 what the next layer reads. The backbone is built here from its name and ``backbone_args`` and called with
-the TCN's output as ``seq_BLD``: backbones that need more inputs (SIM's category ids or soft embeddings,
-TWIN's cross features) run with their defaults here (soft search on the TCN output, no cross features). SIM's
-soft search keeps its auxiliary CTR loss (``label_B``, returned as ``gsu``): it is what trains the search's
+the TCN's output as ``seq_BLD``, the item representations the paper replaces (Sec. 5.2.1, Backbone Substitution: "the item
+representations used by these methods were replaced with the context-aware representations"). What is not an
+item representation reaches the backbone unchanged: SIM's time-gap embeddings t_j (``seq_time_BLD``, appended
+to the kept cr_j) and TWIN's cross features (``cross_BLX``), when bound, so that a backbone's row and its TCN
+row differ by the TCN alone. SIM's soft search runs on the TCN's output (its separate soft-search embeddings
+are item representations too; our reading), and hard search's category ids are not taken. SIM's soft search keeps its auxiliary CTR loss (``label_B``, returned as ``gsu``): it is what trains the search's
 projections W_a, W_b (the top-k passes no gradient), here on the TCN's output, so it also reaches the first
 layer. Unbound, W_a and W_b would stay at their initial values while the TCN moves the behaviours away from the
 target's space, a search that degrades as the TCN trains; CAIN refuses to train SIM's soft search without it.
@@ -61,6 +64,7 @@ the cost the paper warns of). Both are ours where the paper names only the metho
 per-user filters (``peg`` must be ``none``), and later MSIA layers stay TCNs.
 """
 # Shape legend: B batch, L sequence length (padded), D width, P profile width, M outputs of a layer.
+import inspect
 import math
 from typing import Any, Dict, Literal, Optional, Tuple, Union
 
@@ -242,11 +246,19 @@ class CAIN(nn.Module):
 
     def forward(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
                 profile_BP: Optional[Tensor] = None, side_BLF: Optional[Tensor] = None,
-                label_B: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Dict[str, Tensor]]]:
+                label_B: Optional[Tensor] = None, seq_time_BLD: Optional[Tensor] = None,
+                cross_BLX: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Dict[str, Tensor]]]:
         """[IR_1, ..., IR_N] for right-padded behaviours ``seq_BLD`` [B, L, D] (mask ``mask_BL``), target
         ``query_BD`` [B, D], with PEG the profile ``profile_BP`` [B, P], with ``side_dim`` F the side
         information ``side_BLF`` [B, L, F] ([B, L] when F = 1). ``label_B``, the click label in training, is
-        the backbone's where it has a loss of its own (SIM's soft search): ``(output, {name: loss})`` then."""
+        the backbone's where it has a loss of its own (SIM's soft search): ``(output, {name: loss})`` then.
+        ``seq_time_BLD`` (SIM's time-gap embeddings) and ``cross_BLX`` (TWIN's cross features) go to the
+        backbone as they are."""
+        passed = {k: v for k, v in (("seq_time_BLD", seq_time_BLD), ("cross_BLX", cross_BLX)) if v is not None}
+        takes = inspect.signature(self.backbone.forward).parameters
+        if set(passed) - set(takes):
+            raise ValueError(f"CAIN: {sorted(set(passed) - set(takes))} given, but the backbone "
+                             f"{type(self.backbone).__name__} takes no such input")
         if self.peg != "none" and profile_BP is None:
             raise ValueError(f"CAIN(peg={self.peg!r}) needs profile_BP")
         if self.backbone_needs_label and self.training and label_B is None:
@@ -263,8 +275,9 @@ class CAIN(nn.Module):
             x, m = tcn(seq_BLD=x if n == 0 else F.relu(x), mask_BL=m, profile_BP=profile_BP)
             if n == 0:
                 q = self.backbone_query(query_BD, profile_BP)
-                label = {"label_B": label_B} if self.backbone_needs_label else {}
-                major = self.backbone(seq_BLD=x, mask_BL=m, query_BD=q, **label)
+                if self.backbone_needs_label:
+                    passed["label_B"] = label_B
+                major = self.backbone(seq_BLD=x, mask_BL=m, query_BD=q, **passed)
                 if isinstance(major, tuple):
                     major, losses = major
                 parts.append(major)

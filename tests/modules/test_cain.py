@@ -275,3 +275,26 @@ def test_sim_soft_backbone_keeps_its_gsu_loss_which_trains_the_search_and_the_tc
     with pytest.raises(ValueError, match="bind label_B"):
         cain(**b)
     assert not isinstance(cain.eval()(**b), tuple)  # evaluation: no label, no loss
+
+
+def test_inputs_other_than_item_representations_reach_the_backbone_unchanged():
+    """SIM's time-gap embeddings and TWIN's cross features are no item representations: CAIN hands them to its
+    backbone as they are (one layer: exactly the backbone on the TCN's output with them); a backbone without such
+    an input refuses it."""
+    torch.manual_seed(5)
+    b = batches.make_batch([6, 3, 0], D=D, L=6)
+    sim = CAIN(dim=D, backbone="sim", backbone_args={"k": 3, "heads": 2, "time_dim": 4}, layers=1,
+               context_length=1).eval()
+    time = torch.randn(3, 6, 4)
+    cr, m = sim.tcns[0](seq_BLD=b["seq_BLD"], mask_BL=b["mask_BL"])
+    got = sim(**b, seq_time_BLD=time)
+    torch.testing.assert_close(got, sim.backbone(seq_BLD=cr, mask_BL=m, query_BD=b["query_BD"], seq_time_BLD=time))
+    assert not torch.allclose(got[:2], sim(**b, seq_time_BLD=torch.randn(3, 6, 4))[:2])
+    twin = CAIN(dim=D, backbone="twin", backbone_args={"k": 3, "heads": 2, "head_dim": 4, "cross_features": 2,
+                                                       "cross_width": 3}, layers=1, context_length=1).eval()
+    cross = torch.randn(3, 6, 6)
+    cr, m = twin.tcns[0](seq_BLD=b["seq_BLD"], mask_BL=b["mask_BL"])
+    torch.testing.assert_close(twin(**b, cross_BLX=cross),
+                               twin.backbone(seq_BLD=cr, mask_BL=m, query_BD=b["query_BD"], cross_BLX=cross))
+    with pytest.raises(ValueError, match="takes no such input"):
+        CAIN(dim=D, backbone="sdim", layers=1)(**b, cross_BLX=cross)

@@ -152,9 +152,10 @@ def test_every_row_of_every_experiment_spec_builds(spec):
         build_model(cfg, resolve_rows(cfg, {"tables": tables}))
 
 
-# settings of inputs CAIN does not give its backbone (modules/cain.py: SIM searches softly on the TCN output,
-# TWIN has no cross features)
-NEEDS_INPUTS_CAIN_DOES_NOT_PASS = {"search", "time_dim", "soft_input_dim", "cross_features", "cross_width"}
+# settings of inputs CAIN does not give its backbone (modules/cain.py: SIM searches softly on the TCN output)
+NEEDS_INPUTS_CAIN_DOES_NOT_PASS = {"search", "soft_input_dim"}
+# the inputs CAIN hands its backbone as they are, and the backbone setting that says one is read
+PASSED_THROUGH = {"seq_time_BLD": "time_dim", "cross_BLX": "cross_features"}
 
 
 def test_specs_sharing_a_records_folder_agree_on_each_shared_row(monkeypatch):
@@ -213,6 +214,9 @@ def test_cain_rows_give_each_backbone_its_own_rows_settings(spec):
             if key in params and key not in NEEDS_INPUTS_CAIN_DOES_NOT_PASS:
                 got = (cain.get("backbone_args") or {}).get(key, params[key].default)
                 assert got == value, f"{spec} row {row['name']!r}: {kind}'s {key} is {got}, its own row has {value}"
+        for arg, setting in PASSED_THROUGH.items():  # the backbone's own row reads it: so does its TCN row
+            if own.get(setting):
+                assert cain["inputs"].get(arg), f"{spec} row {row['name']!r}: {kind} reads {arg}; bind it"
         if kind == "sim" and cain.get("backbone_args", {}).get("search", "soft") == "soft":  # its GSU loss
             bound = cain["inputs"].get("label_B")
             assert bound is not None and cfg.model.inputs[bound].label, \
