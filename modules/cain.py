@@ -212,7 +212,7 @@ class CAIN(nn.Module):
         self.tcns = nn.ModuleList(tcns)
         first = self.tcns[0].output_dim
         self.backbone = _backbone(backbone, first, dict(backbone_args or {}))
-        self.backbone_needs_label = isinstance(self.backbone, SIM) and self.backbone.search == "soft"  # its GSU loss
+        self.needs_label: bool = getattr(self.backbone, "needs_label", False)  # SIM's soft search: its GSU loss
         # the target at the first TCN's output width, when ``concat`` PEG doubles it (unless the layer maps it)
         self.query_proj = nn.Linear(dim, first, bias=False) if first != dim and not query_as_behaviour else None
         self.aux = nn.ModuleList(_AuxiliaryAttention(t.output_dim, dim, aux_dim) for t in self.tcns[1:])
@@ -261,7 +261,7 @@ class CAIN(nn.Module):
                              f"{type(self.backbone).__name__} takes no such input")
         if self.peg != "none" and profile_BP is None:
             raise ValueError(f"CAIN(peg={self.peg!r}) needs profile_BP")
-        if self.backbone_needs_label and self.training and label_B is None:
+        if self.needs_label and self.training and label_B is None:
             raise ValueError("CAIN(backbone=sim, search=soft): the soft search is trained by its auxiliary CTR loss; "
                              "bind label_B to a label input (model.inputs.label: {label: label}, "
                              "model.interests.<name>.inputs.label_B: label)")
@@ -275,7 +275,7 @@ class CAIN(nn.Module):
             x, m = tcn(seq_BLD=x if n == 0 else F.relu(x), mask_BL=m, profile_BP=profile_BP)
             if n == 0:
                 q = self.backbone_query(query_BD, profile_BP)
-                if self.backbone_needs_label:
+                if self.needs_label:
                     passed["label_B"] = label_B
                 major = self.backbone(seq_BLD=x, mask_BL=m, query_BD=q, **passed)
                 if isinstance(major, tuple):

@@ -89,6 +89,9 @@ class SIM(nn.Module):
                 tie_at_init(self.soft_a, self.soft_b)
             self.aux = MLP(in_dim=2 * s, hidden_dims=tuple(aux_hidden), activation="relu", out_dim=1)
         self.output_dim: int = self.esu.output_dim
+        # soft search learns only through its auxiliary loss (the top-k passes no gradient): model building
+        # refuses a config that does not bind label_B (tinrec/model.py)
+        self.needs_label: bool = search == "soft"
 
     def relevance(self, *, seq_BLD: Tensor, mask_BL: Tensor, query_BD: Tensor,
                   seq_category_BL: Optional[Tensor] = None, query_category_B: Optional[Tensor] = None,

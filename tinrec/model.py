@@ -404,6 +404,10 @@ def build_model(cfg: Config, rows: Mapping[str, int], *, sparse_device: torch.de
         interests[name] = build_interest(cfg.model.interests[name], first.width, f"model.interests.{name}",
                                          fields=first.fields)
         dry_run(interests[name], bound, f"model.interests.{name}")
+        if getattr(interests[name], "needs_label", False) and "label_B" not in bound:
+            raise ValueError(f"model.interests.{name}: {cfg.model.interests[name]['_component_']} learns part of "
+                             f"itself from the click label (SIM's soft search: its auxiliary loss); bind it: "
+                             f"model.inputs.label: {{label: label}}, model.interests.{name}.inputs.label_B: label")
         if getattr(interests[name], "LOGIT_OUTPUT", False):  # its output is a logit per label, added to the tower's
             if interests[name].output_dim != len(cfg.data.labels):
                 raise ValueError(f"model.interests.{name}: {cfg.model.interests[name]['_component_']} outputs logits "

@@ -164,6 +164,23 @@ def test_inputs_that_do_not_fit_a_module_are_a_config_error_before_training():
     assert torch.equal(torch.get_rng_state(), rng)
 
 
+@pytest.mark.parametrize("config, overrides, name", [
+    ("configs/lifelong/sim_soft.yaml", ["~model.interests.sim.inputs.label_B"], "sim"),
+    ("configs/lifelong/cain.yaml", ["model.interests.cain.backbone=sim",
+                                    "model.interests.cain.backbone_args={k: 100, heads: 4}"], "cain")])
+def test_a_soft_search_without_its_label_is_a_config_error(config, overrides, name):
+    """SIM's soft search (alone or as CAIN's backbone) learns its search only from its auxiliary loss on the
+    click label: a config that does not bind label_B would train a search that never moves."""
+    cfg = load_config(os.path.join(REPO, config), overrides)
+    rows = resolve_rows(cfg, {"tables": {n: 10 for n in cfg.model.tables}})
+    with pytest.raises(ValueError, match=rf"^model\.interests\.{name}: .* bind it: .*"
+                                         rf"model\.interests\.{name}\.inputs\.label_B: label$"):
+        build_model(cfg, rows)
+    bound = load_config(os.path.join(REPO, config), overrides + [
+        "model.inputs.label={label: label}", f"model.interests.{name}.inputs.label_B=label"])
+    build_model(bound, resolve_rows(bound, {"tables": {n: 10 for n in bound.model.tables}}))
+
+
 def test_a_feature_in_two_groups_needs_the_group_named(tmp_path):
     """The same ids embedded twice (multi-embedding): an input must say which group it reads."""
     path = _write(tmp_path, yaml.safe_dump(_default_dict()))

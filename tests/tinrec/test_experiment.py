@@ -185,7 +185,7 @@ def test_specs_sharing_a_records_folder_agree_on_each_shared_row(monkeypatch):
 
 
 @pytest.mark.parametrize("spec", ["cain_table2.yaml", "cain_table3.yaml", "cain_table2_graded.yaml",
-                                  "cain_table3_graded.yaml"])
+                                  "cain_table3_graded.yaml", "public/cain_table2_taobao.yaml"])
 def test_cain_rows_give_each_backbone_its_own_rows_settings(spec):
     """CAIN's Tables 2-3 compare a backbone with and without the TCN: the TCN rows must build the backbone with
     the hyperparameters of the backbone's own row (an SDIM at another tau would be a different model)."""
