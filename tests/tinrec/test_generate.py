@@ -363,6 +363,46 @@ def test_long_range_fading_interests_end_in_drops_and_count_against_their_target
         assert _read(str(tmp_path / "a"), small, split).equals(_read(str(tmp_path / "b"), small, split))
 
 
+def test_a_fading_lag_moves_the_drop_further_on_and_changes_nothing_else(tmp_path):
+    """long_range.fading_lag: a fading interest's drop lands on the lag-th more recent behaviour instead of the
+    next one (context beyond a first TCN layer's reach); the labels and every column but the watch times (and the
+    most-watched author, counted from them) are those of lag 1, and lag 1 (the default) is the data without the
+    option, bitwise."""
+    base = dict(SMALL, seq_len_mean=120.0, seq_len_max=300, train_rows=3000, valid_rows=100, test_rows=100,
+                profile=True)
+    lr = {"enabled": True, "min_position": 40, "share": 0.1, "strength": 3.0, "items": 3, "target_share": 0.5,
+          "fading": 0.5, "fading_drop": 0.6}
+    ctx = {"enabled": True, "by_activity": True}
+    metas = {}
+    for name, extra in (("default", {}), ("lag1", {"fading_lag": 1}), ("lag12", {"fading_lag": 12})):
+        metas[name] = gen.generate_dataset(str(tmp_path / name),
+                                           **dict(base, effects={"long_range": dict(lr, **extra), "context": ctx}))
+    for split in ("train", "test"):
+        assert _read(str(tmp_path / "default"), metas["default"], split).equals(
+            _read(str(tmp_path / "lag1"), metas["lag1"], split))
+    a = _read(str(tmp_path / "lag1"), metas["lag1"], "train")
+    b = _read(str(tmp_path / "lag12"), metas["lag12"], "train")
+    for col in a.column_names:
+        if col not in ("hist_watch_time", "user_top_author"):
+            assert a.column(col).equals(b.column(col)), col
+    gt = np.load(str(tmp_path / "lag12" / "ground_truth.npz"))
+    pers, fading = gt["persistent"], gt["persistent_fading"]
+    users = b.column("user_id").to_numpy()
+    lens, cats = _lists(b, "hist_category")
+    row = np.repeat(np.arange(len(lens)), lens)
+    p = np.concatenate([np.arange(n, 0, -1) for n in lens])
+    hit = pers[users[row]] == cats[:, None]
+    fade_b = (p > 40) & (hit & fading[users[row]]).any(1)
+    for name, tab in (("lag1", a), ("lag12", b)):
+        _, watch = _lists(tab, "hist_watch_time")
+        low = watch < 0.25 * np.median(watch)
+        after = {k: np.r_[low[k:], np.zeros(k, bool)] for k in (1, 12)}  # the k-th more recent behaviour low
+        rate = {k: after[k][fade_b].mean() for k in (1, 12)}
+        lagged = 12 if name == "lag12" else 1
+        other = 1 if lagged == 12 else 12
+        assert rate[lagged] > 0.45 and rate[other] < 0.15, (name, rate)
+
+
 def test_logit_parts_regenerate_a_split_and_its_terms_add_up_to_the_labels_logit(tmp_path, small):
     """``logit_parts``: the split regenerated in memory has the stored labels, the terms add up to the logit, and
     the context effect's sign flips are what separates a term from its ``_without_context`` twin."""

@@ -129,7 +129,7 @@ DEFAULT_EFFECTS: Dict[str, Any] = {
     "trigger": {"enabled": False, "strength": 1.0, "tau_page": 3.0},
     "feedback": {"enabled": False, "click_noise": 0.3, "disliked": 0, "clickbait": 0.5},
     "long_range": {"enabled": False, "strength": 1.5, "interests": 2, "share": 0.03, "min_position": 200,
-                   "target_share": 0.25, "items": 0, "fading": 0.0, "fading_drop": 0.5},
+                   "target_share": 0.25, "items": 0, "fading": 0.0, "fading_drop": 0.5, "fading_lag": 1},
     "field_pairs": {"enabled": False, "strength": 1.0, "pairs": 8, "rank": 4},
     "field_triples": {"enabled": False, "strength": 1.0, "triples": 8, "rank": 4},
     "bias": -2.8,
@@ -153,6 +153,7 @@ _EFFECT_RULES = {
     "items": ("int", "nonnegative"),
     "fading": ("real", "unit"),
     "fading_drop": ("real", "unit"),
+    "fading_lag": ("int", "positive"),
     "by_activity": ("bool", None),
     "active_factor": ("real", None),
     "pairs": ("int", "positive"),
@@ -580,10 +581,18 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
     watch = rng.lognormal(math.log(WATCH_MEDIAN_S), WATCH_SIGMA, T)
     drop = (p >= 2) & (rng.random(T) < DROP_PROB)
     fades = lr["enabled"] and lr["fading"] > 0
-    if fades:  # a fading interest's far-back behaviours are often followed by a sharp drop (CAIN's Figure 1)
+    lag = int(lr["fading_lag"])
+    fade_drop = np.zeros(T, bool)
+    if fades:  # a fading interest's far-back behaviours are often followed by a sharp drop (CAIN's Figure 1),
+        # on the fading_lag-th more recent behaviour (1: the next one)
         fading = world.fading(pers.shape[1], lr["fading"])
-        drop |= far & fading[buser, j_T] & (p >= 2) & (lr_rng.random(T) < lr["fading_drop"])
+        fade_drop = far & fading[buser, j_T] & (p > lag) & (lr_rng.random(T) < lr["fading_drop"])
+        if lag == 1:
+            drop |= fade_drop
     watch[np.flatnonzero(drop) + 1] *= DROP_FACTOR
+    if lag > 1:
+        watch[np.flatnonzero(fade_drop) + lag] *= DROP_FACTOR
+        drop |= fade_drop
     key = row * (C + 1) + cat
     min_drop_p = np.full(n * (C + 1), seq_len_max + 1, np.int64)
     np.minimum.at(min_drop_p, key[drop], p[drop])
