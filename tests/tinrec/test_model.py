@@ -26,7 +26,8 @@ def _setup(tmp_path, config="default.yaml", overrides=()):
     rows, tables = None, TABLES
     gen = cfg.data.generate or {}
     # id families (configs/hetero_experts*.yaml), triggers and pages (configs/trigger/*.yaml): the generator
-    if gen.get("extra_features") or gen.get("effects", {}).get("trigger"):
+    # and the lifelong data's sequences, profile and watch times (configs/lifelong/*.yaml)
+    if gen.get("extra_features") or gen.get("effects", {}).get("trigger") or gen.get("effects", {}).get("long_range"):
         small = dict(num_users=20, num_items=50, num_categories=6, num_brands=2, num_authors=2, train_rows=64,
                      valid_rows=8, test_rows=8, seq_len_mean=5.0, seq_len_max=8, row_group_size=64)
         tables = generate_dataset(str(tmp_path), **{**cfg.data.generate, **small, "show_progress": False})["tables"]
@@ -122,7 +123,8 @@ def test_loss_ignores_zero_weight_samples(tmp_path):
 
 @pytest.mark.parametrize("config", sorted(os.path.relpath(p, os.path.join(REPO, "configs")) for p in
                                           glob.glob(os.path.join(REPO, "configs", "*.yaml"))
-                                          + glob.glob(os.path.join(REPO, "configs", "trigger", "*.yaml"))))
+                                          + glob.glob(os.path.join(REPO, "configs", "trigger", "*.yaml"))
+                                          + glob.glob(os.path.join(REPO, "configs", "lifelong", "*.yaml"))))
 def test_every_config_trains_a_step(tmp_path, config):
     cfg, model, batch, rows = _setup(tmp_path, config)
     loss, _ = model(batch)
