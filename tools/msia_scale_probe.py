@@ -13,9 +13,11 @@ TCN instead (random filters, the first layer mixing its neighbours' content too)
 layer as configured, the later layers with random filters.
 
 Usage: python tools/msia_scale_probe.py [--lags 1 8] [--layers 1 2 4] [--steps 600] [--seed 0] [--random-init | --later-random]
+       [--content-context on|off]
 """
 import argparse
 import json
+from typing import Optional
 
 import numpy as np
 import torch
@@ -45,14 +47,15 @@ def rows(rng: np.random.Generator, n: int, *, L: int, C: int, hits: int, lag: in
 
 class Probe(nn.Module):
     def __init__(self, *, C: int, dim: int, layers: int, L: int, identity_init: bool = True,
-                 later_random: bool = False):
+                 later_random: bool = False, content_context: Optional[bool] = None):
         super().__init__()
         self.emb = nn.Embedding(C + 1, dim)
         nn.init.uniform_(self.emb.weight, -1.0, 1.0)  # the lifelong configs' init_max: 1.0
         self.cain = CAIN(dim=dim, backbone="lap", backbone_args={"coarse_k": L // 4, "fine_k": L // 16, "heads": 2,
                                                                  "tied_init": True},
                          layers=layers, context_length=7, later_context_length=2, stride=4, side_dim=1,
-                         side_relative=True, content_context=not identity_init, identity_init=identity_init)
+                         side_relative=True, identity_init=identity_init,
+                         content_context=not identity_init if content_context is None else content_context)
         if later_random:  # the first layer starts as the identity, the later ones as the paper's (random filters)
             for tcn in self.cain.tcns[1:]:
                 bound = 1.0 / (tcn.dim * tcn.kernel) ** 0.5
@@ -68,10 +71,12 @@ class Probe(nn.Module):
 
 
 def run(*, lag: int, layers: int, steps: int, seed: int, L: int = 256, C: int = 32, hits: int = 4, dim: int = 16,
-        batch: int = 256, identity_init: bool = True, later_random: bool = False) -> float:
+        batch: int = 256, identity_init: bool = True, later_random: bool = False,
+        content_context: Optional[bool] = None) -> float:
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, lag])
-    model = Probe(C=C, dim=dim, layers=layers, L=L, identity_init=identity_init, later_random=later_random)
+    model = Probe(C=C, dim=dim, layers=layers, L=L, identity_init=identity_init, later_random=later_random,
+                  content_context=content_context)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(steps):
         cat, target, watch, label = rows(rng, batch, L=L, C=C, hits=hits, lag=lag)
@@ -94,16 +99,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--random-init", action="store_true",
                     help="the paper's TCN: random filters, content context in the first layer (no identity start)")
+    ap.add_argument("--content-context", choices=["on", "off"], default=None,
+                    help="the first layer mixes its neighbours' content (on) or reads only their watch times (off); "
+                         "default: off with the identity start, on with --random-init")
     ap.add_argument("--later-random", action="store_true",
                     help="the first layer starts as the identity, the later (MSIA) layers with random filters")
     args = ap.parse_args()
     for lag in args.lags:
         for layers in args.layers:
             test_auc = run(lag=lag, layers=layers, steps=args.steps, seed=args.seed,
-                           identity_init=not args.random_init, later_random=args.later_random)
+                           identity_init=not args.random_init, later_random=args.later_random,
+                           content_context=None if args.content_context is None else args.content_context == "on")
             print(json.dumps({"lag": lag, "layers": layers, "steps": args.steps, "seed": args.seed,
                               "init": "random" if args.random_init else
-                              "identity, later random" if args.later_random else "identity", "test_auc": round(test_auc, 4)}),
+                              "identity, later random" if args.later_random else "identity",
+                              "content_context": args.content_context or ("on" if args.random_init else "off"), "test_auc": round(test_auc, 4)}),
                   flush=True)
 
 
