@@ -42,7 +42,7 @@ def rows(rng: np.random.Generator, n: int, *, L: int, C: int, hits: int, lag: in
     watch[r, after[r, c]] *= 0.1
     label = (rng.random(n) < 1.0 / (1.0 + np.exp(np.where(faded, 3.0, -3.0)))).astype(np.float32)
     return (torch.from_numpy(cat), torch.from_numpy(target), torch.from_numpy(watch).float(),
-            torch.from_numpy(label))
+            torch.from_numpy(label), faded)
 
 
 class Probe(nn.Module):
@@ -79,7 +79,7 @@ def run(*, lag: int, layers: int, steps: int, seed: int, L: int = 256, C: int = 
                   content_context=content_context)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(steps):
-        cat, target, watch, label = rows(rng, batch, L=L, C=C, hits=hits, lag=lag)
+        cat, target, watch, label, _ = rows(rng, batch, L=L, C=C, hits=hits, lag=lag)
         loss = nn.functional.binary_cross_entropy_with_logits(model(cat, target, watch), label)
         opt.zero_grad()
         loss.backward()
