@@ -12,8 +12,8 @@ with Adam, then scored on fresh rows. For each lag and layer count: held-out AUC
 TCN instead (random filters, the first layer mixing its neighbours' content too); ``--later-random``: the first
 layer as configured, the later layers with random filters.
 
-Usage: python tools/msia_scale_probe.py [--lags 1 8] [--layers 1 2 4] [--steps 600] [--seed 0] [--random-init | --later-random]
-       [--content-context on|off]
+Usage: python tools/msia_scale_probe.py [--lags 1 8] [--layers 1 2 4] [--steps 600] [--seed 0]
+       [--random-init | --later-random] [--content-context on|off]
 """
 import argparse
 import json
@@ -51,12 +51,12 @@ class Probe(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(C + 1, dim)
         nn.init.uniform_(self.emb.weight, -1.0, 1.0)  # the lifelong configs' init_max: 1.0
-        self.cain = CAIN(dim=dim, backbone="lap", backbone_args={"coarse_k": L // 4, "fine_k": L // 16, "heads": 2,
-                                                                 "tied_init": True},
-                         layers=layers, context_length=7, later_context_length=2, stride=4, side_dim=1,
-                         side_relative=True, identity_init=identity_init,
-                         content_context=not identity_init if content_context is None else content_context)
-        if later_random:  # the first layer starts as the identity, the later ones as the paper's (random filters)
+        args = dict(dim=dim, backbone="lap", backbone_args={"coarse_k": L // 4, "fine_k": L // 16, "heads": 2,
+                                                             "tied_init": True},
+                    layers=layers, context_length=7, later_context_length=2, stride=4, side_dim=1, side_relative=True,
+                    content_context=not identity_init if content_context is None else content_context)
+        self.cain = CAIN(**args, identity_init=identity_init)
+        if later_random:  # the first layer as configured, the later ones as the paper's (TCN's random start)
             for tcn in self.cain.tcns[1:]:
                 bound = 1.0 / (tcn.dim * tcn.kernel) ** 0.5
                 nn.init.uniform_(tcn.weight, -bound, bound)
@@ -110,11 +110,10 @@ def main() -> None:
             test_auc = run(lag=lag, layers=layers, steps=args.steps, seed=args.seed,
                            identity_init=not args.random_init, later_random=args.later_random,
                            content_context=None if args.content_context is None else args.content_context == "on")
-            print(json.dumps({"lag": lag, "layers": layers, "steps": args.steps, "seed": args.seed,
-                              "init": "random" if args.random_init else
-                              "identity, later random" if args.later_random else "identity",
-                              "content_context": args.content_context or ("on" if args.random_init else "off"), "test_auc": round(test_auc, 4)}),
-                  flush=True)
+            init = "random" if args.random_init else "identity, later random" if args.later_random else "identity"
+            context = args.content_context or ("on" if args.random_init else "off")
+            print(json.dumps({"lag": lag, "layers": layers, "steps": args.steps, "seed": args.seed, "init": init,
+                              "content_context": context, "test_auc": round(test_auc, 4)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def _setup(tmp_path, config="default.yaml", overrides=()):
     gen = cfg.data.generate or {}
     # id families (configs/hetero_experts*.yaml), triggers and pages (configs/trigger/*.yaml): the generator
     # and the lifelong data's sequences, profile and watch times (configs/lifelong/*.yaml)
-    if gen.get("extra_features") or gen.get("effects", {}).get("trigger") or gen.get("effects", {}).get("long_range"):
+    effects = gen.get("effects", {})
+    if gen.get("extra_features") or effects.get("trigger") or effects.get("long_range"):
         small = dict(num_users=20, num_items=50, num_categories=6, num_brands=2, num_authors=2, train_rows=64,
                      valid_rows=8, test_rows=8, seq_len_mean=5.0, seq_len_max=8, row_group_size=64)
         tables = generate_dataset(str(tmp_path), **{**cfg.data.generate, **small, "show_progress": False})["tables"]

@@ -581,8 +581,7 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
     watch = rng.lognormal(math.log(WATCH_MEDIAN_S), WATCH_SIGMA, T)
     drop = (p >= 2) & (rng.random(T) < DROP_PROB)
     fades = lr["enabled"] and lr["fading"] > 0
-    lag = int(lr["fading_lag"])
-    fade_drop = np.zeros(T, bool)
+    lag, fade_drop = int(lr["fading_lag"]), None
     if fades:  # a fading interest's far-back behaviours are often followed by a sharp drop (CAIN's Figure 1),
         # on the fading_lag-th more recent behaviour (1: the next one)
         fading = world.fading(pers.shape[1], lr["fading"])
@@ -590,9 +589,9 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, split: str, seq_len_
         if lag == 1:
             drop |= fade_drop
     watch[np.flatnonzero(drop) + 1] *= DROP_FACTOR
-    if lag > 1:
+    if fade_drop is not None and lag > 1:  # the lagged drops, after the others (a behaviour may have both)
         watch[np.flatnonzero(fade_drop) + lag] *= DROP_FACTOR
-        drop |= fade_drop
+        drop |= fade_drop  # lost interest counts from the behaviour itself
     key = row * (C + 1) + cat
     min_drop_p = np.full(n * (C + 1), seq_len_max + 1, np.int64)
     np.minimum.at(min_drop_p, key[drop], p[drop])
